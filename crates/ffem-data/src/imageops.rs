@@ -1,0 +1,128 @@
+//! Pixel work on decoded RGB images: decoding with clear errors, bilinear crop-and-resize,
+//! affine warps, JPEG encoding. Plain loops over `u8`/`f32` buffers: no framework needed.
+
+use image::RgbImage;
+
+/// Decodes an encoded image to 8-bit RGB, checking that a JPEG is complete.
+pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
+    let format = image::guess_format(bytes).map_err(|_| "not an image (unrecognised file signature)".to_string())?;
+    if format == image::ImageFormat::Jpeg {
+        // Decoders fill a truncated JPEG with grey instead of failing: require the end marker.
+        let tail = &bytes[bytes.len().saturating_sub(4096)..];
+        if !tail.windows(2).any(|w| w == [0xff, 0xd9]) {
+            return Err("truncated JPEG: no end-of-image marker".into());
+        }
+    }
+    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| format!("cannot decode image: {e}"))?;
+    Ok(img.to_rgb8())
+}
+
+/// Encodes RGB pixels as JPEG at `quality` (1-100).
+pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+    img.write_with_encoder(enc).map_err(|e| format!("cannot encode JPEG: {e}"))?;
+    Ok(out)
+}
+
+/// Samples `img` at (x, y) (pixel centres at integer coordinates) with bilinear interpolation;
+/// coordinates outside are clamped to the border.
+#[inline]
+fn sample(img: &[u8], w: usize, h: usize, x: f32, y: f32, out: &mut [f32; 3]) {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let x0 = x.floor() as usize;
+    let y0 = y.floor() as usize;
+    let x1 = (x0 + 1).min(w - 1);
+    let y1 = (y0 + 1).min(h - 1);
+    let fx = x - x0 as f32;
+    let fy = y - y0 as f32;
+    let p = |xx: usize, yy: usize, c: usize| img[(yy * w + xx) * 3 + c] as f32;
+    for (c, o) in out.iter_mut().enumerate() {
+        let top = p(x0, y0, c) * (1.0 - fx) + p(x1, y0, c) * fx;
+        let bottom = p(x0, y1, c) * (1.0 - fx) + p(x1, y1, c) * fx;
+        *o = top * (1.0 - fy) + bottom * fy;
+    }
+}
+
+/// Crops the box (x1, y1, x2, y2; pixel edges) from `img` and resizes it bilinearly to
+/// `size` x `size`, writing interleaved RGB f32 in 0..255 into `out` (len size*size*3).
+pub fn crop_resize(img: &RgbImage, bx: [f32; 4], size: usize, out: &mut [f32]) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let sx = (bx[2] - bx[0]) / size as f32;
+    let sy = (bx[3] - bx[1]) / size as f32;
+    let raw = img.as_raw();
+    let mut px = [0f32; 3];
+    for oy in 0..size {
+        let y = bx[1] + (oy as f32 + 0.5) * sy - 0.5;
+        for ox in 0..size {
+            let x = bx[0] + (ox as f32 + 0.5) * sx - 0.5;
+            sample(raw, w, h, x, y, &mut px);
+            out[(oy * size + ox) * 3..][..3].copy_from_slice(&px);
+        }
+    }
+}
+
+/// Warps `img` by the affine map `m` (2x3, from output pixel to input pixel) into a
+/// `size` x `size` interleaved RGB f32 buffer; outside the image is black.
+pub fn warp_affine_inverse(img: &RgbImage, m: [f32; 6], size: usize, out: &mut [f32]) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = img.as_raw();
+    let mut px = [0f32; 3];
+    for oy in 0..size {
+        for ox in 0..size {
+            let (fx, fy) = (ox as f32, oy as f32);
+            let x = m[0] * fx + m[1] * fy + m[2];
+            let y = m[3] * fx + m[4] * fy + m[5];
+            let dst = &mut out[(oy * size + ox) * 3..][..3];
+            if x < -0.5 || y < -0.5 || x > w as f32 - 0.5 || y > h as f32 - 0.5 {
+                dst.fill(0.0);
+            } else {
+                sample(raw, w, h, x, y, &mut px);
+                dst.copy_from_slice(&px);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_resize_of_a_gradient_is_exact() {
+        // Pixel value = 10*x in red, 10*y in green: bilinear sampling reproduces a linear ramp.
+        let img = RgbImage::from_fn(20, 20, |x, y| image::Rgb([(10 * x) as u8, (10 * y) as u8, 7]));
+        let mut out = vec![0f32; 4 * 4 * 3];
+        crop_resize(&img, [4.0, 8.0, 12.0, 16.0], 4, &mut out);
+        // Output pixel ox samples x = 4 + (ox + 0.5) * 2 - 0.5 = 4.5 + 2 ox.
+        for oy in 0..4 {
+            for ox in 0..4 {
+                let p = &out[(oy * 4 + ox) * 3..][..3];
+                assert!((p[0] - 10.0 * (4.5 + 2.0 * ox as f32)).abs() < 1e-3);
+                assert!((p[1] - 10.0 * (8.5 + 2.0 * oy as f32)).abs() < 1e-3);
+                assert_eq!(p[2], 7.0);
+            }
+        }
+    }
+
+    #[test]
+    fn warp_identity_and_outside_is_black() {
+        let img = RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8, y as u8, 1]));
+        let mut out = vec![0f32; 8 * 8 * 3];
+        warp_affine_inverse(&img, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 8, &mut out);
+        assert_eq!(&out[(3 * 8 + 5) * 3..][..3], &[5.0, 3.0, 1.0]);
+        warp_affine_inverse(&img, [1.0, 0.0, 100.0, 0.0, 1.0, 0.0], 8, &mut out);
+        assert!(out.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn decode_rejects_non_images_and_truncated_jpegs() {
+        assert!(decode_rgb(b"hello world").unwrap_err().contains("not an image"));
+        let img = RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0]));
+        let jpeg = encode_jpeg(&img, 90).unwrap();
+        assert_eq!(decode_rgb(&jpeg).unwrap().dimensions(), (32, 32));
+        let err = decode_rgb(&jpeg[..jpeg.len() / 2]).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+    }
+}

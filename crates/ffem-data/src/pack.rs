@@ -1,0 +1,299 @@
+//! `ffem pack`: validate every entry of an `image_list.json`, then write TFRecord shards and a
+//! manifest into a staging directory that is renamed into place when complete.
+//!
+//! Two passes: the first decodes every image in parallel (the only way to catch truncated or
+//! undecodable files) and settles the label map over the entries that survive; the second re-reads
+//! the bytes and writes records in list order. Bad entries are skipped and reported, never fatal,
+//! unless `strict` is set, in which case nothing is written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::atomic;
+use crate::error::{DataError, Result};
+use crate::example::FaceRecord;
+use crate::image_list::{FaceBox, ImageEntry, ImageList, Rejected};
+use crate::imageops::{decode_rgb, encode_jpeg};
+use crate::manifest::{MANIFEST_NAME, Manifest, ShardInfo};
+use crate::progress;
+use crate::tfrecord::RecordWriter;
+
+/// What `pack` does.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Root the list's relative paths start from.
+    pub root: PathBuf,
+    /// The `image_list.json`.
+    pub json: PathBuf,
+    /// Output directory (created; replaced only with `overwrite`).
+    pub output: PathBuf,
+    /// Start a new shard once the current one reaches this many bytes.
+    pub shard_bytes: u64,
+    /// Store the face box grown by this margin (fraction of the box size per side) as a new JPEG.
+    pub crop_margin: Option<f32>,
+    /// JPEG quality for re-encoded crops.
+    pub jpeg_quality: u8,
+    /// Fail (writing nothing) if any entry is bad.
+    pub strict: bool,
+    /// Replace an existing output directory.
+    pub overwrite: bool,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+impl PackOptions {
+    /// Options with the defaults: ~1 GiB shards, whole photos, quality 95.
+    pub fn new(root: impl Into<PathBuf>, json: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        PackOptions {
+            root: root.into(),
+            json: json.into(),
+            output: output.into(),
+            shard_bytes: 1 << 30,
+            crop_margin: None,
+            jpeg_quality: 95,
+            strict: false,
+            overwrite: false,
+            progress: false,
+        }
+    }
+}
+
+/// What `pack` did.
+#[derive(Debug, Clone)]
+pub struct PackReport {
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// Seconds spent, both passes.
+    pub seconds: f64,
+    /// Entries the list held (valid or not).
+    pub entries_in_list: usize,
+}
+
+struct Checked {
+    entry: ImageEntry,
+    face_box: FaceBox,
+}
+
+fn check_entry(root: &Path, entry: &ImageEntry) -> std::result::Result<FaceBox, String> {
+    let path = root.join(&entry.path);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("image file not found: {}", path.display()),
+        _ => format!("cannot read {}: {e}", path.display()),
+    })?;
+    let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (w, h) = img.dimensions();
+    match entry.face_box {
+        None => Ok(FaceBox { x1: 0.0, y1: 0.0, x2: w as f32, y2: h as f32 }),
+        Some(b) => b.clip(w, h).filter(|c| c.width() >= 1.0 && c.height() >= 1.0).ok_or_else(|| {
+            format!(
+                "box (x1={}, y1={}, x2={}, y2={}) lies outside the {w}x{h} image",
+                b.x1, b.y1, b.x2, b.y2
+            )
+        }),
+    }
+}
+
+fn make_record(root: &Path, checked: &Checked, label: i64, opts: &PackOptions) -> std::result::Result<FaceRecord, String> {
+    let path = root.join(&checked.entry.path);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let b = checked.face_box;
+    let (jpeg, face_box, landmarks) = match opts.crop_margin {
+        None => (bytes, [b.x1, b.y1, b.x2, b.y2], checked.entry.landmarks),
+        Some(margin) => {
+            let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (mw, mh) = (b.width() * margin, b.height() * margin);
+            let grown = FaceBox { x1: b.x1 - mw, y1: b.y1 - mh, x2: b.x2 + mw, y2: b.y2 + mh };
+            let c = grown.clip(img.width(), img.height()).expect("contains the clipped box");
+            let (cx, cy) = (c.x1.floor() as u32, c.y1.floor() as u32);
+            let (cw, ch) = ((c.x2.ceil() as u32 - cx).max(1), (c.y2.ceil() as u32 - cy).max(1));
+            let crop = image::imageops::crop_imm(&img, cx, cy, cw, ch).to_image();
+            let jpeg = encode_jpeg(&crop, opts.jpeg_quality)?;
+            let (dx, dy) = (cx as f32, cy as f32);
+            let lm = checked.entry.landmarks.map(|mut l| {
+                for p in l.chunks_exact_mut(2) {
+                    p[0] -= dx;
+                    p[1] -= dy;
+                }
+                l
+            });
+            (jpeg, [b.x1 - dx, b.y1 - dy, b.x2 - dx, b.y2 - dy], lm)
+        }
+    };
+    Ok(FaceRecord {
+        jpeg,
+        label,
+        face_box: face_box.map(|v| v.round() as i64),
+        landmarks,
+        path: Some(checked.entry.path.clone()),
+    })
+}
+
+/// Packs `opts.json` into TFRecord shards under `opts.output`.
+pub fn pack(opts: &PackOptions) -> Result<PackReport> {
+    let start = Instant::now();
+    let list = ImageList::load(&opts.json)?;
+    pack_list(list, opts, start)
+}
+
+/// Packs an already parsed list (see [`pack`]).
+pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<PackReport> {
+    if opts.output.exists() && !opts.overwrite {
+        return Err(DataError::Invalid(format!(
+            "{} already exists: choose another --output or pass --overwrite to replace it",
+            opts.output.display()
+        )));
+    }
+    if !opts.root.is_dir() {
+        return Err(DataError::Invalid(format!(
+            "image root {} is not a directory: pass --root, the folder the JSON's paths are relative to",
+            opts.root.display()
+        )));
+    }
+    let entries_in_list = list.entries.len() + list.rejected.len();
+    let mut skipped = list.rejected;
+
+    // Pass 1: decode everything in parallel.
+    let bar = progress::bar(list.entries.len() as u64, "check", "img");
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let results: Vec<std::result::Result<Checked, Rejected>> = list
+        .entries
+        .into_par_iter()
+        .map(|entry| {
+            let r = check_entry(&opts.root, &entry);
+            bar.inc(1);
+            match r {
+                Ok(face_box) => Ok(Checked { entry, face_box }),
+                Err(reason) => Err(Rejected { key: entry.path, reason }),
+            }
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut good = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(c) => good.push(c),
+            Err(rej) => skipped.push(rej),
+        }
+    }
+    for s in &skipped {
+        tracing::warn!("skipping {}: {}", s.key, s.reason);
+    }
+    if opts.strict && !skipped.is_empty() {
+        let first: Vec<String> = skipped.iter().take(5).map(|s| format!("  {}: {}", s.key, s.reason)).collect();
+        return Err(DataError::Invalid(format!(
+            "--strict: {} of {entries_in_list} entries are bad, nothing was written. First ones:\n{}",
+            skipped.len(),
+            first.join("\n")
+        )));
+    }
+    if good.is_empty() {
+        return Err(DataError::Invalid(format!(
+            "{}: no usable entry ({} skipped); nothing to pack",
+            opts.json.display(),
+            skipped.len()
+        )));
+    }
+
+    // Labels need not be contiguous: map them in sorted order onto 0..N-1.
+    let label_map: BTreeMap<u64, u64> = {
+        let mut raw: Vec<u64> = good.iter().map(|c| c.entry.label).collect();
+        raw.sort_unstable();
+        raw.dedup();
+        raw.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect()
+    };
+
+    // Pass 2: write in list order into a staging directory.
+    let staging = atomic::temp_path(&opts.output);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    let result = write_shards(&staging, &good, &label_map, opts, &mut skipped);
+    let shards = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let manifest = Manifest {
+        format: "ffem-records".into(),
+        version: 1,
+        records: shards.iter().map(|s| s.records).sum(),
+        identities: label_map.len() as u64,
+        label_map: label_map.into_iter().collect(),
+        shards,
+        skipped,
+        crop_margin: opts.crop_margin,
+        source_json: Some(opts.json.display().to_string()),
+        source_root: Some(opts.root.display().to_string()),
+    };
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    atomic::write_file(&staging.join(MANIFEST_NAME), text.as_bytes())?;
+    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
+    }
+    atomic::replace_dir(&staging, &opts.output)?;
+    Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list })
+}
+
+fn write_shards(
+    dir: &Path,
+    good: &[Checked],
+    label_map: &BTreeMap<u64, u64>,
+    opts: &PackOptions,
+    skipped: &mut Vec<Rejected>,
+) -> Result<Vec<ShardInfo>> {
+    let bar = progress::bar(good.len() as u64, "pack", "img");
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut shards = Vec::new();
+    let mut writer: Option<RecordWriter> = None;
+    let close = |w: RecordWriter, shards: &mut Vec<ShardInfo>| -> Result<()> {
+        let (records, bytes) = (w.records(), w.bytes_written());
+        w.finish()?;
+        shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", shards.len()), records, bytes });
+        Ok(())
+    };
+    for chunk in good.chunks(256) {
+        let encoded: Vec<std::result::Result<Vec<u8>, Rejected>> = chunk
+            .par_iter()
+            .map(|c| {
+                let label = label_map[&c.entry.label] as i64;
+                make_record(&opts.root, c, label, opts)
+                    .map(|r| r.to_example())
+                    .map_err(|reason| Rejected { key: c.entry.path.clone(), reason })
+            })
+            .collect();
+        for item in encoded {
+            bar.inc(1);
+            let bytes = match item {
+                Ok(b) => b,
+                Err(rej) => {
+                    // The file changed between the passes: still skip and report, never abort.
+                    tracing::warn!("skipping {}: {}", rej.key, rej.reason);
+                    skipped.push(rej);
+                    continue;
+                }
+            };
+            if writer.as_ref().is_some_and(|w| w.bytes_written() >= opts.shard_bytes) {
+                close(writer.take().expect("checked"), &mut shards)?;
+            }
+            if writer.is_none() {
+                writer = Some(RecordWriter::create(&dir.join(format!("shard-{:05}.tfrecord", shards.len())))?);
+            }
+            writer.as_mut().expect("just created").write(&bytes)?;
+        }
+    }
+    if let Some(w) = writer {
+        close(w, &mut shards)?;
+    }
+    bar.finish_and_clear();
+    Ok(shards)
+}
