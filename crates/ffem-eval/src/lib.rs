@@ -1,1 +1,16 @@
+//! ffem's evaluation, free of any deep-learning framework: it works on embeddings and labels.
+//! Verification follows insightface's 10-fold protocol to the digit; identification is
+//! leave-one-out nearest neighbour; readers cover LFW `pairs.txt`, CFP protocol folders,
+//! insightface `.bin` sets and NPY embeddings.
 
+pub mod bin_set;
+pub mod error;
+pub mod identification;
+pub mod npy;
+pub mod pairs;
+pub mod plot;
+pub mod verification;
+
+pub use error::{EvalError, Result};
+pub use identification::{IdentificationReport, identify};
+pub use verification::{VerificationReport, evaluate, pair_distances};

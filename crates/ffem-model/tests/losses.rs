@@ -1,0 +1,140 @@
+//! Loss values against independent f64 formulas, gradients against finite differences of them.
+
+use burn::module::Param;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use ffem_model::losses::{ClassifierLoss, LossConfig};
+
+/// Reference: mean cross-entropy of the margin / L2-softmax logits, in f64, written from the papers.
+fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize], d: usize) -> f64 {
+    let n = labels.len();
+    let c = w.len() / d;
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let mut total = 0.0;
+    for i in 0..n {
+        let fi = &f[i * d..][..d];
+        let nf = norm(fi);
+        let mut logits = vec![0.0; c];
+        for j in 0..c {
+            let wj = &w[j * d..][..d];
+            let dot: f64 = fi.iter().zip(wj).map(|(a, b)| a * b).sum();
+            logits[j] = match cfg {
+                LossConfig::L2Softmax { scale } => scale * dot / nf + b[j],
+                LossConfig::Margin { m1, m2, m3, scale, easy_margin } => {
+                    let cos = (dot / (nf * norm(wj))).clamp(-1.0 + 1e-7, 1.0 - 1e-7);
+                    if j != labels[i] {
+                        scale * cos
+                    } else {
+                        let theta = cos.acos();
+                        let phi = if m1 == 1.0 && m3 == 0.0 {
+                            if easy_margin {
+                                if cos > 0.0 { (theta + m2).cos() } else { cos }
+                            } else if theta + m2 < std::f64::consts::PI {
+                                (theta + m2).cos()
+                            } else {
+                                cos - (std::f64::consts::PI - m2).sin() * m2
+                            }
+                        } else {
+                            (m1 * theta + m2).cos() - m3
+                        };
+                        scale * phi
+                    }
+                }
+            };
+        }
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        total += lse - logits[labels[i]];
+    }
+    total / n as f64
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Runs the burn loss on the autodiff device: value, d loss / d f, d loss / d W.
+fn burn_loss(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize], d: usize) -> (f64, Vec<f64>, Vec<f64>) {
+    let device = Device::flex().autodiff();
+    let n = labels.len();
+    let c = w.len() / d;
+    let mut head = ClassifierLoss::new(cfg, c, d, &device);
+    let wt = Tensor::<2>::from_data(TensorData::new(w.iter().map(|&v| v as f32).collect(), [c, d]), &device);
+    head.weight = Param::from_tensor(wt);
+    let ft = Tensor::<2>::from_data(TensorData::new(f.iter().map(|&v| v as f32).collect(), [n, d]), &device).require_grad();
+    let lt = Tensor::<1, Int>::from_data(TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]), &device);
+    let out = head.forward(ft.clone(), lt);
+    let grads = out.loss.backward();
+    let val = out.loss.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
+    let gf = ft.grad(&grads).unwrap().into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
+    let gw = head.weight.val().grad(&grads).unwrap().into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
+    (val, gf, gw)
+}
+
+fn check(cfg: LossConfig, seed: u64) {
+    let (n, d, c) = (4, 6, 5);
+    let f = pseudo_random(n * d, seed);
+    let w = pseudo_random(c * d, seed + 1);
+    let labels = [0, 3, 4, 3];
+    let zeros = vec![0.0; c];
+    let (val, gf, gw) = burn_loss(cfg, &f, &w, &labels, d);
+    let expected = reference(cfg, &f, &w, &zeros, &labels, d);
+    assert!((val - expected).abs() < 1e-4 * expected.abs().max(1.0), "{cfg:?}: burn {val} vs reference {expected}");
+    let h = 1e-6;
+    for (params, grad, is_f) in [(&f, &gf, true), (&w, &gw, false)] {
+        for k in 0..params.len() {
+            let mut p = params.clone();
+            p[k] += h;
+            let up = if is_f { reference(cfg, &p, &w, &zeros, &labels, d) } else { reference(cfg, &f, &p, &zeros, &labels, d) };
+            p[k] -= 2.0 * h;
+            let down = if is_f { reference(cfg, &p, &w, &zeros, &labels, d) } else { reference(cfg, &f, &p, &zeros, &labels, d) };
+            let fd = (up - down) / (2.0 * h);
+            assert!((grad[k] - fd).abs() < 2e-3 * fd.abs().max(1.0), "{cfg:?} {} [{k}]: autodiff {} vs finite difference {fd}", if is_f { "dL/df" } else { "dL/dW" }, grad[k]);
+        }
+    }
+}
+
+#[test]
+fn l2_softmax_value_and_gradient() {
+    check(LossConfig::L2Softmax { scale: 30.0 }, 1);
+}
+
+#[test]
+fn arcface_value_and_gradient() {
+    check(LossConfig::arcface(0.5, 64.0), 2);
+    check(LossConfig::Margin { m1: 1.0, m2: 0.5, m3: 0.0, scale: 16.0, easy_margin: true }, 3);
+}
+
+#[test]
+fn cosface_and_combined_value_and_gradient() {
+    check(LossConfig::cosface(0.35, 64.0), 4);
+    check(LossConfig::Margin { m1: 1.0, m2: 0.3, m3: 0.2, scale: 32.0, easy_margin: false }, 5);
+    check(LossConfig::Margin { m1: 1.1, m2: 0.1, m3: 0.1, scale: 8.0, easy_margin: false }, 6);
+}
+
+#[test]
+fn arcface_hand_computed_cases() {
+    use std::f64::consts::PI;
+    // Embedding at 60 degrees, target class at 0 degrees, other class at 90 degrees, m = 0.5, s = 64:
+    // logits 64 cos(pi/3 + 0.5) and 64 cos(pi/6).
+    let f = [0.5, 3f64.sqrt() / 2.0];
+    let w = [1.0, 0.0, 0.0, 1.0];
+    let (val, _, _) = burn_loss(LossConfig::arcface(0.5, 64.0), &f, &w, &[0], 2);
+    let (t, o) = (64.0 * (PI / 3.0 + 0.5).cos(), 64.0 * (PI / 6.0).cos());
+    let expected = (t.exp() + o.exp()).ln() - t;
+    assert!((val - expected).abs() < 1e-3, "{val} vs {expected}");
+    // Embedding at 170 degrees from its class: theta + m > pi, so the target logit is
+    // s * (cos(170deg) - sin(pi - 0.5) * 0.5) (not cos(170deg + 0.5), which would rise again).
+    let a = 170f64.to_radians();
+    let f = [a.cos(), a.sin()];
+    let (val, _, _) = burn_loss(LossConfig::arcface(0.5, 1.0), &f, &w, &[0], 2);
+    let t = a.cos() - (PI - 0.5).sin() * 0.5;
+    let o = (a - PI / 2.0).cos();
+    let expected = (t.exp() + o.exp()).ln() - t;
+    assert!((val - expected).abs() < 1e-5, "{val} vs {expected}");
+}
