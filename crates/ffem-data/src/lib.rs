@@ -13,6 +13,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod progress;
 pub mod records;
+pub mod synth;
 pub mod tfrecord;
 
 pub use error::{DataError, Result};

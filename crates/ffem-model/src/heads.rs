@@ -14,7 +14,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::backbones::mobilenet_v3::{Act, ConvBn};
+use crate::backbones::mobilenet_v3::{Act, ConvBn, batch_norm};
 
 /// Which head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ impl GnapHead {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.bn_in.forward(x);
+        let x = batch_norm(&self.bn_in, x);
         let [n, c, _, _] = x.dims();
         let norm = x.clone().square().sum_dim(1).sqrt(); // (N, 1, H, W)
         let mean_norm = norm.clone().mean_dim(2).mean_dim(3); // (N, 1, 1, 1)
@@ -61,7 +61,7 @@ impl GnapHead {
             Some(fc) => fc.forward(pooled),
             None => pooled,
         };
-        self.bn_out.forward(e)
+        batch_norm(&self.bn_out, e)
     }
 }
 
@@ -94,9 +94,9 @@ impl GdcHead {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.bn_dw.forward(self.gdconv.forward(self.reduce.forward(x)));
+        let x = batch_norm(&self.bn_dw, self.gdconv.forward(self.reduce.forward(x)));
         let n = x.dims()[0];
-        self.bn_out.forward(self.fc.forward(x.reshape([n, 512])))
+        batch_norm(&self.bn_out, self.fc.forward(x.reshape([n, 512])))
     }
 }
 
@@ -125,6 +125,6 @@ impl FlattenHead {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let [n, c, h, w] = x.dims();
         let x = self.dropout.forward(x).permute([0, 2, 3, 1]).reshape([n, h * w * c]);
-        self.bn_out.forward(self.fc.forward(x))
+        batch_norm(&self.bn_out, self.fc.forward(x))
     }
 }

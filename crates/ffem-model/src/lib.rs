@@ -3,9 +3,21 @@
 //! The same code runs on the CPU (`flex`) and the GPU (`vulkan` feature).
 
 pub mod backbones;
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod embed;
+pub mod evalset;
+pub mod face;
 pub mod heads;
+pub mod info;
 pub mod losses;
 pub mod model;
+pub mod precision;
 pub mod schedule;
+pub mod train;
 
-pub use model::{EmbeddingModel, ModelConfig};
+pub use config::TrainConfig;
+pub use embed::{Embedder, FaceInput};
+pub use model::{EmbeddingModel, ModelConfig, load_model, save_model};
+pub use train::{TrainOptions, TrainSummary, train};

@@ -25,11 +25,14 @@ pub struct ModelConfig {
     pub image_size: usize,
     /// Dropout of the flatten head.
     pub dropout: f64,
+    /// Faces are aligned by landmarks (when known) rather than cropped by box.
+    #[serde(default)]
+    pub align: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { backbone: MobileNetV3Config::large(), head: HeadKind::Gnap, embedding_dim: 512, image_size: 112, dropout: 0.2 }
+        ModelConfig { backbone: MobileNetV3Config::large(), head: HeadKind::Gnap, embedding_dim: 512, image_size: 112, dropout: 0.2, align: false }
     }
 }
 

@@ -195,6 +195,13 @@ impl MobileNetV3Config {
     }
 }
 
+/// BatchNorm in f32 whatever the input's precision (as autocast does): under mixed precision the
+/// statistics and running buffers stay f32, the output returns to the input's dtype.
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    if dtype == burn::tensor::DType::F32 { bn.forward(x) } else { bn.forward(x.cast(burn::tensor::DType::F32)).cast(dtype) }
+}
+
 /// Output side of a "same"-padded convolution.
 pub fn conv_out(size: usize, kernel: usize, stride: usize) -> usize {
     (size + 2 * ((kernel - 1) / 2) - kernel) / stride + 1
@@ -222,14 +229,16 @@ impl ConvBn {
                 .with_groups(groups)
                 .with_bias(false)
                 .init(device),
-            bn: BatchNormConfig::new(cout).with_epsilon(1e-3).with_momentum(0.01).init(device),
+            // Momentum 0.1 (PyTorch's default) rather than torchvision's 0.01: face runs are short, and
+            // running statistics that lag far behind the weights wreck evaluation.
+            bn: BatchNormConfig::new(cout).with_epsilon(1e-3).with_momentum(0.1).init(device),
             act,
         }
     }
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x));
+        let y = batch_norm(&self.bn, self.conv.forward(x));
         match self.act {
             Some(a) => a.forward(y),
             None => y,
@@ -255,7 +264,8 @@ impl SqueezeExcite {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = adaptive_avg_pool2d(x.clone(), [1, 1]);
         let s = relu(self.fc1.forward(s));
         // torchvision's Hardsigmoid: relu6(x + 3) / 6.
@@ -290,7 +300,8 @@ impl InvertedResidual {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = match &self.expand {
             Some(e) => e.forward(x.clone()),
             None => x.clone(),

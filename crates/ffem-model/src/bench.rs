@@ -1,0 +1,177 @@
+//! Throughput benchmarks shared by `ffem bench-train` and the bench scripts: training steps and
+//! inference of one network on one device, on a fixed random batch.
+//!
+//! Flags: `--device cpu|vulkan --backbone large|small --minimalistic --head gnap|gdc|flatten
+//! --loss l2softmax|arcface --optimizer adam|sgd --batch 64 --classes 2000 --image 112 --steps 10
+//! --warmup 2 --precision f32|f16|bf16 --infer`. Steps are synchronised by reading the loss back.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::tensor::{DType, Distribution, Int, Tensor, TensorData};
+
+use crate::TrainConfig;
+use crate::losses::ClassifierLoss;
+use crate::precision::{Precision, compute_copy};
+use crate::train::{TrainModule, device_for};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+}
+
+/// Per-layer profile: forward and forward+backward milliseconds of each part of each block of the
+/// backbone, on its real input shape for `batch` images (`--profile`).
+pub fn profile_layers(cfg: &TrainConfig, device: &burn::tensor::Device, batch: usize, repeats: usize) -> String {
+    use crate::backbones::mobilenet_v3::conv_out;
+    let ad = device.clone().autodiff();
+    let mcfg = cfg.model();
+    let net = mcfg.backbone.init(&ad);
+    crate::precision::materialize(&net);
+    let time = |f: &dyn Fn() -> f32| -> f64 {
+        let _ = f();
+        let t = Instant::now();
+        for _ in 0..repeats {
+            let _ = f();
+        }
+        t.elapsed().as_secs_f64() * 1000.0 / repeats as f64
+    };
+    let mut out = format!("{:<34} {:>12} {:>12} {:>16}\n", "layer (input shape)", "fwd ms", "fwd+bwd ms", "share of fwd+bwd");
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut size = conv_out(mcfg.image_size, 3, mcfg.backbone.stem_stride);
+    let (blocks, _, _) = mcfg.backbone.blocks();
+    for (i, (b, block)) in blocks.iter().zip(&net.blocks).enumerate() {
+        let x = Tensor::<4>::random([batch, b.input, size, size], Distribution::Uniform(-1.0, 1.0), &ad);
+        let dsize = conv_out(size, b.kernel, b.stride);
+        let mut parts: Vec<(String, Box<dyn Fn() -> Tensor<4> + '_>, Box<dyn Fn() -> Tensor<4> + '_>)> = Vec::new();
+        let xe = Tensor::<4>::random([batch, b.expanded, size, size], Distribution::Uniform(-1.0, 1.0), &ad).require_grad();
+        let xd = Tensor::<4>::random([batch, b.expanded, dsize, dsize], Distribution::Uniform(-1.0, 1.0), &ad).require_grad();
+        if let Some(e) = &block.expand {
+            let (xa, xb) = (x.clone().require_grad(), x.clone().inner());
+            parts.push((format!("b{:02} expand 1x1 {}->{} @{size}", i + 1, b.input, b.expanded), Box::new(move || e.forward(xa.clone())), Box::new(move || e.valid().forward(xb.clone()))));
+        }
+        let (xa, xb) = (xe.clone(), xe.clone().inner());
+        parts.push((format!("b{:02} depthwise {k}x{k} s{} c{} @{size}", i + 1, b.stride, b.expanded, k = b.kernel), Box::new(move || block.depthwise.forward(xa.clone())), Box::new(move || block.depthwise.valid().forward(xb.clone()))));
+        if let Some(se) = &block.se {
+            let (xa, xb) = (xd.clone(), xd.clone().inner());
+            parts.push((format!("b{:02} squeeze-excite c{} @{dsize}", i + 1, b.expanded), Box::new(move || se.forward(xa.clone())), Box::new(move || se.valid().forward(xb.clone()))));
+        }
+        let (xa, xb) = (xd.clone(), xd.clone().inner());
+        parts.push((format!("b{:02} project 1x1 {}->{} @{dsize}", i + 1, b.expanded, b.out), Box::new(move || block.project.forward(xa.clone())), Box::new(move || block.project.valid().forward(xb.clone()))));
+        for (name, train_fwd, infer_fwd) in parts {
+            let fwd = time(&|| infer_fwd().sum().into_scalar::<f32>());
+            let both = time(&|| {
+                let y = train_fwd().sum();
+                let v = y.clone().into_scalar::<f32>();
+                let _ = y.backward();
+                v
+            });
+            rows.push((name, fwd, both));
+        }
+        size = dsize;
+    }
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    for (name, f, b) in &rows {
+        out += &format!("{name:<34} {f:>12.2} {b:>12.2} {:>15.1}%\n", 100.0 * b / total);
+    }
+    let sum_kind = |k: &str| rows.iter().filter(|r| r.0.contains(k)).map(|r| r.2).sum::<f64>();
+    out += &format!(
+        "total fwd+bwd of the blocks: {total:.1} ms per batch of {batch}; depthwise {:.0}%, 1x1 convs {:.0}%, squeeze-excite {:.0}%\n",
+        100.0 * sum_kind("depthwise") / total,
+        100.0 * (sum_kind("expand") + sum_kind("project")) / total,
+        100.0 * sum_kind("squeeze") / total
+    );
+    out
+}
+
+/// Runs the benchmark described by `args` and returns the line it prints.
+pub fn bench_train(args: &[String]) -> String {
+    let device_name = arg(&args, "--device", "cpu");
+    let batch: usize = arg(&args, "--batch", "64").parse().unwrap();
+    let classes: usize = arg(&args, "--classes", "2000").parse().unwrap();
+    let image: usize = arg(&args, "--image", "112").parse().unwrap();
+    let steps: usize = arg(&args, "--steps", "10").parse().unwrap();
+    let warmup: usize = arg(&args, "--warmup", "2").parse().unwrap();
+    let precision = Precision::parse(&arg(&args, "--precision", "f32")).expect("precision");
+    let mut overrides = vec![
+        format!("backbone=\"mobilenet_v3_{}\"", arg(&args, "--backbone", "large")),
+        format!("head=\"{}\"", arg(&args, "--head", "gnap")),
+        format!("loss=\"{}\"", arg(&args, "--loss", "arcface")),
+        format!("image_size={image}"),
+    ];
+    if args.iter().any(|a| a == "--minimalistic") {
+        overrides.push("minimalistic=true".into());
+    }
+    let cfg = TrainConfig::load(None, &overrides).unwrap();
+    let device = device_for(&device_name).unwrap();
+    let label = format!(
+        "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {}",
+        device_name,
+        cfg.model().backbone.variant,
+        if cfg.minimalistic { " minimalistic" } else { "" },
+        cfg.head,
+        image,
+        image,
+        precision,
+        cfg.loss
+    );
+    if args.iter().any(|a| a == "--profile") {
+        return profile_layers(&cfg, &device, batch, steps.max(1));
+    }
+    let x = Tensor::<4>::random([batch, 3, image, image], Distribution::Uniform(-1.0, 1.0), &device);
+
+    if args.iter().any(|a| a == "--infer") {
+        let model = cfg.model().init(&device).valid();
+        let run = || {
+            let e = model.forward(x.clone());
+            let _ = e.sum().into_scalar::<f32>();
+        };
+        for _ in 0..warmup {
+            run();
+        }
+        let t = Instant::now();
+        for _ in 0..steps {
+            run();
+        }
+        let s = t.elapsed().as_secs_f64();
+        return format!("ffem inference [{label}]: {:.1} images/s ({steps} batches in {s:.2} s)", (steps * batch) as f64 / s);
+    }
+
+    let ad = device.clone().autodiff();
+    let x = x.to_device(&ad);
+    let y = Tensor::<1, Int>::from_data(TensorData::new((0..batch as i64).map(|i| i % classes as i64).collect::<Vec<_>>(), [batch]), &ad);
+    let mut module = TrainModule { model: cfg.model().init(&ad), classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad) };
+    crate::precision::materialize(&module);
+    let mut optim = if arg(&args, "--optimizer", "sgd") == "adam" {
+        AdamConfig::new().init()
+    } else {
+        SgdConfig::new().with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: true })).init()
+    };
+    let mut step = |module: TrainModule| -> (TrainModule, f32) {
+        let module = module;
+        let emb = if precision == Precision::F32 {
+            module.model.forward(x.clone())
+        } else {
+            let copy = compute_copy(&module.model, precision);
+            let e = copy.forward(x.clone().cast(precision.dtype())).cast(DType::F32);
+            e
+        };
+        let out = module.classifier.forward(emb, y.clone());
+        let loss = out.loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &module);
+        (optim.step(1e-3, module, grads), loss)
+    };
+    for _ in 0..warmup {
+        module = step(module).0;
+    }
+    let t = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..steps {
+        let (m, l) = step(module);
+        module = m;
+        last = l;
+    }
+    let s = t.elapsed().as_secs_f64();
+    format!("ffem training [{label}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})", (steps * batch) as f64 / s)
+}

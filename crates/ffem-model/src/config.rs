@@ -1,0 +1,296 @@
+//! Training configuration: a flat TOML file whose keys mirror the seed's (`batch_size`,
+//! `embedding_dim`, `num_identity`, `lr`, `lr_decay`, ...). Any key can be overridden on the
+//! command line with `--set key=value` (the value in TOML syntax). Unknown keys are errors, so a
+//! typo never silently falls back to a default.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backbones::mobilenet_v3::{Activation, MobileNetV3Config, Variant};
+use crate::heads::HeadKind;
+use crate::losses::LossConfig;
+use crate::model::ModelConfig;
+use crate::schedule::{Schedule, ScheduleKind};
+
+/// Every training setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Packed training records (`ffem pack` output).
+    pub train_data: String,
+    /// Identities the classifier has; 0 takes the count from the dataset's manifest.
+    pub num_identity: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Passes over the data.
+    pub epochs: u64,
+    /// Stop after this many steps (0: no limit).
+    pub max_steps: u64,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// Embedding width.
+    pub embedding_dim: usize,
+    /// `mobilenet_v3_large` or `mobilenet_v3_small`.
+    pub backbone: String,
+    /// `gnap`, `gdc` or `flatten`.
+    pub head: HeadKind,
+    /// `relu6` or `relu` in the paper's ReLU positions.
+    pub activation: Activation,
+    /// 3x3 kernels, no SE, no hard-swish.
+    pub minimalistic: bool,
+    /// Width multiplier.
+    pub width: f32,
+    /// First convolution's stride.
+    pub stem_stride: usize,
+    /// Dropout of the flatten head.
+    pub dropout: f64,
+    /// `l2softmax`, `arcface`, `cosface` or `combined`.
+    pub loss: String,
+    /// Logit scale s.
+    pub scale: f64,
+    /// The margin (ArcFace's additive angle, CosFace's cosine margin).
+    pub margin: f64,
+    /// Combined margin m1, m2, m3 (for `loss = "combined"`).
+    pub margins: [f64; 3],
+    /// ArcFace easy margin.
+    pub easy_margin: bool,
+    /// `adam`, `adamw` or `sgd`.
+    pub optimizer: String,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Schedule: `constant`, `exponential`, `step`, `cosine`, `polynomial` or `plateau`.
+    pub schedule: String,
+    /// Decay factor (exponential, step, plateau).
+    pub lr_decay: f64,
+    /// Steps per exponential decay.
+    pub lr_decay_steps: u64,
+    /// Step schedule milestones.
+    pub lr_milestones: Vec<u64>,
+    /// Final rate of cosine / polynomial / plateau floor.
+    pub min_lr: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: u64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum (with dampening 0).
+    pub nesterov: bool,
+    /// L2 weight decay (AdamW: decoupled).
+    pub weight_decay: f64,
+    /// Seed for initialisation, data order, augmentation and dropout.
+    pub seed: u64,
+    /// Checkpoint every N steps (and at every epoch end).
+    pub checkpoint_every: u64,
+    /// Verify on `val_set` every N steps (0: at epoch ends only).
+    pub eval_every: u64,
+    /// Held-out pair set: `lfw:DIR`, `cfp_fp:DIR`, `cfp_ff:DIR`, `bin:FILE`, or empty.
+    pub val_set: String,
+    /// Records held for shuffling.
+    pub shuffle_buffer: usize,
+    /// Decode threads.
+    pub workers: usize,
+    /// Box jitter augmentation.
+    pub box_jitter: bool,
+    /// Horizontal flip augmentation.
+    pub flip: bool,
+    /// Colour jitter augmentation.
+    pub color_jitter: bool,
+    /// Cutout augmentation.
+    pub cutout: bool,
+    /// Chance of each augmentation per image.
+    pub augment_probability: f32,
+    /// Align faces by landmarks when records carry them.
+    pub align: bool,
+    /// `f32`, `bf16` or `f16` (reduced precision only on the GPU).
+    pub precision: String,
+    /// Stop after this many consecutive non-finite losses.
+    pub max_nonfinite: u32,
+    /// `cpu` or `vulkan`.
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            train_data: String::new(),
+            num_identity: 0,
+            batch_size: 64,
+            epochs: 10,
+            max_steps: 0,
+            image_size: 112,
+            embedding_dim: 512,
+            backbone: "mobilenet_v3_large".into(),
+            head: HeadKind::Gnap,
+            activation: Activation::Relu6,
+            minimalistic: false,
+            width: 1.0,
+            stem_stride: 2,
+            dropout: 0.2,
+            loss: "arcface".into(),
+            scale: 64.0,
+            margin: 0.5,
+            margins: [1.0, 0.3, 0.2],
+            easy_margin: false,
+            optimizer: "sgd".into(),
+            lr: 0.1,
+            schedule: "constant".into(),
+            lr_decay: 0.1,
+            lr_decay_steps: 10_000,
+            lr_milestones: vec![],
+            min_lr: 0.0,
+            warmup_steps: 0,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            seed: 0,
+            checkpoint_every: 1000,
+            eval_every: 0,
+            val_set: String::new(),
+            shuffle_buffer: 4096,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            box_jitter: true,
+            flip: true,
+            color_jitter: true,
+            cutout: true,
+            augment_probability: 0.5,
+            align: false,
+            precision: "f32".into(),
+            max_nonfinite: 20,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// A configuration problem, in words that say what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl TrainConfig {
+    /// Reads a TOML file and applies `key=value` overrides.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for o in overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError(format!("override `{o}` must look like key=value")))?;
+            let value = match format!("v = {v}").parse::<toml::Table>() {
+                Ok(mut t) => t.remove("v").expect("parsed"),
+                Err(_) => toml::Value::String(v.to_string()), // bare words are strings
+            };
+            table.insert(k.trim().to_string(), value);
+        }
+        let cfg: TrainConfig = table.try_into().map_err(|e: toml::de::Error| {
+            ConfigError(format!("{}{}", path.map(|p| format!("{}: ", p.display())).unwrap_or_default(), e.message()))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if !["mobilenet_v3_large", "mobilenet_v3_small"].contains(&self.backbone.as_str()) {
+            return bad(format!("backbone `{}`: use mobilenet_v3_large or mobilenet_v3_small", self.backbone));
+        }
+        if !["l2softmax", "arcface", "cosface", "combined"].contains(&self.loss.as_str()) {
+            return bad(format!("loss `{}`: use l2softmax, arcface, cosface or combined", self.loss));
+        }
+        if !["adam", "adamw", "sgd"].contains(&self.optimizer.as_str()) {
+            return bad(format!("optimizer `{}`: use adam, adamw or sgd", self.optimizer));
+        }
+        if !["f32", "bf16", "f16"].contains(&self.precision.as_str()) {
+            return bad(format!("precision `{}`: use f32, bf16 or f16", self.precision));
+        }
+        if self.loss == "arcface" && self.margin > std::f64::consts::PI {
+            return bad(format!("margin {} rad is more than pi: ArcFace's margin is an angle (0.5 is usual); did you swap margin and scale?", self.margin));
+        }
+        self.schedule()?;
+        Ok(())
+    }
+
+    /// The network configuration.
+    pub fn model(&self) -> ModelConfig {
+        ModelConfig {
+            backbone: MobileNetV3Config {
+                variant: if self.backbone == "mobilenet_v3_small" { Variant::Small } else { Variant::Large },
+                activation: self.activation,
+                minimalistic: self.minimalistic,
+                width: self.width,
+                stem_stride: self.stem_stride,
+            },
+            head: self.head,
+            embedding_dim: self.embedding_dim,
+            image_size: self.image_size,
+            dropout: self.dropout,
+            align: self.align,
+        }
+    }
+
+    /// The loss configuration.
+    pub fn loss(&self) -> LossConfig {
+        match self.loss.as_str() {
+            "l2softmax" => LossConfig::L2Softmax { scale: self.scale },
+            "cosface" => LossConfig::cosface(self.margin, self.scale),
+            "combined" => LossConfig::Margin { m1: self.margins[0], m2: self.margins[1], m3: self.margins[2], scale: self.scale, easy_margin: false },
+            _ => LossConfig::Margin { m1: 1.0, m2: self.margin, m3: 0.0, scale: self.scale, easy_margin: self.easy_margin },
+        }
+    }
+
+    /// The schedule, given the run's total step count (for cosine / polynomial).
+    pub fn schedule_with_total(&self, total: u64) -> Result<Schedule, ConfigError> {
+        let kind = match self.schedule.as_str() {
+            "constant" => ScheduleKind::Constant,
+            "exponential" => ScheduleKind::Exponential { rate: self.lr_decay, steps: self.lr_decay_steps, staircase: false },
+            "step" => ScheduleKind::Step { gamma: self.lr_decay, milestones: self.lr_milestones.clone() },
+            "cosine" => ScheduleKind::Cosine { total, min_lr: self.min_lr },
+            "polynomial" => ScheduleKind::Polynomial { total, power: 2.0, end_lr: self.min_lr },
+            "plateau" => ScheduleKind::Plateau { factor: self.lr_decay, patience: 2, min_lr: self.min_lr },
+            other => return Err(ConfigError(format!("schedule `{other}`: use constant, exponential, step, cosine, polynomial or plateau"))),
+        };
+        Ok(Schedule::new(self.lr, self.warmup_steps, kind))
+    }
+
+    fn schedule(&self) -> Result<Schedule, ConfigError> {
+        self.schedule_with_total(1)
+    }
+
+    /// The resolved configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_typos_and_swapped_margin() {
+        let cfg = TrainConfig::load(None, &["lr=0.01".into(), "loss=arcface".into(), "batch_size = 8".into()]).unwrap();
+        assert_eq!((cfg.lr, cfg.batch_size, cfg.loss.as_str()), (0.01, 8, "arcface"));
+        let err = TrainConfig::load(None, &["learning_rate=0.1".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `learning_rate`"), "{err}");
+        let err = TrainConfig::load(None, &["margin=60".into(), "scale=30".into()]).unwrap_err().to_string();
+        assert!(err.contains("did you swap margin and scale"), "{err}");
+        assert!(TrainConfig::load(None, &["optimizer=rmsprop".into()]).is_err());
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+        for name in ["step1_l2softmax.toml", "step2_arcface.toml", "cfp_step1.toml", "cfp_step2.toml"] {
+            let cfg = TrainConfig::load(Some(&Path::new(dir).join(name)), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(cfg.lr > 0.0, "{name}");
+        }
+        let s2 = TrainConfig::load(Some(&Path::new(dir).join("step2_arcface.toml")), &[]).unwrap();
+        assert_eq!((s2.margin, s2.scale, s2.optimizer.as_str(), s2.nesterov), (0.5, 60.0, "sgd", true));
+    }
+}

@@ -1,0 +1,106 @@
+//! The main job on the built-in default: synthetic identities -> records -> a small model trained
+//! on the CPU -> verification on held-out synthetic identities.
+
+use std::path::{Path, PathBuf};
+
+use ffem_data::image_list::ImageList;
+use ffem_data::{PackOptions, pack};
+
+use crate::config::TrainConfig;
+use crate::embed::Embedder;
+use crate::evalset::{PairSet, embed_set, verify_set};
+use crate::model::load_model;
+use crate::train::{TrainError, TrainOptions, device_for, train};
+
+/// Sizes of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Working directory.
+    pub dir: PathBuf,
+    /// Training identities.
+    pub train_identities: u64,
+    /// Held-out identities for verification.
+    pub test_identities: u64,
+    /// Images per identity.
+    pub per_identity: u32,
+    /// Seed.
+    pub seed: u64,
+    /// Overrides on the demo's training configuration.
+    pub overrides: Vec<String>,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+/// The demo's training recipe (the seed's step 1 on a small network).
+pub fn demo_config(train_data: &Path) -> TrainConfig {
+    TrainConfig {
+        train_data: train_data.display().to_string(),
+        batch_size: 64,
+        epochs: 12,
+        image_size: 64,
+        embedding_dim: 128,
+        backbone: "mobilenet_v3_small".into(),
+        width: 0.5,
+        stem_stride: 1,
+        loss: "l2softmax".into(),
+        scale: 30.0,
+        optimizer: "adam".into(),
+        lr: 2e-3,
+        schedule: "cosine".into(),
+        min_lr: 1e-5,
+        weight_decay: 0.0,
+        checkpoint_every: 0,
+        cutout: false,
+        ..TrainConfig::default()
+    }
+}
+
+/// What the demo measured.
+pub struct DemoReport {
+    /// Verification on held-out identities.
+    pub verification: ffem_eval::VerificationReport,
+    /// Where the model is.
+    pub model_dir: PathBuf,
+    /// Training throughput.
+    pub images_per_sec: f64,
+    /// Seconds for the whole demo.
+    pub seconds: f64,
+}
+
+/// Runs the demo end to end.
+pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
+    let started = std::time::Instant::now();
+    let err = |e: &dyn std::fmt::Display| TrainError(e.to_string());
+    let train_dir = opts.dir.join("synthetic-train");
+    let test_dir = opts.dir.join("synthetic-test");
+    let records = opts.dir.join("records");
+    tracing::info!("generating {} + {} synthetic identities", opts.train_identities, opts.test_identities);
+    ffem_data::synth::generate(&train_dir, 0, opts.train_identities, opts.per_identity, 96, opts.seed).map_err(|e| err(&e))?;
+    ffem_data::synth::generate(&test_dir, 1_000_000, opts.test_identities, opts.per_identity, 96, opts.seed).map_err(|e| err(&e))?;
+    let mut pack_opts = PackOptions::new(train_dir.join("images"), train_dir.join("image_list.json"), &records);
+    pack_opts.overwrite = true;
+    pack_opts.progress = opts.progress;
+    pack(&pack_opts).map_err(|e| err(&e))?;
+
+    let cfg = {
+        let mut table: toml::Table = toml::from_str(&demo_config(&records).to_toml()).expect("round trip");
+        for o in &opts.overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| TrainError(format!("override `{o}` must look like key=value")))?;
+            let value = format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or(toml::Value::String(v.into()));
+            table.insert(k.trim().into(), value);
+        }
+        let c: TrainConfig = table.try_into().map_err(|e: toml::de::Error| TrainError(e.message().to_string()))?;
+        c.validate().map_err(|e| err(&e))?;
+        c
+    };
+    let run_dir = opts.dir.join("run");
+    let summary = train(&cfg, &run_dir, false, &TrainOptions { progress: opts.progress, ..Default::default() })?;
+
+    let device = device_for(&cfg.device)?;
+    let (model_cfg, model) = load_model(&summary.model_dir, &device).map_err(|e| err(&e))?;
+    let embedder = Embedder::new(&model, model_cfg, &device);
+    let list = ImageList::load(&test_dir.join("image_list.json")).map_err(|e| err(&e))?;
+    let set = PairSet::from_list("synthetic held-out", &test_dir.join("images"), &list, 1000, opts.seed).map_err(|e| err(&e))?;
+    let emb = embed_set(&embedder, &set.faces, cfg.align, true, opts.progress).map_err(|e| err(&e))?;
+    Ok(DemoReport { verification: verify_set(&set, &emb), model_dir: summary.model_dir, images_per_sec: summary.images_per_sec, seconds: started.elapsed().as_secs_f64() })
+}

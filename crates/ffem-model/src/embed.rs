@@ -1,0 +1,124 @@
+//! Using a trained model: preprocessing a face like the pipeline does (crop by box or align by
+//! landmarks, no augmentation), batched embedding with optional flip test-time augmentation.
+
+use burn::module::Module;
+use burn::tensor::Device;
+use ffem_data::FaceRecord;
+use ffem_data::pipeline::{AugmentConfig, PipelineConfig, preprocess};
+
+use crate::model::{EmbeddingModel, ModelConfig, images_tensor, to_vec2};
+
+/// One face to embed: an encoded image with its optional box and landmarks.
+#[derive(Debug, Clone)]
+pub struct FaceInput {
+    /// Encoded image bytes (JPEG, PNG, ...).
+    pub bytes: Vec<u8>,
+    /// Face box (left, top, right, bottom); `None` uses the centre crop.
+    pub face_box: Option<[f32; 4]>,
+    /// Five landmarks, used when aligning.
+    pub landmarks: Option<[f32; 10]>,
+    /// Where it came from, for messages.
+    pub name: String,
+}
+
+/// Turns a face into a normalised 3 x size x size tensor body.
+pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, String> {
+    let face_box = match face.face_box {
+        Some(b) => b.map(|v| v.round() as i64),
+        None => {
+            let (w, h) = image::ImageReader::new(std::io::Cursor::new(&face.bytes))
+                .with_guessed_format()
+                .ok()
+                .and_then(|r| r.into_dimensions().ok())
+                .ok_or_else(|| format!("{}: not a decodable image", face.name))?;
+            let side = w.min(h) as i64;
+            let (x0, y0) = ((w as i64 - side) / 2, (h as i64 - side) / 2);
+            [x0, y0, x0 + side, y0 + side]
+        }
+    };
+    let rec = FaceRecord { jpeg: face.bytes.clone(), label: 0, face_box, landmarks: face.landmarks, path: None };
+    let cfg = PipelineConfig { image_size: size, align, augment: AugmentConfig::none(), ..Default::default() };
+    let mut out = vec![0f32; 3 * size * size];
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    preprocess(&rec, &cfg, &mut rng, &mut out).map_err(|e| format!("{}: {e}", face.name))?;
+    Ok(out)
+}
+
+/// Mirrors a 3 x size x size image horizontally.
+pub fn mirror(img: &[f32], size: usize) -> Vec<f32> {
+    let mut out = img.to_vec();
+    for row in out.chunks_exact_mut(size) {
+        row.reverse();
+    }
+    out
+}
+
+/// A model ready for inference.
+pub struct Embedder {
+    model: EmbeddingModel,
+    config: ModelConfig,
+    device: Device,
+    /// Images per forward pass.
+    pub batch_size: usize,
+}
+
+impl Embedder {
+    /// Wraps a model for inference (no autodiff, BatchNorm in inference mode).
+    pub fn new(model: &EmbeddingModel, config: ModelConfig, device: &Device) -> Self {
+        Embedder { model: model.valid().to_device(device), config, device: device.clone(), batch_size: 64 }
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.config.embedding_dim
+    }
+
+    /// Embeds prepared images (`n` x 3 x size x size, contiguous); raw (un-normalised) outputs.
+    pub fn embed_prepared(&self, images: &[f32], n: usize) -> Vec<f32> {
+        let size = self.config.image_size;
+        let plane = 3 * size * size;
+        let mut out = Vec::with_capacity(n * self.dim());
+        for start in (0..n).step_by(self.batch_size.max(1)) {
+            let m = (n - start).min(self.batch_size.max(1));
+            let x = images_tensor(&images[start * plane..(start + m) * plane], m, size, &self.device);
+            out.extend(to_vec2(self.model.forward(x)));
+        }
+        out
+    }
+
+    /// Embeds with flip test-time augmentation: image + mirror, summed (not normalised).
+    pub fn embed_prepared_flip(&self, images: &[f32], n: usize) -> Vec<f32> {
+        let size = self.config.image_size;
+        let plane = 3 * size * size;
+        let mirrored: Vec<f32> = images.chunks_exact(plane).flat_map(|img| mirror(img, size)).collect();
+        let a = self.embed_prepared(images, n);
+        let b = self.embed_prepared(&mirrored, n);
+        a.iter().zip(&b).map(|(x, y)| x + y).collect()
+    }
+}
+
+/// L2-normalises each row in place; returns the mean norm before normalisation.
+pub fn normalize_rows(e: &mut [f32], dim: usize) -> f64 {
+    let mut total = 0.0;
+    let rows = e.len() / dim.max(1);
+    for row in e.chunks_exact_mut(dim) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        total += n as f64;
+        let n = n.max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    if rows > 0 { total / rows as f64 } else { 0.0 }
+}
+
+/// Cosine similarity of two embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    dot / (na * nb)
+}

@@ -1,0 +1,215 @@
+//! Verification pair sets with their images: LFW, CFP (FF / FP), insightface `.bin` files, and
+//! pairs drawn from a labelled list (the synthetic demo). Images are embedded once each; pairs
+//! index them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ffem_data::image_list::ImageList;
+use ffem_eval::VerificationReport;
+use ffem_eval::pairs::{CfpProtocol, read_cfp_pairs, read_lfw_pairs};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::embed::{Embedder, FaceInput, normalize_rows, prepare};
+
+/// A pair set: unique images and pairs of indices into them.
+#[derive(Debug, Clone)]
+pub struct PairSet {
+    /// Name for reports ("lfw", "cfp_fp", ...).
+    pub name: String,
+    /// The images.
+    pub faces: Vec<FaceInput>,
+    /// (image a, image b, same identity), in protocol order.
+    pub pairs: Vec<(usize, usize, bool)>,
+}
+
+/// Errors while loading a pair set.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalSetError(pub String);
+
+fn load_faces(root: &Path, list: Option<&ImageList>, paths: &[String]) -> Result<Vec<FaceInput>, EvalSetError> {
+    let by_path: HashMap<&str, &ffem_data::ImageEntry> = list.map(|l| l.entries.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
+    paths
+        .par_iter()
+        .map(|p| {
+            let full = root.join(p);
+            let bytes = std::fs::read(&full).map_err(|e| EvalSetError(format!("{}: {e}", full.display())))?;
+            let entry = by_path.get(p.as_str());
+            Ok(FaceInput {
+                bytes,
+                face_box: entry.and_then(|e| e.face_box).map(|b| [b.x1, b.y1, b.x2, b.y2]),
+                landmarks: entry.and_then(|e| e.landmarks),
+                name: p.clone(),
+            })
+        })
+        .collect()
+}
+
+fn index_pairs(name: &str, pairs: Vec<ffem_eval::pairs::Pair>, root: &Path, list: Option<&ImageList>) -> Result<PairSet, EvalSetError> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut paths = Vec::new();
+    let mut idx = |p: &String| -> usize {
+        *index.entry(p.clone()).or_insert_with(|| {
+            paths.push(p.clone());
+            paths.len() - 1
+        })
+    };
+    let pairs: Vec<(usize, usize, bool)> = pairs.iter().map(|p| (idx(&p.a), idx(&p.b), p.same)).collect();
+    let faces = load_faces(root, list, &paths)?;
+    Ok(PairSet { name: name.into(), faces, pairs })
+}
+
+impl PairSet {
+    /// LFW: `DIR/pairs.txt`, `DIR/image_list.json`, images under `DIR/lfw-deepfunneled`.
+    pub fn lfw(dir: &Path) -> Result<PairSet, EvalSetError> {
+        let pairs = read_lfw_pairs(&dir.join("pairs.txt")).map_err(|e| EvalSetError(e.to_string()))?;
+        let list = ImageList::load(&dir.join("image_list.json")).map_err(|e| EvalSetError(e.to_string()))?;
+        index_pairs("lfw", pairs, &dir.join("lfw-deepfunneled"), Some(&list))
+    }
+
+    /// CFP: `DIR/Protocol`, `DIR/image_list.json`, images under `DIR/Data/Images`.
+    pub fn cfp(dir: &Path, which: CfpProtocol) -> Result<PairSet, EvalSetError> {
+        let pairs = read_cfp_pairs(&dir.join("Protocol"), which).map_err(|e| EvalSetError(e.to_string()))?;
+        let list = ImageList::load(&dir.join("image_list.json")).map_err(|e| EvalSetError(e.to_string()))?;
+        let name = if which == CfpProtocol::FP { "cfp_fp" } else { "cfp_ff" };
+        index_pairs(name, pairs, &dir.join("Data/Images"), Some(&list))
+    }
+
+    /// An insightface `.bin` set: images are aligned crops, used whole.
+    pub fn bin(path: &Path) -> Result<PairSet, EvalSetError> {
+        let set = ffem_eval::bin_set::read_bin(path).map_err(|e| EvalSetError(e.to_string()))?;
+        let faces = set
+            .images
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let dims = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().ok().and_then(|r| r.into_dimensions().ok());
+                let face_box = dims.map(|(w, h)| [0.0, 0.0, w as f32, h as f32]);
+                FaceInput { bytes, face_box, landmarks: None, name: format!("{}[{i}]", path.display()) }
+            })
+            .collect();
+        let pairs = set.issame.iter().enumerate().map(|(i, &s)| (2 * i, 2 * i + 1, s)).collect();
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bin".into());
+        Ok(PairSet { name, faces, pairs })
+    }
+
+    /// Draws `n` same and `n` different pairs (interleaved by fold) from a labelled list.
+    pub fn from_list(name: &str, root: &Path, list: &ImageList, n: usize, seed: u64) -> Result<PairSet, EvalSetError> {
+        let mut by_label: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+        for (i, e) in list.entries.iter().enumerate() {
+            by_label.entry(e.label).or_default().push(i);
+        }
+        let labels: Vec<u64> = by_label.keys().copied().collect();
+        let multi: Vec<u64> = by_label.iter().filter(|(_, v)| v.len() >= 2).map(|(k, _)| *k).collect();
+        if multi.is_empty() || labels.len() < 2 {
+            return Err(EvalSetError(format!("{name}: need identities with two or more images to draw pairs")));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut same = Vec::new();
+        let mut diff = Vec::new();
+        while same.len() < n {
+            let l = multi[rng.random_range(0..multi.len())];
+            let imgs = &by_label[&l];
+            let pick: Vec<&usize> = imgs.choose_multiple(&mut rng, 2).collect();
+            same.push((*pick[0], *pick[1], true));
+        }
+        while diff.len() < n {
+            let a = labels[rng.random_range(0..labels.len())];
+            let b = labels[rng.random_range(0..labels.len())];
+            if a == b {
+                continue;
+            }
+            let ia = *by_label[&a].choose(&mut rng).expect("non-empty");
+            let ib = *by_label[&b].choose(&mut rng).expect("non-empty");
+            diff.push((ia, ib, false));
+        }
+        // Ten folds, each half same and half different, like LFW's layout.
+        let per = n / 10;
+        let mut pairs = Vec::with_capacity(2 * n);
+        for f in 0..10 {
+            let end = if f == 9 { n } else { (f + 1) * per };
+            pairs.extend_from_slice(&same[f * per..end]);
+            pairs.extend_from_slice(&diff[f * per..end]);
+        }
+        let paths: Vec<String> = list.entries.iter().map(|e| e.path.clone()).collect();
+        let faces = load_faces(root, Some(list), &paths)?;
+        Ok(PairSet { name: name.into(), faces, pairs })
+    }
+
+    /// Parses `kind:path` (`lfw:DIR`, `cfp_fp:DIR`, `cfp_ff:DIR`, `bin:FILE`).
+    pub fn from_spec(spec: &str) -> Result<PairSet, EvalSetError> {
+        let (kind, path) = spec.split_once(':').ok_or_else(|| EvalSetError(format!("pair set `{spec}`: write kind:path, e.g. lfw:../shared/data/lfw")))?;
+        let path = Path::new(path);
+        match kind {
+            "lfw" => Self::lfw(path),
+            "cfp_fp" => Self::cfp(path, CfpProtocol::FP),
+            "cfp_ff" => Self::cfp(path, CfpProtocol::FF),
+            "bin" => Self::bin(path),
+            other => Err(EvalSetError(format!("pair set kind `{other}`: use lfw, cfp_fp, cfp_ff or bin"))),
+        }
+    }
+}
+
+/// Embeddings of a pair set's images, normalised, with the mean norm before normalisation.
+pub struct SetEmbeddings {
+    /// n x dim, L2-normalised.
+    pub embeddings: Vec<f32>,
+    /// Width.
+    pub dim: usize,
+    /// Mean norm before normalisation.
+    pub mean_norm: f64,
+    /// Faces embedded from the centre crop for lack of a box.
+    pub centre_cropped: usize,
+}
+
+/// Embeds every image of `set` (flip TTA when `flip`).
+pub fn embed_set(embedder: &Embedder, faces: &[FaceInput], align: bool, flip: bool, progress: bool) -> Result<SetEmbeddings, EvalSetError> {
+    let size = embedder.config().image_size;
+    let dim = embedder.dim();
+    let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img");
+    if !progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut out = Vec::with_capacity(faces.len() * dim);
+    let chunk = embedder.batch_size.max(1);
+    let mut centre_cropped = 0;
+    let mut norm_sum = 0f64;
+    for group in faces.chunks(chunk) {
+        let prepared: Vec<Result<Vec<f32>, String>> = group.par_iter().map(|f| prepare(f, size, align)).collect();
+        let mut images = Vec::with_capacity(group.len() * 3 * size * size);
+        for p in prepared {
+            images.extend(p.map_err(EvalSetError)?);
+        }
+        centre_cropped += group.iter().filter(|f| f.face_box.is_none()).count();
+        let plain = embedder.embed_prepared(&images, group.len());
+        // The reported norm is the plain image's, before flip summing and normalisation.
+        norm_sum += plain.chunks_exact(dim).map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt()).sum::<f64>();
+        if flip {
+            let mirrored: Vec<f32> = images.chunks_exact(3 * size * size).flat_map(|img| crate::embed::mirror(img, size)).collect();
+            let m = embedder.embed_prepared(&mirrored, group.len());
+            out.extend(plain.iter().zip(&m).map(|(a, b)| a + b));
+        } else {
+            out.extend(plain);
+        }
+        bar.inc(group.len() as u64);
+    }
+    bar.finish_and_clear();
+    if centre_cropped > 0 {
+        tracing::warn!("{centre_cropped} images had no face box and were embedded from the centre crop");
+    }
+    normalize_rows(&mut out, dim);
+    let mean_norm = if faces.is_empty() { 0.0 } else { norm_sum / faces.len() as f64 };
+    Ok(SetEmbeddings { embeddings: out, dim, mean_norm, centre_cropped })
+}
+
+/// Scores a pair set with the insightface protocol.
+pub fn verify_set(set: &PairSet, emb: &SetEmbeddings) -> VerificationReport {
+    let d = emb.dim;
+    let row = |i: usize| &emb.embeddings[i * d..][..d];
+    let dist: Vec<f32> = set.pairs.iter().map(|&(a, b, _)| row(a).iter().zip(row(b)).map(|(x, y)| (x - y) * (x - y)).sum()).collect();
+    let issame: Vec<bool> = set.pairs.iter().map(|p| p.2).collect();
+    ffem_eval::evaluate(&dist, &issame, 10, Some(emb.mean_norm))
+}

@@ -1,0 +1,144 @@
+//! Mixed precision: the forward and backward passes run on a copy of the network cast to f16 or
+//! bf16, while the optimiser keeps and updates f32 master weights (the cast is part of the graph,
+//! so gradients arrive at the masters in f32). The loss and the classifier stay in f32. For f16,
+//! dynamic loss scaling keeps small gradients from flushing to zero: the loss is multiplied by
+//! `scale` before backward and the gradients divided by it after; an overflow skips the step and
+//! halves the scale, and every `growth_interval` clean steps double it.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Tensor};
+
+/// Which precision the passes run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32.
+    F32,
+    /// f16 compute, f32 masters, dynamic loss scaling.
+    F16,
+    /// bf16 compute, f32 masters (same exponent range as f32: no scaling).
+    Bf16,
+}
+
+impl Precision {
+    /// Parses `f32`, `f16` or `bf16`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(Precision::F32),
+            "f16" => Some(Precision::F16),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+
+    /// The compute dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// Casts the float parameters of a module, except BatchNorm's.
+struct Cast {
+    dtype: DType,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Cast {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        // BatchNorm (scale, shift and running statistics) stays f32: see `batch_norm`.
+        if self.path.iter().any(|n| n.starts_with("bn")) {
+            return param;
+        }
+        let dtype = self.dtype;
+        param.map(move |t| if t.dtype() == dtype { t } else { t.cast(dtype) })
+    }
+}
+
+/// A low-precision copy of `module` whose parameters are casts of the f32 masters. BatchNorm
+/// layers are not cast: they run in f32 and update the running statistics the masters share.
+pub fn compute_copy<M: Module>(module: &M, p: Precision) -> M {
+    module.clone().map(&mut Cast { dtype: p.dtype(), path: vec![] })
+}
+
+/// Initialises every lazily-initialised parameter now. burn creates parameters on first use; a
+/// cast copy made before that would initialise its own, leaving the f32 masters untouched.
+pub fn materialize<M: Module>(module: &M) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
+/// Dynamic loss scale state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScale {
+    /// Current multiplier.
+    pub scale: f32,
+    /// Clean steps since the last change.
+    pub good_steps: u32,
+    /// Clean steps before doubling.
+    pub growth_interval: u32,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        // 2^12 rather than PyTorch's 2^16: fewer skipped steps while the scale settles; growth
+        // restores a larger scale within a few thousand steps if the gradients allow it.
+        LossScale { scale: 4096.0, good_steps: 0, growth_interval: 1000 }
+    }
+}
+
+impl LossScale {
+    /// Records an overflow: halve.
+    pub fn overflow(&mut self) {
+        self.scale = (self.scale / 2.0).max(1.0);
+        self.good_steps = 0;
+    }
+    /// Records a clean step: maybe double.
+    pub fn clean(&mut self) {
+        self.good_steps += 1;
+        if self.good_steps >= self.growth_interval {
+            self.scale = (self.scale * 2.0).min(2f32.powi(24));
+            self.good_steps = 0;
+        }
+    }
+}
+
+/// Divides every gradient of `module`'s parameters by `factor`; returns false if any is non-finite.
+pub fn unscale_and_check<M: Module>(module: &M, grads: GradientsParams, factor: f32) -> (GradientsParams, bool) {
+    struct V {
+        grads: GradientsParams,
+        factor: f32,
+        bad: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                let g = if self.factor != 1.0 { g * (1.0 / self.factor) } else { g };
+                let nonfinite = g.clone().is_finite().bool_not().int().sum().float();
+                self.bad = Some(match self.bad.take() {
+                    Some(b) => b + nonfinite,
+                    None => nonfinite,
+                });
+                self.grads.register::<D>(param.id, g);
+            }
+        }
+    }
+    let mut v = V { grads, factor, bad: None };
+    module.visit(&mut v);
+    let ok = v.bad.is_none_or(|b| b.into_scalar::<f32>() == 0.0);
+    (v.grads, ok)
+}
