@@ -1,6 +1,6 @@
 """Cross-check `ffem eval --embeddings` against the reference computation our users run:
 insightface's verification protocol (scikit-learn KFold, numpy argmax over np.arange(0, 4, 0.01))
-and facenet's VAL@FAR (scipy interp1d 'slinear' over np.arange(0, 4, 0.001)), re-implemented here
+and facenet's VAL@FAR (scipy's linear spline over np.arange(0, 4, 0.001)), re-implemented here
 in numpy from their published algorithm, on random embeddings of several sizes.
 
     python bench/check_verification.py path/to/ffem
@@ -35,7 +35,13 @@ def val_far(dist, issame, far_target=1e-3, folds=10):
             return np.sum(pred & ~issame[idx]) / max(np.sum(~issame[idx]), 1)
         far_train = np.array([far_of(t, train) for t in thresholds])
         if np.max(far_train) >= far_target:
-            t = interpolate.interp1d(far_train, thresholds, kind="slinear")(far_target)
+            # facenet / insightface call interpolate.interp1d(far_train, thresholds, kind='slinear').
+            # Current scipy refuses the repeated FAR values ("Expect x to not have duplicates");
+            # what interp1d built before that check was this linear B-spline over the stably
+            # sorted points, evaluated here directly.
+            order = np.argsort(far_train, kind="mergesort")
+            x, y = far_train[order], thresholds[order]
+            t = interpolate.BSpline(np.r_[x[0], x, x[-1]], y, 1)(far_target)
         else:
             t = 0.0
         pred = dist[test] < t
@@ -48,7 +54,7 @@ def main():
     ffem = sys.argv[1]
     rng = np.random.default_rng(0)
     worst = 0.0
-    for n, dim, sep in [(6000, 128, 1.2), (7000, 512, 0.6), (1203, 64, 2.0), (600, 16, 0.3)]:
+    for n, dim, sep in [(6000, 128, 0.25), (7000, 512, 0.12), (1203, 64, 0.3), (600, 16, 0.3), (6000, 32, 0.6)]:
         issame = rng.random(n) < 0.5
         a = rng.normal(size=(n, dim)).astype(np.float32)
         b = (a * np.where(issame, sep, 0.0)[:, None] + rng.normal(size=(n, dim))).astype(np.float32)

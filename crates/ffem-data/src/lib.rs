@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod pack;
 pub mod pipeline;
 pub mod progress;
+pub mod recordio;
 pub mod records;
 pub mod synth;
 pub mod tfrecord;
@@ -19,7 +20,7 @@ pub mod tfrecord;
 pub use error::{DataError, Result};
 pub use example::FaceRecord;
 pub use image_list::{FaceBox, ImageEntry, ImageList, Rejected};
-pub use pack::{PackOptions, PackReport, pack};
+pub use pack::{PackOptions, PackReport, pack, pack_from_rec};
 pub use pipeline::{AugmentConfig, Batch, Pipeline, PipelineConfig};
 pub use records::{RecordSource, inspect};
 

@@ -297,3 +297,89 @@ fn write_shards(
     bar.finish_and_clear();
     Ok(shards)
 }
+
+/// Converts an insightface / im2rec RecordIO pack (`DIR/train.rec` + `train.idx`, or a `.rec`
+/// path) into ffem shards under `opts.output`: image records only (insightface's header and
+/// identity records are recognised and left out), labels mapped onto 0..N-1, undecodable
+/// payloads skipped and reported (or fatal with `strict`).
+pub fn pack_from_rec(rec: &Path, opts: &PackOptions) -> Result<PackReport> {
+    let start = Instant::now();
+    if opts.output.exists() && !opts.overwrite {
+        return Err(DataError::Invalid(format!("{} already exists: choose another --output or pass --overwrite", opts.output.display())));
+    }
+    let mut pack = crate::recordio::FacePack::open(rec)?;
+    let n = pack.images.len();
+    let bar = progress::bar(n as u64, "check", "img");
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    // Pass 1: labels and validity (reads headers; images are only sized, not decoded).
+    let mut labels: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut skipped = Vec::new();
+    for i in 0..n {
+        match pack.record(i) {
+            Ok(r) => labels.push(Some(r.label)),
+            Err(e) => {
+                skipped.push(Rejected { key: format!("rec:{}", pack.images[i].0), reason: e.to_string() });
+                labels.push(None);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if opts.strict && !skipped.is_empty() {
+        return Err(DataError::Invalid(format!("--strict: {} of {n} records are bad, nothing was written. First: {}: {}", skipped.len(), skipped[0].key, skipped[0].reason)));
+    }
+    let label_map: BTreeMap<u64, u64> = {
+        let mut raw: Vec<u64> = labels.iter().flatten().map(|&l| l.max(0) as u64).collect();
+        raw.sort_unstable();
+        raw.dedup();
+        raw.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect()
+    };
+    let staging = atomic::temp_path(&opts.output);
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    let bar = progress::bar(n as u64, "pack", "img");
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut shards = Vec::new();
+    let mut writer: Option<RecordWriter> = None;
+    for (i, label) in labels.iter().enumerate() {
+        bar.inc(1);
+        let Some(label) = label else { continue };
+        let mut r = pack.record(i)?;
+        r.label = label_map[&(label.max(&0).to_owned() as u64)] as i64;
+        if writer.as_ref().is_some_and(|w| w.bytes_written() >= opts.shard_bytes) {
+            let w = writer.take().expect("checked");
+            let (records, bytes) = (w.records(), w.bytes_written());
+            w.finish()?;
+            shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", shards.len()), records, bytes });
+        }
+        if writer.is_none() {
+            writer = Some(RecordWriter::create(&staging.join(format!("shard-{:05}.tfrecord", shards.len())))?);
+        }
+        writer.as_mut().expect("created").write(&r.to_example())?;
+    }
+    if let Some(w) = writer {
+        let (records, bytes) = (w.records(), w.bytes_written());
+        w.finish()?;
+        shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", shards.len()), records, bytes });
+    }
+    bar.finish_and_clear();
+    let manifest = Manifest {
+        format: "ffem-records".into(),
+        version: 1,
+        records: shards.iter().map(|s| s.records).sum(),
+        identities: label_map.len() as u64,
+        label_map: label_map.into_iter().collect(),
+        shards,
+        skipped,
+        crop_margin: None,
+        source_json: None,
+        source_root: Some(rec.display().to_string()),
+    };
+    atomic::write_file(&staging.join(MANIFEST_NAME), serde_json::to_string_pretty(&manifest).expect("serialises").as_bytes())?;
+    atomic::replace_dir(&staging, &opts.output)?;
+    Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list: n })
+}

@@ -115,7 +115,8 @@ impl Batch {
     }
 }
 
-fn mix(a: u64, b: u64) -> u64 {
+/// Mixes two numbers into a well-spread seed (splitmix64's finaliser).
+pub fn mix(a: u64, b: u64) -> u64 {
     // splitmix64 finaliser over a combination: cheap, well spread seeds per (seed, epoch, item).
     let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

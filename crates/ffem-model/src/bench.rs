@@ -149,7 +149,6 @@ pub fn bench_train(args: &[String]) -> String {
         SgdConfig::new().with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: true })).init()
     };
     let mut step = |module: TrainModule| -> (TrainModule, f32) {
-        let module = module;
         let emb = if precision == Precision::F32 {
             module.model.forward(x.clone())
         } else {

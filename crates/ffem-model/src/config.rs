@@ -166,6 +166,19 @@ impl Default for TrainConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// Sets `key=value` pairs (values in TOML syntax; bare words are strings) in a TOML table.
+pub fn apply_overrides(table: &mut toml::Table, overrides: &[String]) -> Result<(), ConfigError> {
+    for o in overrides {
+        let (k, v) = o.split_once('=').ok_or_else(|| ConfigError(format!("override `{o}` must look like key=value")))?;
+        let value = match format!("v = {v}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(v.to_string()),
+        };
+        table.insert(k.trim().to_string(), value);
+    }
+    Ok(())
+}
+
 impl TrainConfig {
     /// Reads a TOML file and applies `key=value` overrides.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -176,14 +189,7 @@ impl TrainConfig {
             }
             None => toml::Table::new(),
         };
-        for o in overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError(format!("override `{o}` must look like key=value")))?;
-            let value = match format!("v = {v}").parse::<toml::Table>() {
-                Ok(mut t) => t.remove("v").expect("parsed"),
-                Err(_) => toml::Value::String(v.to_string()), // bare words are strings
-            };
-            table.insert(k.trim().to_string(), value);
-        }
+        apply_overrides(&mut table, overrides)?;
         let cfg: TrainConfig = table.try_into().map_err(|e: toml::de::Error| {
             ConfigError(format!("{}{}", path.map(|p| format!("{}: ", p.display())).unwrap_or_default(), e.message()))
         })?;

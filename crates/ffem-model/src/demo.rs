@@ -84,11 +84,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
 
     let cfg = {
         let mut table: toml::Table = toml::from_str(&demo_config(&records).to_toml()).expect("round trip");
-        for o in &opts.overrides {
-            let (k, v) = o.split_once('=').ok_or_else(|| TrainError(format!("override `{o}` must look like key=value")))?;
-            let value = format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or(toml::Value::String(v.into()));
-            table.insert(k.trim().into(), value);
-        }
+        crate::config::apply_overrides(&mut table, &opts.overrides).map_err(|e| err(&e))?;
         let c: TrainConfig = table.try_into().map_err(|e: toml::de::Error| TrainError(e.message().to_string()))?;
         c.validate().map_err(|e| err(&e))?;
         c

@@ -138,21 +138,7 @@ fn file_err(path: &Path, message: impl Into<String>) -> ModelError {
 
 /// Writes `bytes` to `path` via a temporary name and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    use std::io::Write;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| file_err(parent, e.to_string()))?;
-    }
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    r.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        file_err(path, e.to_string())
-    })
+    ffem_data::atomic::write_file(path, bytes).map_err(|e| file_err(path, e.to_string()))
 }
 
 /// Saves config and weights into directory `dir` (each file written atomically).

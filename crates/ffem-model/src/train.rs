@@ -143,13 +143,6 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     }
 }
 
-fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 const METRICS_HEADER: &str = "step,epoch,loss,accuracy,lr,images_per_sec,skipped_nonfinite,val_accuracy";
 
 /// Trains per `cfg` into `run_dir`; with `resume`, continues from the run's checkpoint.
@@ -259,7 +252,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, opts: &TrainOption
             let n = batch.len();
             let t0 = Instant::now();
             // Dropout draws from the backend RNG: seeding per step makes resumed runs identical.
-            ad.seed(mix(cfg.seed, state.step));
+            ad.seed(ffem_data::pipeline::mix(cfg.seed, state.step));
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, [n, 3, size, size]), &ad);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), &ad);
             let emb = if precision == Precision::F32 {

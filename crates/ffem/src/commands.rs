@@ -20,11 +20,14 @@ use rayon::prelude::*;
 #[derive(Args)]
 pub struct PackArgs {
     /// Folder the JSON's image paths are relative to.
-    #[arg(long, alias = "root_path")]
-    root: PathBuf,
+    #[arg(long, alias = "root_path", required_unless_present = "from_rec")]
+    root: Option<PathBuf>,
     /// The dataset list: {"rel/path.jpg": {"label": 0, "x1": .., "y1": .., "x2": .., "y2": ..}}.
-    #[arg(long, alias = "json_file")]
-    json: PathBuf,
+    #[arg(long, alias = "json_file", required_unless_present = "from_rec")]
+    json: Option<PathBuf>,
+    /// Convert an insightface / MXNet RecordIO pack instead (DIR with train.rec + train.idx).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["root", "json", "crop"])]
+    from_rec: Option<PathBuf>,
     /// Output directory (shards + manifest.json).
     #[arg(long)]
     output: PathBuf,
@@ -57,14 +60,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn pack(a: PackArgs) -> Result<ExitCode> {
-    let mut opts = PackOptions::new(&a.root, &a.json, &a.output);
+    let mut opts = PackOptions::new(a.root.clone().unwrap_or_default(), a.json.clone().unwrap_or_default(), &a.output);
     opts.shard_bytes = a.shard_size.max(1);
     opts.crop_margin = a.crop;
     opts.jpeg_quality = a.quality;
     opts.strict = a.strict;
     opts.overwrite = a.overwrite;
     opts.progress = true;
-    let r = ffem_data::pack(&opts)?;
+    let r = match &a.from_rec {
+        Some(rec) => ffem_data::pack_from_rec(rec, &opts)?,
+        None => ffem_data::pack(&opts)?,
+    };
     let m = &r.manifest;
     let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
     println!(

@@ -124,6 +124,14 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     assert_eq!(v["pairs"].as_u64(), Some(12));
     assert!(model.join("threshold.json").exists(), "eval saves the threshold with the model");
 
+    let o = ffem(&["eval", model.to_str().unwrap(), "--identify", "--list", test.join("image_list.json").to_str().unwrap(), "--root", test.join("images").to_str().unwrap(), "--json", "--cmc", dir.path().join("cmc.png").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((v["queries"].as_u64(), v["gallery"].as_u64()), (Some(8), Some(7)));
+    let cmc: Vec<f64> = v["cmc"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!(cmc.windows(2).all(|w| w[0] <= w[1]) && (cmc[6] - 1.0).abs() < 1e-12, "CMC rises to 1 by rank 7: {cmc:?}");
+    assert!(dir.path().join("cmc.png").exists());
+
     let npy = dir.path().join("emb.npy");
     let o = ffem(&["embed", model.to_str().unwrap(), test.join("images").to_str().unwrap(), "--output", npy.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -161,4 +169,35 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     assert_eq!(lines.len(), 3);
     // The query itself is in the gallery: it comes first with similarity 1.
     assert!(lines[0].contains("1.0000") && lines[0].contains("id00100/000.jpg"), "{lines:?}");
+}
+
+#[test]
+fn pack_from_an_insightface_recordio_pack() {
+    use ffem_data::recordio::{IrHeader, RecWriter, pack_payload};
+    let dir = tempfile::tempdir().unwrap();
+    let s = synthetic(dir.path(), 0, 2, 2);
+    let img = |id: u64, i: u32| std::fs::read(s.join(format!("images/id{id:05}/{i:03}.jpg"))).unwrap();
+    let h = |label: f32, labels: Vec<f32>| IrHeader { flag: labels.len() as u32, label, id: 0, id2: 0, labels };
+    let packdir = dir.path().join("ms1m");
+    std::fs::create_dir_all(&packdir).unwrap();
+    let mut w = RecWriter::create(&packdir.join("train.rec"), &packdir.join("train.idx")).unwrap();
+    w.write(0, &pack_payload(&h(0.0, vec![6.0, 8.0]), b"")).unwrap();
+    w.write(1, &pack_payload(&h(0.0, vec![]), &img(0, 0))).unwrap();
+    w.write(2, &pack_payload(&h(0.0, vec![]), &img(0, 1))).unwrap();
+    w.write(3, &pack_payload(&h(1.0, vec![]), &img(1, 0))).unwrap();
+    w.write(4, &pack_payload(&h(1.0, vec![]), &img(1, 1))).unwrap();
+    w.write(5, &pack_payload(&h(1.0, vec![]), b"garbage, not an image")).unwrap();
+    w.write(6, &pack_payload(&h(0.0, vec![1.0, 3.0]), b"")).unwrap();
+    w.write(7, &pack_payload(&h(0.0, vec![3.0, 6.0]), b"")).unwrap();
+    w.finish().unwrap();
+    let out = dir.path().join("rec-out");
+    let o = ffem(&["pack", "--from-rec", packdir.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("packed 4 of 5 entries (2 identities)") && text.contains("rec:5:"), "{text}");
+    let recs: Vec<_> = ffem_data::RecordSource::open(&out).unwrap().records(false).map(Result::unwrap).collect();
+    assert_eq!(recs.iter().map(|r| r.label).collect::<Vec<_>>(), [0, 0, 1, 1]);
+    assert_eq!(recs[2].jpeg, img(1, 0));
+    let o = ffem(&["pack", "--from-rec", packdir.to_str().unwrap(), "--output", dir.path().join("x").to_str().unwrap(), "--strict"]);
+    assert!(!o.status.success() && stderr(&o).contains("--strict: 1 of 5 records are bad"), "{}", stderr(&o));
 }
