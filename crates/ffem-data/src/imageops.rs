@@ -14,7 +14,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
         }
     }
     let img = image::load_from_memory_with_format(bytes, format).map_err(|e| format!("cannot decode image: {e}"))?;
-    Ok(img.to_rgb8())
+    Ok(img.into_rgb8())
 }
 
 /// Encodes RGB pixels as JPEG at `quality` (1-100).
