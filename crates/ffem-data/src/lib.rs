@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! ffem's data path, free of any deep-learning framework: the seed's `image_list.json`, TFRecord
 //! shards of `tf.train.Example` face records (interchangeable with TensorFlow), the packer, the
 //! reader and the training input pipeline.

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! ffem's evaluation, free of any deep-learning framework: it works on embeddings and labels.
 //! Verification follows insightface's 10-fold protocol to the digit; identification is
 //! leave-one-out nearest neighbour; readers cover LFW `pairs.txt`, CFP protocol folders,

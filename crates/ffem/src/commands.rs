@@ -59,6 +59,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     num.parse::<f64>().map(|v| (v * mult as f64) as u64).map_err(|_| format!("`{s}` is not a size like 512M or 1G"))
 }
 
+/// Runs `ffem pack`.
 pub fn pack(a: PackArgs) -> Result<ExitCode> {
     let mut opts = PackOptions::new(a.root.clone().unwrap_or_default(), a.json.clone().unwrap_or_default(), &a.output);
     opts.shard_bytes = a.shard_size.max(1);
@@ -109,6 +110,7 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// Runs `ffem inspect`.
 pub fn inspect(a: InspectArgs) -> Result<ExitCode> {
     let src = RecordSource::open(&a.path)?;
     let s = ffem_data::inspect(&src, a.skip_corrupt)?;
@@ -157,6 +159,7 @@ pub struct TrainArgs {
     seed: Option<u64>,
 }
 
+/// Runs `ffem train`.
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     if a.config.is_none() && a.overrides.is_empty() && a.resume.is_none() && a.init.is_none() {
         return demo(DemoArgs::default_with_dir(PathBuf::from("runs/demo")));
@@ -215,6 +218,7 @@ impl DemoArgs {
     }
 }
 
+/// Runs `ffem demo`.
 pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     eprintln!(
         "ffem demo: {} synthetic training identities x {} images, {} held out; training on the CPU (a few minutes)",
@@ -311,6 +315,7 @@ fn draw_roc(path: &Path, dist: &[f32], issame: &[bool]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `ffem eval`.
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if a.identify {
         return identify(&a);
@@ -543,6 +548,7 @@ pub struct EmbedArgs {
     strict: bool,
 }
 
+/// Runs `ffem embed`.
 pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model)?;
     let items = gather_items(&a.inputs, a.root.as_deref())?;
@@ -607,6 +613,7 @@ fn item_for(path: &Path, entries: &[ffem_data::ImageEntry]) -> Item {
     }
 }
 
+/// Runs `ffem verify`.
 pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model)?;
     let threshold = match a.threshold {
@@ -650,6 +657,7 @@ pub struct SearchArgs {
     list: Option<PathBuf>,
 }
 
+/// Runs `ffem search`.
 pub fn search(a: SearchArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model)?;
     let d = embedder.dim();
@@ -700,6 +708,7 @@ pub struct InfoArgs {
     imagenet: bool,
 }
 
+/// Runs `ffem info`.
 pub fn info(a: InfoArgs) -> Result<ExitCode> {
     use ffem_model::info::{describe, describe_imagenet, format_table};
     let model_cfg = match (&a.path, &a.backbone) {
