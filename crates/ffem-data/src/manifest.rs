@@ -47,6 +47,22 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest for these shards; record and identity counts are derived.
+    pub fn new(label_map: std::collections::BTreeMap<u64, u64>, shards: Vec<ShardInfo>, skipped: Vec<Rejected>, source_root: Option<String>) -> Self {
+        Manifest {
+            format: "ffem-records".into(),
+            version: 1,
+            records: shards.iter().map(|s| s.records).sum(),
+            identities: label_map.len() as u64,
+            label_map: label_map.into_iter().collect(),
+            shards,
+            skipped,
+            crop_margin: None,
+            source_json: None,
+            source_root,
+        }
+    }
+
     /// Reads `DIR/manifest.json`.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_NAME);

@@ -131,6 +131,44 @@ fn make_record(root: &Path, checked: &Checked, label: i64, opts: &PackOptions) -
     })
 }
 
+/// Writes records into numbered shards, starting a new one past `shard_bytes`.
+struct ShardSink {
+    dir: PathBuf,
+    shard_bytes: u64,
+    shards: Vec<ShardInfo>,
+    writer: Option<RecordWriter>,
+}
+
+impl ShardSink {
+    fn new(dir: &Path, shard_bytes: u64) -> Self {
+        ShardSink { dir: dir.to_path_buf(), shard_bytes, shards: Vec::new(), writer: None }
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let (records, bytes) = (w.records(), w.bytes_written());
+            w.finish()?;
+            self.shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", self.shards.len()), records, bytes });
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, record: &[u8]) -> Result<()> {
+        if self.writer.as_ref().is_some_and(|w| w.bytes_written() >= self.shard_bytes) {
+            self.close_current()?;
+        }
+        if self.writer.is_none() {
+            self.writer = Some(RecordWriter::create(&self.dir.join(format!("shard-{:05}.tfrecord", self.shards.len())))?);
+        }
+        self.writer.as_mut().expect("just created").write(record)
+    }
+
+    fn finish(mut self) -> Result<Vec<ShardInfo>> {
+        self.close_current()?;
+        Ok(self.shards)
+    }
+}
+
 /// Packs `opts.json` into TFRecord shards under `opts.output`.
 pub fn pack(opts: &PackOptions) -> Result<PackReport> {
     let start = Instant::now();
@@ -221,18 +259,9 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
             return Err(e);
         }
     };
-    let manifest = Manifest {
-        format: "ffem-records".into(),
-        version: 1,
-        records: shards.iter().map(|s| s.records).sum(),
-        identities: label_map.len() as u64,
-        label_map: label_map.into_iter().collect(),
-        shards,
-        skipped,
-        crop_margin: opts.crop_margin,
-        source_json: Some(opts.json.display().to_string()),
-        source_root: Some(opts.root.display().to_string()),
-    };
+    let mut manifest = Manifest::new(label_map, shards, skipped, Some(opts.root.display().to_string()));
+    manifest.crop_margin = opts.crop_margin;
+    manifest.source_json = Some(opts.json.display().to_string());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     atomic::write_file(&staging.join(MANIFEST_NAME), text.as_bytes())?;
     if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -253,14 +282,7 @@ fn write_shards(
     if !opts.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut shards = Vec::new();
-    let mut writer: Option<RecordWriter> = None;
-    let close = |w: RecordWriter, shards: &mut Vec<ShardInfo>| -> Result<()> {
-        let (records, bytes) = (w.records(), w.bytes_written());
-        w.finish()?;
-        shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", shards.len()), records, bytes });
-        Ok(())
-    };
+    let mut sink = ShardSink::new(dir, opts.shard_bytes);
     for chunk in good.chunks(256) {
         let encoded: Vec<std::result::Result<Vec<u8>, Rejected>> = chunk
             .par_iter()
@@ -282,20 +304,11 @@ fn write_shards(
                     continue;
                 }
             };
-            if writer.as_ref().is_some_and(|w| w.bytes_written() >= opts.shard_bytes) {
-                close(writer.take().expect("checked"), &mut shards)?;
-            }
-            if writer.is_none() {
-                writer = Some(RecordWriter::create(&dir.join(format!("shard-{:05}.tfrecord", shards.len())))?);
-            }
-            writer.as_mut().expect("just created").write(&bytes)?;
+            sink.write(&bytes)?;
         }
     }
-    if let Some(w) = writer {
-        close(w, &mut shards)?;
-    }
     bar.finish_and_clear();
-    Ok(shards)
+    sink.finish()
 }
 
 /// Converts an insightface / im2rec RecordIO pack (`DIR/train.rec` + `train.idx`, or a `.rec`
@@ -343,42 +356,17 @@ pub fn pack_from_rec(rec: &Path, opts: &PackOptions) -> Result<PackReport> {
     if !opts.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut shards = Vec::new();
-    let mut writer: Option<RecordWriter> = None;
+    let mut sink = ShardSink::new(&staging, opts.shard_bytes);
     for (i, label) in labels.iter().enumerate() {
         bar.inc(1);
         let Some(label) = label else { continue };
         let mut r = pack.record(i)?;
         r.label = label_map[&(label.max(&0).to_owned() as u64)] as i64;
-        if writer.as_ref().is_some_and(|w| w.bytes_written() >= opts.shard_bytes) {
-            let w = writer.take().expect("checked");
-            let (records, bytes) = (w.records(), w.bytes_written());
-            w.finish()?;
-            shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", shards.len()), records, bytes });
-        }
-        if writer.is_none() {
-            writer = Some(RecordWriter::create(&staging.join(format!("shard-{:05}.tfrecord", shards.len())))?);
-        }
-        writer.as_mut().expect("created").write(&r.to_example())?;
+        sink.write(&r.to_example())?;
     }
-    if let Some(w) = writer {
-        let (records, bytes) = (w.records(), w.bytes_written());
-        w.finish()?;
-        shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", shards.len()), records, bytes });
-    }
+    let shards = sink.finish()?;
     bar.finish_and_clear();
-    let manifest = Manifest {
-        format: "ffem-records".into(),
-        version: 1,
-        records: shards.iter().map(|s| s.records).sum(),
-        identities: label_map.len() as u64,
-        label_map: label_map.into_iter().collect(),
-        shards,
-        skipped,
-        crop_margin: None,
-        source_json: None,
-        source_root: Some(rec.display().to_string()),
-    };
+    let manifest = Manifest::new(label_map, shards, skipped, Some(rec.display().to_string()));
     atomic::write_file(&staging.join(MANIFEST_NAME), serde_json::to_string_pretty(&manifest).expect("serialises").as_bytes())?;
     atomic::replace_dir(&staging, &opts.output)?;
     Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list: n })
