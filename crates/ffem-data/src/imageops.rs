@@ -47,18 +47,31 @@ fn sample(img: &[u8], w: usize, h: usize, x: f32, y: f32, out: &mut [f32; 3]) {
 
 /// Crops the box (x1, y1, x2, y2; pixel edges) from `img` and resizes it bilinearly to
 /// `size` x `size`, writing interleaved RGB f32 in 0..255 into `out` (len size*size*3).
+/// Sample positions are clamped to the image, as [`sample`] does.
 pub fn crop_resize(img: &RgbImage, bx: [f32; 4], size: usize, out: &mut [f32]) {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let sx = (bx[2] - bx[0]) / size as f32;
     let sy = (bx[3] - bx[1]) / size as f32;
     let raw = img.as_raw();
-    let mut px = [0f32; 3];
+    // Column taps are the same for every row: compute them once.
+    let taps = |start: f32, step: f32, i: usize, limit: usize| -> (usize, usize, f32) {
+        let v = (start + (i as f32 + 0.5) * step - 0.5).clamp(0.0, (limit - 1) as f32);
+        let v0 = v.floor() as usize;
+        (v0, (v0 + 1).min(limit - 1), v - v0 as f32)
+    };
+    let cols: Vec<(usize, usize, f32)> = (0..size).map(|ox| taps(bx[0], sx, ox, w)).collect();
     for oy in 0..size {
-        let y = bx[1] + (oy as f32 + 0.5) * sy - 0.5;
-        for ox in 0..size {
-            let x = bx[0] + (ox as f32 + 0.5) * sx - 0.5;
-            sample(raw, w, h, x, y, &mut px);
-            out[(oy * size + ox) * 3..][..3].copy_from_slice(&px);
+        let (y0, y1, fy) = taps(bx[1], sy, oy, h);
+        let r0 = &raw[y0 * w * 3..(y0 + 1) * w * 3];
+        let r1 = &raw[y1 * w * 3..(y1 + 1) * w * 3];
+        let row = &mut out[oy * size * 3..(oy + 1) * size * 3];
+        for (px, &(x0, x1, fx)) in row.chunks_exact_mut(3).zip(&cols) {
+            let (a, b) = (x0 * 3, x1 * 3);
+            for c in 0..3 {
+                let top = r0[a + c] as f32 * (1.0 - fx) + r0[b + c] as f32 * fx;
+                let bottom = r1[a + c] as f32 * (1.0 - fx) + r1[b + c] as f32 * fx;
+                px[c] = top * (1.0 - fy) + bottom * fy;
+            }
         }
     }
 }

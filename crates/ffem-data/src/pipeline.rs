@@ -192,7 +192,14 @@ pub fn preprocess(record: &FaceRecord, cfg: &PipelineConfig, rng: &mut impl Rng,
 pub fn color_jitter(hwc: &mut [f32], hue: f32, brightness: f32, contrast: f32) {
     for px in hwc.chunks_exact_mut(3) {
         let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
-        let (r, g, b) = hsv_to_rgb((h + hue).rem_euclid(1.0), s, v);
+        let mut h = h + hue;
+        // Cheaper than rem_euclid: |hue| <= 1, so one correction suffices.
+        if h < 0.0 {
+            h += 1.0;
+        } else if h >= 1.0 {
+            h -= 1.0;
+        }
+        let (r, g, b) = hsv_to_rgb(h, s, v);
         px[0] = (r + brightness).clamp(0.0, 255.0);
         px[1] = (g + brightness).clamp(0.0, 255.0);
         px[2] = (b + brightness).clamp(0.0, 255.0);
@@ -220,7 +227,8 @@ pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let h = if d == 0.0 {
         0.0
     } else if max == r {
-        ((g - b) / d).rem_euclid(6.0) / 6.0
+        let x = (g - b) / d;
+        (if x < 0.0 { x + 6.0 } else { x }) / 6.0
     } else if max == g {
         ((b - r) / d + 2.0) / 6.0
     } else {
@@ -236,7 +244,7 @@ pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     let i = h6.floor();
     let f = h6 - i;
     let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-    match (i as i32).rem_euclid(6) {
+    match (i as i32).clamp(0, 5) {
         0 => (v, t, p),
         1 => (q, v, p),
         2 => (p, v, t),
