@@ -16,13 +16,21 @@ pub struct RecordSource {
     pub shards: Vec<PathBuf>,
     /// The manifest, for datasets `ffem pack` wrote.
     pub manifest: Option<Manifest>,
+    /// An insightface / im2rec RecordIO pack read directly (instead of shards).
+    pub rec_pack: Option<PathBuf>,
 }
 
 impl RecordSource {
     /// Opens a dataset directory or a single record file.
     pub fn open(path: &Path) -> Result<RecordSource> {
+        let is_rec = path.extension().is_some_and(|e| e == "rec") || path.join("train.rec").is_file();
+        if is_rec {
+            // Fail now, with the file named, if the pack cannot be opened.
+            crate::recordio::FacePack::open(path)?;
+            return Ok(RecordSource { shards: vec![], manifest: None, rec_pack: Some(path.to_path_buf()) });
+        }
         if path.is_file() {
-            return Ok(RecordSource { shards: vec![path.to_path_buf()], manifest: None });
+            return Ok(RecordSource { shards: vec![path.to_path_buf()], manifest: None, rec_pack: None });
         }
         if !path.is_dir() {
             return Err(DataError::Invalid(format!(
@@ -32,7 +40,7 @@ impl RecordSource {
         }
         if path.join(crate::manifest::MANIFEST_NAME).exists() {
             let manifest = Manifest::load(path)?;
-            return Ok(RecordSource { shards: manifest.shard_paths(path), manifest: Some(manifest) });
+            return Ok(RecordSource { shards: manifest.shard_paths(path), manifest: Some(manifest), rec_pack: None });
         }
         let mut shards: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| DataError::io(path, e))?
@@ -49,12 +57,22 @@ impl RecordSource {
                 path.display()
             )));
         }
-        Ok(RecordSource { shards, manifest: None })
+        Ok(RecordSource { shards, manifest: None, rec_pack: None })
     }
 
-    /// Iterates over every face record of every shard in order.
+    /// Iterates over every face record of every shard (or of the RecordIO pack) in order.
     pub fn records(&self, skip_corrupt: bool) -> FaceRecords {
-        FaceRecords { shards: self.shards.clone(), next_shard: 0, current: None, skip_corrupt, skipped: 0 }
+        let pack = self.rec_pack.as_ref().and_then(|p| crate::recordio::FacePack::open(p).ok()).map(|p| (p, 0));
+        FaceRecords { shards: self.shards.clone(), next_shard: 0, current: None, skip_corrupt, skipped: 0, pack }
+    }
+
+    /// Number of records when known without reading them all (manifest or RecordIO index).
+    pub fn record_count(&self) -> Option<u64> {
+        if let Some(m) = &self.manifest {
+            return Some(m.records);
+        }
+        let p = self.rec_pack.as_ref()?;
+        crate::recordio::FacePack::open(p).ok().map(|p| p.images.len() as u64)
     }
 }
 
@@ -65,6 +83,7 @@ pub struct FaceRecords {
     current: Option<(PathBuf, RecordReader)>,
     skip_corrupt: bool,
     skipped: u64,
+    pack: Option<(crate::recordio::FacePack, usize)>,
 }
 
 impl FaceRecords {
@@ -77,6 +96,20 @@ impl FaceRecords {
 impl Iterator for FaceRecords {
     type Item = Result<FaceRecord>;
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some((pack, i)) = self.pack.as_mut() {
+            while *i < pack.images.len() {
+                let r = pack.record(*i);
+                *i += 1;
+                match r {
+                    Err(e) if self.skip_corrupt => {
+                        tracing::warn!("skipping: {e}");
+                        self.skipped += 1;
+                    }
+                    other => return Some(other),
+                }
+            }
+            return None;
+        }
         loop {
             if self.current.is_none() {
                 let path = self.shards.get(self.next_shard)?.clone();

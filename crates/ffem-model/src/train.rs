@@ -163,7 +163,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, opts: &TrainOption
         }
         (n, _) => n,
     };
-    let records = source.manifest.as_ref().map(|m| m.records);
+    let records = source.record_count();
     let pipeline_cfg = PipelineConfig {
         image_size: cfg.image_size,
         batch_size: cfg.batch_size,

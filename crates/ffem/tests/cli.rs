@@ -201,3 +201,36 @@ fn pack_from_an_insightface_recordio_pack() {
     let o = ffem(&["pack", "--from-rec", packdir.to_str().unwrap(), "--output", dir.path().join("x").to_str().unwrap(), "--strict"]);
     assert!(!o.status.success() && stderr(&o).contains("--strict: 1 of 5 records are bad"), "{}", stderr(&o));
 }
+
+#[test]
+fn trains_directly_from_a_recordio_pack() {
+    use ffem_data::recordio::{IrHeader, RecWriter, pack_payload};
+    let dir = tempfile::tempdir().unwrap();
+    let s = synthetic(dir.path(), 0, 3, 4);
+    let packdir = dir.path().join("pack");
+    std::fs::create_dir_all(&packdir).unwrap();
+    let mut w = RecWriter::create(&packdir.join("train.rec"), &packdir.join("train.idx")).unwrap();
+    let h = |label: f32, labels: Vec<f32>| IrHeader { flag: labels.len() as u32, label, id: 0, id2: 0, labels };
+    w.write(0, &pack_payload(&h(0.0, vec![13.0, 16.0]), b"")).unwrap();
+    let mut key = 1;
+    for id in 0..3u64 {
+        for i in 0..4 {
+            w.write(key, &pack_payload(&h(id as f32, vec![]), &std::fs::read(s.join(format!("images/id{id:05}/{i:03}.jpg"))).unwrap())).unwrap();
+            key += 1;
+        }
+    }
+    for id in 0..3u64 {
+        w.write(13 + id, &pack_payload(&h(0.0, vec![(1 + 4 * id) as f32, (5 + 4 * id) as f32]), b"")).unwrap();
+    }
+    w.finish().unwrap();
+    let o = ffem(&["inspect", packdir.to_str().unwrap()]);
+    assert!(stdout(&o).contains("records              12") && stdout(&o).contains("identities           3"), "{}", stdout(&o));
+    let o = ffem(&[
+        "train", "--run-dir", dir.path().join("run").to_str().unwrap(),
+        "--set", &format!("train_data=\"{}\"", packdir.display()), "--set", "num_identity=3",
+        "--set", "backbone=mobilenet_v3_small", "--set", "width=0.25", "--set", "image_size=32",
+        "--set", "embedding_dim=16", "--set", "batch_size=4", "--set", "epochs=1", "--set", "checkpoint_every=0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("trained 3 steps"), "{}", stdout(&o));
+}
