@@ -14,6 +14,7 @@ pub mod heads;
 pub mod info;
 pub mod losses;
 pub mod model;
+pub mod onnx;
 pub mod precision;
 pub mod schedule;
 pub mod train;

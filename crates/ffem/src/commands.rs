@@ -546,6 +546,10 @@ pub struct EmbedArgs {
     /// Fail if any image cannot be embedded (default: skip, count, report).
     #[arg(long)]
     strict: bool,
+    /// Also save the network inputs (preprocessed crops, [N, 3*S*S] float32) to this .npy, to
+    /// check an exported model in another runtime on exactly the same inputs.
+    #[arg(long, value_name = "NPY")]
+    save_crops: Option<PathBuf>,
 }
 
 /// Runs `ffem embed`.
@@ -563,6 +567,19 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
         bail!("--strict: {} of {} images could not be embedded; nothing written", skipped.len(), items.len());
     }
     ffem_eval::npy::write_f32(&a.output, &emb, kept.len(), embedder.dim())?;
+    if let Some(path) = &a.save_crops {
+        let size = embedder.config().image_size;
+        let crops: Vec<f32> = kept
+            .par_iter()
+            .map(|&i| {
+                let it = &items[i];
+                let face = FaceInput { bytes: std::fs::read(&it.path).unwrap_or_default(), face_box: it.face_box, landmarks: it.landmarks, name: it.name.clone() };
+                ffem_model::embed::prepare(&face, size, cfg.align).map_err(anyhow::Error::msg)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        ffem_eval::npy::write_f32(path, &crops, kept.len(), 3 * size * size)?;
+    }
     let mut csv = String::from("row,path,label\n");
     for (row, &i) in kept.iter().enumerate() {
         csv += &format!("{row},{},{}\n", csv_field(&items[i].name), csv_field(&items[i].label));
@@ -728,5 +745,27 @@ pub fn info(a: InfoArgs) -> Result<ExitCode> {
         let title = format!("{:?} + {:?} head, {}-d embedding, {}x{} input", model_cfg.backbone.variant, model_cfg.head, model_cfg.embedding_dim, model_cfg.image_size, model_cfg.image_size);
         print!("{}", format_table(&title, &rows, params, macs));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- export
+
+/// Arguments of `ffem export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Model directory.
+    model: PathBuf,
+    /// Output ONNX file: input `data` [N, 3, S, S] float32, output `embedding` [N, D], opset 14.
+    #[arg(long)]
+    onnx: PathBuf,
+}
+
+/// Runs `ffem export`.
+pub fn export(a: ExportArgs) -> Result<ExitCode> {
+    let device = device_for("cpu")?;
+    let (cfg, model) = load_model(&a.model, &device)?;
+    ffem_model::onnx::export_onnx(&a.onnx, &model, &cfg)?;
+    let size = std::fs::metadata(&a.onnx).map(|m| m.len()).unwrap_or(0);
+    println!("exported {} ({:.1} MiB): input `data` [N, 3, {s}, {s}], output `embedding` [N, {}]", a.onnx.display(), size as f64 / (1 << 20) as f64, cfg.embedding_dim, s = cfg.image_size);
     Ok(ExitCode::SUCCESS)
 }

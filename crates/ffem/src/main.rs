@@ -35,6 +35,8 @@ enum Command {
     Search(commands::SearchArgs),
     /// Print layers, parameter count and FLOPs of a model, config or backbone.
     Info(commands::InfoArgs),
+    /// Export the embedding network for deployment (ONNX, BatchNorm folded).
+    Export(commands::ExportArgs),
     /// Measure training or inference images/s of a network on a device (flags as bench/README.md).
     #[command(hide = true, disable_help_flag = true)]
     BenchTrain {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(a)) => commands::verify(a),
         Some(Command::Search(a)) => commands::search(a),
         Some(Command::Info(a)) => commands::info(a),
+        Some(Command::Export(a)) => commands::export(a),
         Some(Command::BenchTrain { args }) => {
             let mut all = vec!["bench-train".to_string()];
             all.extend(args);
