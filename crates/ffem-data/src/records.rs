@@ -62,8 +62,12 @@ impl RecordSource {
 
     /// Iterates over every face record of every shard (or of the RecordIO pack) in order.
     pub fn records(&self, skip_corrupt: bool) -> FaceRecords {
-        let pack = self.rec_pack.as_ref().and_then(|p| crate::recordio::FacePack::open(p).ok()).map(|p| (p, 0));
-        FaceRecords { shards: self.shards.clone(), next_shard: 0, current: None, skip_corrupt, skipped: 0, pack }
+        let (pack, pending_error) = match self.rec_pack.as_ref().map(|p| crate::recordio::FacePack::open(p)) {
+            Some(Ok(p)) => (Some((p, 0)), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        FaceRecords { shards: self.shards.clone(), next_shard: 0, current: None, skip_corrupt, skipped: 0, pack, pending_error }
     }
 
     /// Number of records when known without reading them all (manifest or RecordIO index).
@@ -84,6 +88,8 @@ pub struct FaceRecords {
     skip_corrupt: bool,
     skipped: u64,
     pack: Option<(crate::recordio::FacePack, usize)>,
+    /// A pack that could not be opened: reported as the first item, never swallowed.
+    pending_error: Option<DataError>,
 }
 
 impl FaceRecords {
@@ -96,6 +102,9 @@ impl FaceRecords {
 impl Iterator for FaceRecords {
     type Item = Result<FaceRecord>;
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending_error.take() {
+            return Some(Err(e));
+        }
         if let Some((pack, i)) = self.pack.as_mut() {
             while *i < pack.images.len() {
                 let r = pack.record(*i);
