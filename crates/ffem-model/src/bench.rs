@@ -10,11 +10,11 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
-use burn::tensor::{DType, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::TrainConfig;
 use crate::losses::ClassifierLoss;
-use crate::precision::{Precision, compute_copy};
+use crate::precision::{Precision, forward_embeddings};
 use crate::train::{TrainModule, device_for};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
@@ -149,14 +149,7 @@ pub fn bench_train(args: &[String]) -> String {
         SgdConfig::new().with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: true })).init()
     };
     let mut step = |module: TrainModule| -> (TrainModule, f32) {
-        let emb = if precision == Precision::F32 {
-            module.model.forward(x.clone())
-        } else {
-            let copy = compute_copy(&module.model, precision);
-            let e = copy.forward(x.clone().cast(precision.dtype())).cast(DType::F32);
-            e
-        };
-        let out = module.classifier.forward(emb, y.clone());
+        let out = module.classifier.forward(forward_embeddings(&module.model, x.clone(), precision), y.clone());
         let loss = out.loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(out.loss.backward(), &module);
         (optim.step(1e-3, module, grads), loss)

@@ -70,6 +70,15 @@ pub fn compute_copy<M: Module>(module: &M, p: Precision) -> M {
     module.clone().map(&mut Cast { dtype: p.dtype(), path: vec![] })
 }
 
+/// The model's embeddings of `images` computed in `p` (on a cast copy unless f32), returned in f32.
+pub fn forward_embeddings(model: &crate::model::EmbeddingModel, images: Tensor<4>, p: Precision) -> Tensor<2> {
+    if p == Precision::F32 {
+        model.forward(images)
+    } else {
+        compute_copy(model, p).forward(images.cast(p.dtype())).cast(DType::F32)
+    }
+}
+
 /// Initialises every lazily-initialised parameter now. burn creates parameters on first use; a
 /// cast copy made before that would initialise its own, leaving the f32 masters untouched.
 pub fn materialize<M: Module>(module: &M) {

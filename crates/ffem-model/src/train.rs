@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use ffem_data::{AugmentConfig, Pipeline, PipelineConfig, RecordSource};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,7 @@ use crate::embed::Embedder;
 use crate::evalset::{PairSet, embed_set, verify_set};
 use crate::losses::ClassifierLoss;
 use crate::model::{EmbeddingModel, load_model, save_model, write_atomic};
-use crate::precision::{LossScale, Precision, compute_copy, materialize, unscale_and_check};
+use crate::precision::{LossScale, Precision, forward_embeddings, materialize, unscale_and_check};
 use crate::schedule::Schedule;
 
 /// Model and classifier, optimised together.
@@ -255,14 +255,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, opts: &TrainOption
             ad.seed(ffem_data::pipeline::mix(cfg.seed, state.step));
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, [n, 3, size, size]), &ad);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [n]), &ad);
-            let emb = if precision == Precision::F32 {
-                module.model.forward(x)
-            } else {
-                let copy = compute_copy(&module.model, precision);
-                let e = copy.forward(x.cast(precision.dtype())).cast(DType::F32);
-                e
-            };
-            let out = module.classifier.forward(emb, y.clone());
+            let out = module.classifier.forward(forward_embeddings(&module.model, x, precision), y.clone());
             let loss_tensor = if opts.poison_steps.contains(&state.step) { out.loss.clone() * f32::NAN } else { out.loss.clone() };
             let loss: f64 = loss_tensor.clone().into_scalar::<f32>() as f64;
             let correct: i64 = out.logits.clone().argmax(1).reshape([n]).equal(y).int().sum().into_scalar::<i64>();
