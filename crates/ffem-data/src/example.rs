@@ -214,7 +214,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a protobuf base-128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -235,7 +236,8 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
     Err("protobuf varint longer than 10 bytes".into())
 }
 
-fn put_len_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+/// Appends a length-delimited protobuf field (wire type 2).
+pub fn put_len_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
     put_varint(out, (field << 3) | 2);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);

@@ -14,19 +14,8 @@ use burn::tensor::Tensor;
 use crate::backbones::mobilenet_v3::{Act, ConvBn};
 use crate::model::{EmbeddingModel, ModelConfig, ModelError, write_atomic};
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    varint(out, (field << 3) | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
+// The protobuf primitives are the ones the tf.train.Example codec uses.
+use ffem_data::example::{put_len_field as field_bytes, put_varint as varint};
 
 fn field_varint(out: &mut Vec<u8>, field: u64, v: u64) {
     varint(out, field << 3);
