@@ -30,7 +30,9 @@ pub struct PairSet {
 #[error("{0}")]
 pub struct EvalSetError(pub String);
 
-fn load_faces(root: &Path, list: Option<&ImageList>, paths: &[String]) -> Result<Vec<FaceInput>, EvalSetError> {
+/// Reads the images at `paths` (relative to `root`), with boxes and landmarks from `list` when it
+/// has the path.
+pub fn load_faces(root: &Path, list: Option<&ImageList>, paths: &[String]) -> Result<Vec<FaceInput>, EvalSetError> {
     let by_path: HashMap<&str, &ffem_data::ImageEntry> = list.map(|l| l.entries.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
     paths
         .par_iter()
@@ -205,11 +207,16 @@ pub fn embed_set(embedder: &Embedder, faces: &[FaceInput], align: bool, flip: bo
     Ok(SetEmbeddings { embeddings: out, dim, mean_norm, centre_cropped })
 }
 
-/// Scores a pair set with the insightface protocol.
-pub fn verify_set(set: &PairSet, emb: &SetEmbeddings) -> VerificationReport {
+/// Squared L2 distance of each pair of a set, from its normalised embeddings.
+pub fn set_distances(set: &PairSet, emb: &SetEmbeddings) -> Vec<f32> {
     let d = emb.dim;
     let row = |i: usize| &emb.embeddings[i * d..][..d];
-    let dist: Vec<f32> = set.pairs.iter().map(|&(a, b, _)| row(a).iter().zip(row(b)).map(|(x, y)| (x - y) * (x - y)).sum()).collect();
+    set.pairs.iter().map(|&(a, b, _)| row(a).iter().zip(row(b)).map(|(x, y)| (x - y) * (x - y)).sum()).collect()
+}
+
+/// Scores a pair set with the insightface protocol.
+pub fn verify_set(set: &PairSet, emb: &SetEmbeddings) -> VerificationReport {
+    let dist = set_distances(set, emb);
     let issame: Vec<bool> = set.pairs.iter().map(|p| p.2).collect();
     ffem_eval::evaluate(&dist, &issame, 10, Some(emb.mean_norm))
 }

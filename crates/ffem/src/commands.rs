@@ -370,9 +370,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         let emb = embed_set(&embedder, &set.faces, cfg.align, !a.no_flip, true)?;
         let report = verify_set(set, &emb);
         if let Some(p) = &a.roc {
-            let d = emb.dim;
-            let row = |i: usize| &emb.embeddings[i * d..][..d];
-            let dist: Vec<f32> = set.pairs.iter().map(|&(x, y, _)| row(x).iter().zip(row(y)).map(|(p, q)| (p - q) * (p - q)).sum()).collect();
+            let dist = ffem_model::evalset::set_distances(set, &emb);
             let issame: Vec<bool> = set.pairs.iter().map(|p| p.2).collect();
             let path = if sets.len() > 1 { p.with_file_name(format!("{}_{}", set.name, p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())) } else { p.clone() };
             draw_roc(&path, &dist, &issame)?;
@@ -401,15 +399,8 @@ fn identify(a: &EvalArgs) -> Result<ExitCode> {
     let (faces, labels): (Vec<FaceInput>, Vec<i64>) = if let Some(list_path) = &a.list {
         let root = a.root.clone().unwrap_or_else(|| list_path.parent().map(Path::to_path_buf).unwrap_or_default());
         let list = ImageList::load(list_path)?;
-        let faces: Vec<Result<FaceInput>> = list
-            .entries
-            .par_iter()
-            .map(|e| {
-                let bytes = std::fs::read(root.join(&e.path)).with_context(|| format!("{}", root.join(&e.path).display()))?;
-                Ok(FaceInput { bytes, face_box: e.face_box.map(|b| [b.x1, b.y1, b.x2, b.y2]), landmarks: e.landmarks, name: e.path.clone() })
-            })
-            .collect();
-        (faces.into_iter().collect::<Result<_>>()?, list.entries.iter().map(|e| e.label as i64).collect())
+        let paths: Vec<String> = list.entries.iter().map(|e| e.path.clone()).collect();
+        (ffem_model::evalset::load_faces(&root, Some(&list), &paths)?, list.entries.iter().map(|e| e.label as i64).collect())
     } else if let Some(r) = &a.records {
         let src = RecordSource::open(r)?;
         let mut faces = Vec::new();
