@@ -167,8 +167,32 @@ pub struct SetEmbeddings {
     pub centre_cropped: usize,
 }
 
-/// Embeds every image of `set` (flip TTA when `flip`).
+/// Embeds every image of `set` (flip TTA when `flip`); the first face that cannot be prepared
+/// fails the whole set.
 pub fn embed_set(embedder: &Embedder, faces: &[FaceInput], align: bool, flip: bool, progress: bool) -> Result<SetEmbeddings, EvalSetError> {
+    embed_faces(embedder, faces, align, flip, progress, false).map(|(e, _, _)| e)
+}
+
+/// Like [`embed_set`], but faces that cannot be decoded or cropped are skipped: returns the
+/// embeddings of the rest, their indices into `faces`, and the skipped ones with the reason.
+pub fn embed_set_skipping(
+    embedder: &Embedder,
+    faces: &[FaceInput],
+    align: bool,
+    flip: bool,
+    progress: bool,
+) -> Result<(SetEmbeddings, Vec<usize>, Vec<(usize, String)>), EvalSetError> {
+    embed_faces(embedder, faces, align, flip, progress, true)
+}
+
+fn embed_faces(
+    embedder: &Embedder,
+    faces: &[FaceInput],
+    align: bool,
+    flip: bool,
+    progress: bool,
+    skip_bad: bool,
+) -> Result<(SetEmbeddings, Vec<usize>, Vec<(usize, String)>), EvalSetError> {
     let size = embedder.config().image_size;
     let dim = embedder.dim();
     let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img");
@@ -179,32 +203,45 @@ pub fn embed_set(embedder: &Embedder, faces: &[FaceInput], align: bool, flip: bo
     let chunk = embedder.batch_size.max(1);
     let mut centre_cropped = 0;
     let mut norm_sum = 0f64;
-    for group in faces.chunks(chunk) {
+    let (mut kept, mut skipped) = (Vec::with_capacity(faces.len()), Vec::new());
+    for (g, group) in faces.chunks(chunk).enumerate() {
         let prepared: Vec<Result<Vec<f32>, String>> = group.par_iter().map(|f| prepare(f, size, align)).collect();
         let mut images = Vec::with_capacity(group.len() * 3 * size * size);
-        for p in prepared {
-            images.extend(p.map_err(EvalSetError)?);
+        for (j, p) in prepared.into_iter().enumerate() {
+            let index = g * chunk + j;
+            match p {
+                Ok(img) => {
+                    images.extend(img);
+                    kept.push(index);
+                    centre_cropped += usize::from(faces[index].face_box.is_none());
+                }
+                Err(e) if skip_bad => skipped.push((index, e)),
+                Err(e) => return Err(EvalSetError(e)),
+            }
         }
-        centre_cropped += group.iter().filter(|f| f.face_box.is_none()).count();
-        let plain = embedder.embed_prepared(&images, group.len());
+        let n = images.len() / (3 * size * size);
+        bar.inc(group.len() as u64);
+        if n == 0 {
+            continue;
+        }
+        let plain = embedder.embed_prepared(&images, n);
         // The reported norm is the plain image's, before flip summing and normalisation.
         norm_sum += plain.chunks_exact(dim).map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt()).sum::<f64>();
         if flip {
             let mirrored: Vec<f32> = images.chunks_exact(3 * size * size).flat_map(|img| crate::embed::mirror(img, size)).collect();
-            let m = embedder.embed_prepared(&mirrored, group.len());
+            let m = embedder.embed_prepared(&mirrored, n);
             out.extend(plain.iter().zip(&m).map(|(a, b)| a + b));
         } else {
             out.extend(plain);
         }
-        bar.inc(group.len() as u64);
     }
     bar.finish_and_clear();
     if centre_cropped > 0 {
         tracing::warn!("{centre_cropped} images had no face box and were embedded from the centre crop");
     }
     normalize_rows(&mut out, dim);
-    let mean_norm = if faces.is_empty() { 0.0 } else { norm_sum / faces.len() as f64 };
-    Ok(SetEmbeddings { embeddings: out, dim, mean_norm, centre_cropped })
+    let mean_norm = if kept.is_empty() { 0.0 } else { norm_sum / kept.len() as f64 };
+    Ok((SetEmbeddings { embeddings: out, dim, mean_norm, centre_cropped }, kept, skipped))
 }
 
 /// Squared L2 distance of each pair of a set, from its normalised embeddings.

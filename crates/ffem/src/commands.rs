@@ -493,27 +493,25 @@ fn embed_items(embedder: &Embedder, align: bool, flip: bool, items: &[Item]) -> 
         .par_iter()
         .map(|it| {
             let bytes = std::fs::read(&it.path).map_err(|e| format!("{e}"))?;
-            let face = FaceInput { bytes, face_box: it.face_box, landmarks: it.landmarks, name: it.name.clone() };
-            ffem_model::embed::prepare(&face, embedder.config().image_size, align).map(|_| face)
+            Ok(FaceInput { bytes, face_box: it.face_box, landmarks: it.landmarks, name: it.name.clone() })
         })
         .collect();
     let mut faces = Vec::new();
-    let mut kept = Vec::new();
+    let mut item_of_face = Vec::new();
     let mut skipped = Vec::new();
     for (i, r) in loaded.into_iter().enumerate() {
         match r {
             Ok(f) => {
                 faces.push(f);
-                kept.push(i);
+                item_of_face.push(i);
             }
             Err(e) => skipped.push((items[i].name.clone(), e)),
         }
     }
-    let no_box = faces.iter().filter(|f| f.face_box.is_none()).count();
-    if no_box > 0 {
-        tracing::warn!("{no_box} image(s) have no face box (no detector yet): embedded from the centre crop");
-    }
-    let emb = embed_set(embedder, &faces, align, flip, true)?;
+    // Decoding and cropping happen once, inside the embedding loop, which skips what fails.
+    let (emb, kept_faces, bad) = ffem_model::evalset::embed_set_skipping(embedder, &faces, align, flip, true)?;
+    skipped.extend(bad.into_iter().map(|(f, e)| (items[item_of_face[f]].name.clone(), e)));
+    let kept = kept_faces.into_iter().map(|f| item_of_face[f]).collect();
     Ok((emb.embeddings, kept, skipped))
 }
 
