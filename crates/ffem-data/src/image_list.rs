@@ -71,6 +71,22 @@ pub struct ImageEntry {
     pub landmarks: Option<Landmarks>,
 }
 
+impl ImageEntry {
+    /// The image file the entry points at: the key without a face-index suffix (see [`file_of_key`]).
+    pub fn file(&self) -> &str {
+        file_of_key(&self.path)
+    }
+}
+
+/// The file part of a key: `ffem detect --all-faces` writes one entry per face as `path#N`
+/// (N = 0, 1, ...); every other key is the file path itself.
+pub fn file_of_key(key: &str) -> &str {
+    match key.rsplit_once('#') {
+        Some((file, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => file,
+        _ => key,
+    }
+}
+
 /// An entry that cannot be used, with the reason.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rejected {
@@ -264,6 +280,15 @@ fn json_number(v: f32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn face_suffix_is_stripped_only_when_numeric() {
+        assert_eq!(file_of_key("a/b.jpg#2"), "a/b.jpg");
+        assert_eq!(file_of_key("a/b.jpg#10"), "a/b.jpg");
+        assert_eq!(file_of_key("a/b.jpg"), "a/b.jpg");
+        assert_eq!(file_of_key("a/#b.jpg"), "a/#b.jpg");
+        assert_eq!(file_of_key("a/b.jpg#"), "a/b.jpg#");
+    }
 
     fn parse(text: &str) -> Result<ImageList> {
         ImageList::parse(text, Path::new("list.json"))

@@ -40,6 +40,10 @@ pub struct Manifest {
     pub skipped: Vec<Rejected>,
     /// `Some(margin)` when records hold face crops grown by that margin instead of whole photos.
     pub crop_margin: Option<f32>,
+    /// With `pack --align`: how many records hold 112x112 crops aligned by their landmarks (the
+    /// rest, without landmarks, are stored as `crop_margin` says).
+    #[serde(default)]
+    pub aligned: Option<u64>,
     /// Where the list came from.
     pub source_json: Option<String>,
     /// The image root the list's paths are relative to.
@@ -58,6 +62,7 @@ impl Manifest {
             shards,
             skipped,
             crop_margin: None,
+            aligned: None,
             source_json: None,
             source_root,
         }

@@ -34,6 +34,10 @@ pub struct PackOptions {
     pub shard_bytes: u64,
     /// Store the face box grown by this margin (fraction of the box size per side) as a new JPEG.
     pub crop_margin: Option<f32>,
+    /// Store entries that have landmarks as 112x112 crops aligned to the ArcFace template (the
+    /// form insightface's training packs hold); entries without landmarks are stored as the other
+    /// options say (whole photo, or the `crop_margin` crop).
+    pub align: bool,
     /// JPEG quality for re-encoded crops.
     pub jpeg_quality: u8,
     /// Fail (writing nothing) if any entry is bad.
@@ -53,6 +57,7 @@ impl PackOptions {
             output: output.into(),
             shard_bytes: 1 << 30,
             crop_margin: None,
+            align: false,
             jpeg_quality: 95,
             strict: false,
             overwrite: false,
@@ -78,7 +83,7 @@ struct Checked {
 }
 
 fn check_entry(root: &Path, entry: &ImageEntry) -> std::result::Result<FaceBox, String> {
-    let path = root.join(&entry.path);
+    let path = root.join(entry.file());
     let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("image file not found: {}", path.display()),
         _ => format!("cannot read {}: {e}", path.display()),
@@ -97,12 +102,18 @@ fn check_entry(root: &Path, entry: &ImageEntry) -> std::result::Result<FaceBox, 
 }
 
 fn make_record(root: &Path, checked: &Checked, label: i64, opts: &PackOptions) -> std::result::Result<FaceRecord, String> {
-    let path = root.join(&checked.entry.path);
+    let path = root.join(checked.entry.file());
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let b = checked.face_box;
-    let (jpeg, face_box, landmarks) = match opts.crop_margin {
-        None => (bytes, [b.x1, b.y1, b.x2, b.y2], checked.entry.landmarks),
-        Some(margin) => {
+    let (jpeg, face_box, landmarks) = match (opts.align.then_some(checked.entry.landmarks).flatten(), opts.crop_margin) {
+        (Some(lm), _) => {
+            let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (crop, lm) = aligned_crop(&img, &lm)?;
+            let side = ALIGNED_SIZE as f32;
+            (encode_jpeg(&crop, opts.jpeg_quality)?, [0.0, 0.0, side, side], Some(lm))
+        }
+        (None, None) => (bytes, [b.x1, b.y1, b.x2, b.y2], checked.entry.landmarks),
+        (None, Some(margin)) => {
             let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             let (mw, mh) = (b.width() * margin, b.height() * margin);
             let grown = FaceBox { x1: b.x1 - mw, y1: b.y1 - mh, x2: b.x2 + mw, y2: b.y2 + mh };
@@ -129,6 +140,25 @@ fn make_record(root: &Path, checked: &Checked, label: i64, opts: &PackOptions) -
         landmarks,
         path: Some(checked.entry.path.clone()),
     })
+}
+
+/// Side of the aligned crops `--align` stores (the ArcFace template's frame).
+pub const ALIGNED_SIZE: usize = 112;
+
+/// Warps the face onto the 112x112 ArcFace template by the least-squares similarity of its five
+/// landmarks; returns the crop and the landmarks in crop coordinates.
+pub fn aligned_crop(img: &image::RgbImage, landmarks: &[f32; 10]) -> std::result::Result<(image::RgbImage, [f32; 10]), String> {
+    let sim = crate::align::alignment_for(landmarks, ALIGNED_SIZE)
+        .ok_or_else(|| "landmarks are degenerate (all five at one point): fix or drop them, or pack without --align".to_string())?;
+    let mut buf = vec![0f32; ALIGNED_SIZE * ALIGNED_SIZE * 3];
+    crate::imageops::warp_affine_inverse(img, sim.inverse().matrix(), ALIGNED_SIZE, &mut buf);
+    let pixels: Vec<u8> = buf.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+    let crop = image::RgbImage::from_raw(ALIGNED_SIZE as u32, ALIGNED_SIZE as u32, pixels).expect("sized above");
+    let mut out = [0f32; 10];
+    for (o, p) in out.chunks_exact_mut(2).zip(landmarks.chunks_exact(2)) {
+        o.copy_from_slice(&sim.apply([p[0], p[1]]));
+    }
+    Ok((crop, out))
 }
 
 /// Writes records into numbered shards, starting a new one past `shard_bytes`.
@@ -259,8 +289,11 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
             return Err(e);
         }
     };
+    let failed: std::collections::HashSet<&str> = skipped.iter().map(|r| r.key.as_str()).collect();
+    let aligned = opts.align.then(|| good.iter().filter(|c| c.entry.landmarks.is_some() && !failed.contains(c.entry.path.as_str())).count() as u64);
     let mut manifest = Manifest::new(label_map, shards, skipped, Some(opts.root.display().to_string()));
     manifest.crop_margin = opts.crop_margin;
+    manifest.aligned = aligned;
     manifest.source_json = Some(opts.json.display().to_string());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     atomic::write_file(&staging.join(MANIFEST_NAME), text.as_bytes())?;

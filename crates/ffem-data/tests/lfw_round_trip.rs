@@ -59,3 +59,65 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
         assert!(var > 0.01, "variance {var}");
     }
 }
+
+#[test]
+fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
+    use ffem_data::align::{ARCFACE_TEMPLATE, Similarity};
+    let Some(data) = ffem_data::shared_data_dir() else { return };
+    let lfw = data.join("lfw");
+    let root = lfw.join("lfw-deepfunneled");
+    let list = ImageList::load(&lfw.join("image_list.json")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Every 1000th entry; the last one loses its landmarks and must be stored as the plain photo.
+    let mut subset: Vec<_> = list.entries.iter().step_by(1000).cloned().collect();
+    let n = subset.len();
+    subset[n - 1].landmarks = None;
+    let json = dir.path().join("subset.json");
+    ffem_data::image_list::write_image_list(&json, &subset).unwrap();
+    let out = dir.path().join("aligned");
+    let mut opts = PackOptions::new(&root, &json, &out);
+    opts.align = true;
+    let report = pack(&opts).unwrap();
+    assert_eq!(report.manifest.records, n as u64);
+    assert_eq!(report.manifest.aligned, Some(n as u64 - 1));
+
+    let by_path: HashMap<_, _> = subset.iter().map(|e| (e.path.clone(), e)).collect();
+    for r in RecordSource::open(&out).unwrap().records(false).map(Result::unwrap) {
+        let e = by_path[r.path.as_ref().unwrap()];
+        let original = ffem_data::imageops::decode_rgb(&std::fs::read(root.join(&e.path)).unwrap()).unwrap();
+        let Some(lm) = e.landmarks else {
+            assert_eq!(r.jpeg, std::fs::read(root.join(&e.path)).unwrap(), "no landmarks: the photo as it was");
+            continue;
+        };
+        let crop = ffem_data::imageops::decode_rgb(&r.jpeg).unwrap();
+        assert_eq!(crop.dimensions(), (112, 112));
+        assert_eq!(r.face_box, [0, 0, 112, 112]);
+        // The stored landmarks sit on the template up to the least-squares residual of a similarity
+        // fit to a real face (a few pixels), and the eyes come out level.
+        let stored = r.landmarks.unwrap();
+        let err: f32 = (0..5).map(|i| (stored[2 * i] - ARCFACE_TEMPLATE[i][0]).hypot(stored[2 * i + 1] - ARCFACE_TEMPLATE[i][1])).sum::<f32>() / 5.0;
+        assert!(err < 6.0, "{}: landmarks {err:.2} px from the template", e.path);
+        assert!((stored[1] - stored[3]).abs() < 3.0, "{}: eyes at y {} and {}", e.path, stored[1], stored[3]);
+        // Pixel check, independent of the packer's inverse: fit the map from the template back to
+        // the photo directly and compare what the crop shows with the photo there.
+        let pts: Vec<[f32; 2]> = lm.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+        let back = Similarity::estimate(&ARCFACE_TEMPLATE, &pts).unwrap();
+        let mut diff = 0f32;
+        let mut count = 0;
+        for v in (20..100).step_by(7) {
+            for u in (20..100).step_by(7) {
+                let [x, y] = back.apply([u as f32, v as f32]);
+                let (xi, yi) = (x.round() as u32, y.round() as u32);
+                if xi < original.width() && yi < original.height() {
+                    let a = crop.get_pixel(u, v).0;
+                    let b = original.get_pixel(xi, yi).0;
+                    diff += (0..3).map(|c| (a[c] as f32 - b[c] as f32).abs()).sum::<f32>() / 3.0;
+                    count += 1;
+                }
+            }
+        }
+        let mean = diff / count as f32;
+        // Measured 2-11 grey levels (JPEG, nearest-pixel lookup); a wrong warp gives several times more.
+        assert!(mean < 15.0, "{}: aligned crop differs from the photo by {mean:.1} grey levels on average", e.path);
+    }
+}

@@ -37,7 +37,7 @@ pub fn load_faces(root: &Path, list: Option<&ImageList>, paths: &[String]) -> Re
     paths
         .par_iter()
         .map(|p| {
-            let full = root.join(p);
+            let full = root.join(ffem_data::image_list::file_of_key(p));
             let bytes = std::fs::read(&full).map_err(|e| EvalSetError(format!("{}: {e}", full.display())))?;
             let entry = by_path.get(p.as_str());
             Ok(FaceInput {

@@ -26,7 +26,7 @@ pub struct PackArgs {
     #[arg(long, alias = "json_file", required_unless_present = "from_rec")]
     json: Option<PathBuf>,
     /// Convert an insightface / MXNet RecordIO pack instead (DIR with train.rec + train.idx).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["root", "json", "crop"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["root", "json", "crop", "align"])]
     from_rec: Option<PathBuf>,
     /// Output directory (shards + manifest.json).
     #[arg(long)]
@@ -37,6 +37,10 @@ pub struct PackArgs {
     /// Store the face box grown by this margin per side (e.g. 0.3) as a new JPEG instead of the photo.
     #[arg(long, value_name = "MARGIN")]
     crop: Option<f32>,
+    /// Store faces with landmarks as 112x112 crops aligned to the ArcFace template (5-point
+    /// similarity); faces without landmarks are stored as without this flag (or as --crop says).
+    #[arg(long)]
+    align: bool,
     /// JPEG quality of re-encoded crops.
     #[arg(long, default_value_t = 95)]
     quality: u8,
@@ -64,6 +68,7 @@ pub fn pack(a: PackArgs) -> Result<ExitCode> {
     let mut opts = PackOptions::new(a.root.clone().unwrap_or_default(), a.json.clone().unwrap_or_default(), &a.output);
     opts.shard_bytes = a.shard_size.max(1);
     opts.crop_margin = a.crop;
+    opts.align = a.align;
     opts.jpeg_quality = a.quality;
     opts.strict = a.strict;
     opts.overwrite = a.overwrite;
@@ -85,6 +90,9 @@ pub fn pack(a: PackArgs) -> Result<ExitCode> {
         m.records as f64 / r.seconds.max(1e-9),
         a.output.display()
     );
+    if let Some(n) = m.aligned {
+        println!("{n} of {} records aligned to the 112x112 ArcFace template; {} had no landmarks", m.records, m.records - n);
+    }
     if !m.skipped.is_empty() {
         println!("skipped {} entries (all listed in {}/manifest.json):", m.skipped.len(), a.output.display());
         for s in m.skipped.iter().take(10) {
@@ -130,6 +138,80 @@ pub fn inspect(a: InspectArgs) -> Result<ExitCode> {
     println!("  skipped when packed  {}", s.pack_skipped.len());
     for k in s.pack_skipped.iter().take(10) {
         println!("    {}: {}", k.key, k.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- detect
+
+/// Arguments of `ffem detect`.
+#[derive(Args)]
+pub struct DetectArgs {
+    /// Folder of identity folders: ROOT/<identity>/<image>.jpg (labels = sorted folder names).
+    #[arg(long, alias = "root_path")]
+    root: PathBuf,
+    /// Where to write the image_list.json (boxes + 5 landmarks); skips go beside it.
+    #[arg(long)]
+    output: PathBuf,
+    /// Every face of an image, keys `path#0` (nearest the centre), `path#1`, ... instead of only the
+    /// face nearest the centre.
+    #[arg(long)]
+    all_faces: bool,
+    /// Directory holding pnet.onnx, rnet.onnx, onet.onnx (default: the cache scripts/fetch-mtcnn.sh fills).
+    #[arg(long, value_name = "DIR")]
+    weights: Option<PathBuf>,
+    /// Smallest face side to look for, in pixels.
+    #[arg(long, default_value_t = 20.0)]
+    min_face: f64,
+    /// Compare the result with another image_list.json (mean box IoU, landmark error in pixels).
+    #[arg(long, value_name = "JSON")]
+    compare: Option<PathBuf>,
+    /// Fail, writing nothing, if any image is skipped (unreadable, no face, outside an identity folder).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Runs `ffem detect`.
+pub fn detect(a: DetectArgs) -> Result<ExitCode> {
+    let dir = a.weights.clone().unwrap_or_else(ffem_detect::default_weights_dir);
+    let mut detector = ffem_detect::Mtcnn::load(&dir)?;
+    if a.min_face < 12.0 {
+        bail!("--min-face {} is below MTCNN's 12-pixel window; use 12 or more", a.min_face);
+    }
+    detector.params.min_face = a.min_face;
+    let opts = ffem_detect::DetectOptions {
+        root: a.root.clone(),
+        output: a.output.clone(),
+        all_faces: a.all_faces,
+        strict: a.strict,
+        progress: true,
+    };
+    let r = ffem_detect::detect_folder(&detector, &opts)?;
+    println!(
+        "{} images -> {} entries ({} identities) in {:.1} s ({:.1} images/s) -> {}",
+        r.images,
+        r.entries,
+        r.identities,
+        r.seconds,
+        r.images as f64 / r.seconds.max(1e-9),
+        a.output.display()
+    );
+    if r.other_files > 0 {
+        println!("{} files that are not .jpg/.jpeg/.png were left alone", r.other_files);
+    }
+    if let Some(f) = &r.skipped_file {
+        println!("skipped {} images (all listed in {}):", r.skipped.len(), f.display());
+        for s in r.skipped.iter().take(10) {
+            println!("  {}: {}", s.key, s.reason);
+        }
+        if r.skipped.len() > 10 {
+            println!("  ... and {} more", r.skipped.len() - 10);
+        }
+    }
+    if let Some(reference) = &a.compare {
+        let mine = ImageList::load(&a.output)?;
+        let other = ImageList::load(reference)?;
+        println!("vs {}: {}", reference.display(), ffem_detect::compare_lists(&mine, &other));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -473,7 +555,7 @@ fn gather_items(inputs: &[PathBuf], root: Option<&Path>) -> Result<Vec<Item>> {
             let base = root.map(Path::to_path_buf).unwrap_or_else(|| input.parent().map(Path::to_path_buf).unwrap_or_default());
             for e in list.entries {
                 items.push(Item {
-                    path: base.join(&e.path),
+                    path: base.join(e.file()),
                     name: e.path.clone(),
                     label: e.label.to_string(),
                     face_box: e.face_box.map(|b| [b.x1, b.y1, b.x2, b.y2]),

@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Validate an image_list.json and pack its images into TFRecord shards plus a manifest.
     Pack(commands::PackArgs),
+    /// Find faces (MTCNN) in a folder of identity folders and write image_list.json with boxes and landmarks.
+    Detect(commands::DetectArgs),
     /// Summarise a packed dataset or a TFRecord file (TensorFlow-written ones too).
     Inspect(commands::InspectArgs),
     /// Train a model from a TOML config; with no arguments, run the built-in synthetic demo.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Pack(a)) => commands::pack(a),
         Some(Command::Inspect(a)) => commands::inspect(a),
+        Some(Command::Detect(a)) => commands::detect(a),
         Some(Command::Train(a)) => commands::train(a),
         Some(Command::Demo(a)) => commands::demo(a),
         Some(Command::Eval(a)) => commands::eval(a),

@@ -234,3 +234,40 @@ fn trains_directly_from_a_recordio_pack() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("trained 3 steps"), "{}", stdout(&o));
 }
+
+#[test]
+fn detect_a_folder_then_pack_aligned_crops() {
+    let Some(data) = ffem_data::shared_data_dir() else { return };
+    let missing = ffem(&["detect", "--root", ".", "--output", "x.json", "--weights", "/nonexistent/mtcnn"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("pnet.onnx") && stderr(&missing).contains("scripts/fetch-mtcnn.sh"), "{}", stderr(&missing));
+    let Some(_) = ffem_detect::test_weights_dir() else { return };
+
+    let lfw = data.join("lfw/lfw-deepfunneled");
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    for (person, files) in [("Aaron_Peirsol", ["Aaron_Peirsol_0001.jpg", "Aaron_Peirsol_0002.jpg"]), ("Abdullah_Gul", ["Abdullah_Gul_0001.jpg", "Abdullah_Gul_0002.jpg"])] {
+        std::fs::create_dir_all(photos.join(person)).unwrap();
+        for f in files {
+            std::fs::copy(lfw.join(person).join(f), photos.join(person).join(f)).unwrap();
+        }
+    }
+    let blank = image::RgbImage::from_pixel(100, 100, image::Rgb([200, 200, 200]));
+    std::fs::write(photos.join("Abdullah_Gul/blank.jpg"), ffem_data::imageops::encode_jpeg(&blank, 90).unwrap()).unwrap();
+
+    let list = dir.path().join("photos.json");
+    let reference = data.join("lfw/image_list.json");
+    let o = ffem(&["detect", "--root", photos.to_str().unwrap(), "--output", list.to_str().unwrap(), "--compare", reference.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("5 images -> 4 entries (2 identities)"), "{text}");
+    assert!(text.contains("skipped 1 images") && text.contains("Abdullah_Gul/blank.jpg: no face found"), "{text}");
+    assert!(text.contains("4 images compared") && text.contains("mean box IoU 0.9"), "{text}");
+
+    let out = dir.path().join("aligned");
+    let o = ffem(&["pack", "--root", photos.to_str().unwrap(), "--json", list.to_str().unwrap(), "--align", "--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("4 of 4 records aligned to the 112x112 ArcFace template"), "{}", stdout(&o));
+    let strict = ffem(&["detect", "--root", photos.to_str().unwrap(), "--output", dir.path().join("s.json").to_str().unwrap(), "--strict"]);
+    assert!(!strict.status.success() && stderr(&strict).contains("1 image(s) skipped and --strict is set"), "{}", stderr(&strict));
+}
