@@ -298,7 +298,7 @@ impl Pipeline {
             if cfg.shuffle_buffer > 1 {
                 shards.shuffle(&mut rng);
             }
-            let ordered = RecordSource { shards, manifest: None, rec_pack: source.rec_pack.clone() };
+            let ordered = source.with_shard_order(shards);
             let mut buffer: Vec<FaceRecord> = Vec::new();
             let mut batch: Vec<(u64, FaceRecord)> = Vec::with_capacity(cfg.batch_size);
             let (mut seq, mut batch_index) = (0u64, 0u64);

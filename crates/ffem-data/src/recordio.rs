@@ -116,6 +116,7 @@ impl RecWriter {
 }
 
 /// Reads records from a `.rec` file.
+#[derive(Debug)]
 pub struct RecReader {
     input: BufReader<File>,
     path: PathBuf,
@@ -191,10 +192,12 @@ pub fn read_idx(path: &Path) -> Result<BTreeMap<u64, u64>> {
 }
 
 /// An insightface / im2rec training pack: which keys are images and their labels.
+#[derive(Debug)]
 pub struct FacePack {
     reader: RecReader,
-    /// Image record keys with their offsets, in key order.
-    pub images: Vec<(u64, u64)>,
+    /// Image record keys with their offsets, in key order (shared by [`FacePack::reopen`]ed
+    /// copies: the index of a large pack has millions of lines).
+    pub images: std::sync::Arc<Vec<(u64, u64)>>,
     /// True when the pack starts with insightface's header record.
     pub has_header: bool,
 }
@@ -218,7 +221,12 @@ impl FacePack {
                 has_header = true;
             }
         }
-        Ok(FacePack { reader, images: keys, has_header })
+        Ok(FacePack { reader, images: std::sync::Arc::new(keys), has_header })
+    }
+
+    /// A second reader over the same pack, sharing the parsed index instead of re-reading it.
+    pub fn reopen(&self) -> Result<Self> {
+        Ok(FacePack { reader: RecReader::open(&self.reader.path)?, images: self.images.clone(), has_header: self.has_header })
     }
 
     /// Reads image `i` (in key order) as a face record (box = the whole image, as these packs
@@ -293,6 +301,11 @@ mod tests {
         assert_eq!(pack.images.iter().map(|k| k.0).collect::<Vec<_>>(), vec![1, 2, 3]);
         let r = pack.record(2).unwrap();
         assert_eq!((r.label, r.face_box), (1, [0, 0, 16, 16]));
+        // A reopened pack reads the same records through its own file handle, sharing the index.
+        let mut again = pack.reopen().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&pack.images, &again.images) && again.has_header);
+        assert_eq!(again.record(0).unwrap().jpeg, pack.record(0).unwrap().jpeg);
+        assert_eq!(again.record(0).unwrap().jpeg, jpeg(1));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct RecordSource {
     pub manifest: Option<Manifest>,
     /// An insightface / im2rec RecordIO pack read directly (instead of shards).
     pub rec_pack: Option<PathBuf>,
+    /// That pack, opened once: its index is parsed here and shared by every pass over it.
+    opened_pack: Option<std::sync::Arc<crate::recordio::FacePack>>,
 }
 
 impl RecordSource {
@@ -26,11 +28,16 @@ impl RecordSource {
         let is_rec = path.extension().is_some_and(|e| e == "rec") || path.join("train.rec").is_file();
         if is_rec {
             // Fail now, with the file named, if the pack cannot be opened.
-            crate::recordio::FacePack::open(path)?;
-            return Ok(RecordSource { shards: vec![], manifest: None, rec_pack: Some(path.to_path_buf()) });
+            let pack = crate::recordio::FacePack::open(path)?;
+            return Ok(RecordSource {
+                shards: vec![],
+                manifest: None,
+                rec_pack: Some(path.to_path_buf()),
+                opened_pack: Some(std::sync::Arc::new(pack)),
+            });
         }
         if path.is_file() {
-            return Ok(RecordSource { shards: vec![path.to_path_buf()], manifest: None, rec_pack: None });
+            return Ok(RecordSource { shards: vec![path.to_path_buf()], manifest: None, rec_pack: None, opened_pack: None });
         }
         if !path.is_dir() {
             return Err(DataError::Invalid(format!(
@@ -40,7 +47,7 @@ impl RecordSource {
         }
         if path.join(crate::manifest::MANIFEST_NAME).exists() {
             let manifest = Manifest::load(path)?;
-            return Ok(RecordSource { shards: manifest.shard_paths(path), manifest: Some(manifest), rec_pack: None });
+            return Ok(RecordSource { shards: manifest.shard_paths(path), manifest: Some(manifest), rec_pack: None, opened_pack: None });
         }
         let mut shards: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| DataError::io(path, e))?
@@ -57,12 +64,21 @@ impl RecordSource {
                 path.display()
             )));
         }
-        Ok(RecordSource { shards, manifest: None, rec_pack: None })
+        Ok(RecordSource { shards, manifest: None, rec_pack: None, opened_pack: None })
+    }
+
+    /// The same dataset with its shards read in another order (the pipeline's per-epoch shuffle).
+    pub fn with_shard_order(&self, shards: Vec<PathBuf>) -> RecordSource {
+        RecordSource { shards, manifest: None, ..self.clone() }
     }
 
     /// Iterates over every face record of every shard (or of the RecordIO pack) in order.
     pub fn records(&self, skip_corrupt: bool) -> FaceRecords {
-        let (pack, pending_error) = match self.rec_pack.as_ref().map(|p| crate::recordio::FacePack::open(p)) {
+        let reopen = |p: &PathBuf| match &self.opened_pack {
+            Some(opened) => opened.reopen(),
+            None => crate::recordio::FacePack::open(p),
+        };
+        let (pack, pending_error) = match self.rec_pack.as_ref().map(reopen) {
             Some(Ok(p)) => (Some((p, 0)), None),
             Some(Err(e)) => (None, Some(e)),
             None => (None, None),
@@ -74,6 +90,9 @@ impl RecordSource {
     pub fn record_count(&self) -> Option<u64> {
         if let Some(m) = &self.manifest {
             return Some(m.records);
+        }
+        if let Some(p) = &self.opened_pack {
+            return Some(p.images.len() as u64);
         }
         let p = self.rec_pack.as_ref()?;
         crate::recordio::FacePack::open(p).ok().map(|p| p.images.len() as u64)

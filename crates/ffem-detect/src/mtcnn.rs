@@ -78,9 +78,15 @@ type Plan = std::sync::Arc<TypedSimplePlan>;
 struct Net {
     /// The graph as loaded (symbolic input dimensions), specialised per input shape.
     model: InferenceModel,
-    /// Optimised plans by concrete input shape: with every dimension known, tract fuses the
-    /// PReLU activations into the convolutions, several times faster than the symbolic plan.
+    /// Optimised plans by concrete input shape (R-Net, O-Net: one per padded batch size): with
+    /// every dimension known tract picks its fast kernels.
     plans: std::sync::Mutex<std::collections::HashMap<Vec<usize>, Plan>>,
+    /// P-Net's plan for any image size. Photos come in any size: a size gets its own (about 20%
+    /// faster) plan only once it recurs, and at most [`MAX_SHAPE_PLANS`] of them, so a folder of
+    /// all-different sizes neither optimises per image nor grows the cache without bound.
+    any_size: Option<Plan>,
+    /// How often each input shape has been seen (P-Net only).
+    seen: std::sync::Mutex<std::collections::HashMap<Vec<usize>, u32>>,
     name: &'static str,
     /// Output index of the box regression (4 channels).
     reg: usize,
@@ -130,7 +136,15 @@ fn load_net(path: &Path, name: &'static str, side: Option<usize>, channels: &[us
         return Err(wrong(format!("outputs with {found:?} channels, expected {channels:?}")));
     }
     let index = |c: usize| found.iter().position(|&f| f == c);
-    Ok(Net { model: inference, plans: Default::default(), name, reg: index(4).unwrap(), prob: index(2).unwrap(), points: index(10) })
+    let any_size = match side {
+        Some(_) => None,
+        None => {
+            let mut optimized = inference.clone().into_optimized().map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?;
+            crate::prelu::fuse_prelus(&mut optimized).map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?;
+            Some(optimized.into_runnable().map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?)
+        }
+    };
+    Ok(Net { model: inference, plans: Default::default(), any_size, seen: Default::default(), name, reg: index(4).unwrap(), prob: index(2).unwrap(), points: index(10) })
 }
 
 impl Net {
@@ -163,8 +177,19 @@ impl Net {
 
     /// The optimised plan for this input shape, built on first use.
     fn plan_for(&self, shape: &[usize]) -> Result<Plan> {
-        if let Some(p) = self.plans.lock().expect("plan cache").get(shape) {
-            return Ok(p.clone());
+        {
+            let cache = self.plans.lock().expect("plan cache");
+            if let Some(p) = cache.get(shape) {
+                return Ok(p.clone());
+            }
+            if let Some(any) = &self.any_size {
+                let mut seen = self.seen.lock().expect("shape counts");
+                let count = seen.entry(shape.to_vec()).or_insert(0);
+                *count += 1;
+                if *count < 2 || cache.len() >= MAX_SHAPE_PLANS {
+                    return Ok(any.clone());
+                }
+            }
         }
         let fail = |e: TractError| DetectError::Run { net: self.name, reason: format!("input {shape:?}: {e}") };
         let mut optimized = self.model.clone().with_input_fact(0, f32::fact(shape).into()).and_then(|m| m.into_optimized()).map_err(fail)?;
@@ -250,6 +275,9 @@ pub fn pyramid_scales(width: u32, height: u32, p: &MtcnnParams) -> Vec<f64> {
     }
     scales
 }
+
+/// Most P-Net input sizes that get a plan of their own.
+const MAX_SHAPE_PLANS: usize = 256;
 
 /// Largest R-Net / O-Net batch; more candidates run in several batches.
 const MAX_BATCH: usize = 64;
