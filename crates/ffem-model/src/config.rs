@@ -290,6 +290,23 @@ mod tests {
     }
 
     #[test]
+    fn resolved_configs_round_trip_through_toml() {
+        // A run directory's config.toml must load back to the same configuration (`--resume`).
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+        let mut configs = vec![crate::demo::demo_config(Path::new("data/demo/train"))];
+        for name in ["step1_l2softmax.toml", "step2_arcface.toml"] {
+            configs.push(TrainConfig::load(Some(&Path::new(dir).join(name)), &[]).unwrap());
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        for (i, cfg) in configs.iter().enumerate() {
+            let path = tmp.path().join(format!("c{i}.toml"));
+            std::fs::write(&path, cfg.to_toml()).unwrap();
+            let back = TrainConfig::load(Some(&path), &[]).unwrap_or_else(|e| panic!("config {i}: {e}\n{}", cfg.to_toml()));
+            assert_eq!(&back, cfg, "config {i}");
+        }
+    }
+
+    #[test]
     fn shipped_configs_parse() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
         for name in ["step1_l2softmax.toml", "step2_arcface.toml", "cfp_step1.toml", "cfp_step2.toml"] {
