@@ -173,11 +173,11 @@ pub struct DetectArgs {
 
 /// Runs `ffem detect`.
 pub fn detect(a: DetectArgs) -> Result<ExitCode> {
-    let dir = a.weights.clone().unwrap_or_else(ffem_detect::default_weights_dir);
-    let mut detector = ffem_detect::Mtcnn::load(&dir)?;
     if a.min_face < 12.0 {
         bail!("--min-face {} is below MTCNN's 12-pixel window; use 12 or more", a.min_face);
     }
+    let dir = a.weights.clone().unwrap_or_else(ffem_detect::default_weights_dir);
+    let mut detector = ffem_detect::Mtcnn::load(&dir)?;
     detector.params.min_face = a.min_face;
     let opts = ffem_detect::DetectOptions {
         root: a.root.clone(),
