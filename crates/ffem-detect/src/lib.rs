@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod folder;
+mod graph;
 pub mod maxpool;
 pub mod mtcnn;
 pub mod prelu;

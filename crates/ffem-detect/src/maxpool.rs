@@ -126,30 +126,22 @@ impl TypedOp for PlaneMaxPool {
 /// Replaces tract's max-pools (other than 2x2 stride 2) on concrete f32 NCHW inputs by [`PlaneMaxPool`] where the geometry
 /// is covered and the output shape agrees with tract's; returns how many.
 pub fn replace_max_pools(model: &mut TypedModel) -> TractResult<usize> {
-    let mut done = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        let Some(op) = node.op_as::<OptMaxPool>() else { continue };
+    crate::graph::replace_matching(model, |model, node| {
+        let op = node.op_as::<OptMaxPool>()?;
         let input = node.inputs[0];
-        let fact = model.outlet_fact(input)?;
+        let fact = model.outlet_fact(input).ok()?;
         if fact.datum_type != f32::datum_type() || node.outputs.len() != 1 {
-            continue;
+            return None;
         }
-        let Some(shape) = fact.shape.iter().map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>() else { continue };
-        let Some(pool) = PlaneMaxPool::for_node(op, &shape) else { continue };
+        let shape = fact.shape.iter().map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>()?;
+        let pool = PlaneMaxPool::for_node(op, &shape)?;
         if pool.kernel == [2, 2] && pool.stride == [2, 2] {
             // tract has a fast path of its own for these.
-            continue;
+            return None;
         }
         let expected: Vec<TDim> = pool.output.iter().map(|&d| d.to_dim()).collect();
-        if node.outputs[0].fact.shape.to_tvec().to_vec() != expected {
-            continue;
-        }
-        let patch = TypedModelPatch::replace_single_op(model, node, &[input], pool)?;
-        patch.apply(model)?;
-        done += 1;
-    }
-    Ok(done)
+        (node.outputs[0].fact.shape.to_tvec().to_vec() == expected).then_some((input, pool))
+    })
 }
 
 #[cfg(test)]

@@ -111,16 +111,7 @@ fn match_prelu(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, FusedP
 
 /// Replaces every PReLU expansion in an optimised model by [`FusedPRelu`]; returns how many.
 pub fn fuse_prelus(model: &mut TypedModel) -> TractResult<usize> {
-    let mut done = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        if let Some((x, op)) = match_prelu(model, node) {
-            let patch = TypedModelPatch::replace_single_op(model, node, &[x], op)?;
-            patch.apply(model)?;
-            done += 1;
-        }
-    }
-    Ok(done)
+    crate::graph::replace_matching(model, match_prelu)
 }
 
 #[cfg(test)]
