@@ -355,52 +355,82 @@ pub fn pack_from_rec(rec: &Path, opts: &PackOptions) -> Result<PackReport> {
     }
     let mut pack = crate::recordio::FacePack::open(rec)?;
     let n = pack.images.len();
-    let bar = progress::bar(n as u64, "check", "img");
-    if !opts.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    // Pass 1: labels and validity (reads headers; images are only sized, not decoded).
-    let mut labels: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut skipped = Vec::new();
-    for i in 0..n {
-        match pack.record(i) {
-            Ok(r) => labels.push(Some(r.label)),
-            Err(e) => {
-                skipped.push(Rejected { key: format!("rec:{}", pack.images[i].0), reason: e.to_string() });
-                labels.push(None);
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    if opts.strict && !skipped.is_empty() {
-        return Err(DataError::Invalid(format!("--strict: {} of {n} records are bad, nothing was written. First: {}: {}", skipped.len(), skipped[0].key, skipped[0].reason)));
-    }
-    let label_map: BTreeMap<u64, u64> = {
-        let mut raw: Vec<u64> = labels.iter().flatten().map(|&l| l.max(0) as u64).collect();
-        raw.sort_unstable();
-        raw.dedup();
-        raw.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect()
-    };
     let staging = atomic::temp_path(&opts.output);
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    let bar = progress::bar(n as u64, "pack", "img");
-    if !opts.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut sink = ShardSink::new(&staging, opts.shard_bytes);
-    for (i, label) in labels.iter().enumerate() {
-        bar.inc(1);
-        let Some(label) = label else { continue };
-        let mut r = pack.record(i)?;
-        r.label = label_map[&(label.max(&0).to_owned() as u64)] as i64;
-        sink.write(&r.to_example())?;
-    }
-    let shards = sink.finish()?;
-    bar.finish_and_clear();
+    let result = write_rec_shards(&mut pack, &staging, opts);
+    let (shards, label_map, skipped) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
     let manifest = Manifest::new(label_map, shards, skipped, Some(rec.display().to_string()));
     atomic::write_file(&staging.join(MANIFEST_NAME), serde_json::to_string_pretty(&manifest).expect("serialises").as_bytes())?;
     atomic::replace_dir(&staging, &opts.output)?;
     Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list: n })
+}
+
+/// One pass over the pack writing records with their labels as stored (each payload is read
+/// once: packs like MS1M are tens of GB). insightface packs label identities 0..N-1, which is
+/// already the packed labelling; only when the labels have gaps are the staged shards read back
+/// and rewritten with labels mapped onto 0..N-1.
+fn write_rec_shards(
+    pack: &mut crate::recordio::FacePack,
+    staging: &Path,
+    opts: &PackOptions,
+) -> Result<(Vec<ShardInfo>, BTreeMap<u64, u64>, Vec<Rejected>)> {
+    let n = pack.images.len();
+    let bar = progress::bar(n as u64, "pack", "img");
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut sink = ShardSink::new(staging, opts.shard_bytes);
+    let mut labels = std::collections::BTreeSet::new();
+    let mut skipped = Vec::new();
+    for i in 0..n {
+        match pack.record(i) {
+            Ok(mut r) => {
+                // Negative labels (never written by insightface) count as identity 0.
+                r.label = r.label.max(0);
+                labels.insert(r.label as u64);
+                sink.write(&r.to_example())?;
+            }
+            Err(e) => skipped.push(Rejected { key: format!("rec:{}", pack.images[i].0), reason: e.to_string() }),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mut shards = sink.finish()?;
+    if opts.strict && !skipped.is_empty() {
+        return Err(DataError::Invalid(format!(
+            "--strict: {} of {n} records are bad, nothing was written. First: {}: {}",
+            skipped.len(),
+            skipped[0].key,
+            skipped[0].reason
+        )));
+    }
+    let label_map: BTreeMap<u64, u64> = labels.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect();
+    if label_map.iter().any(|(raw, packed)| raw != packed) {
+        let relabelled = staging.join("relabel");
+        std::fs::create_dir_all(&relabelled).map_err(|e| DataError::io(&relabelled, e))?;
+        let mut sink = ShardSink::new(&relabelled, opts.shard_bytes);
+        for info in &shards {
+            let path = staging.join(&info.file);
+            for record in crate::tfrecord::RecordReader::open(&path)? {
+                let mut r = FaceRecord::from_example(&record?.data).map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
+                r.label = label_map[&(r.label as u64)] as i64;
+                sink.write(&r.to_example())?;
+            }
+            std::fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+        }
+        shards = sink.finish()?;
+        for info in &shards {
+            let (from, to) = (relabelled.join(&info.file), staging.join(&info.file));
+            std::fs::rename(&from, &to).map_err(|e| DataError::io(&from, e))?;
+        }
+        std::fs::remove_dir(&relabelled).map_err(|e| DataError::io(&relabelled, e))?;
+    }
+    Ok((shards, label_map, skipped))
 }

@@ -133,3 +133,32 @@ fn empty_and_malformed_lists_fail_with_position() {
     let err = pack(&PackOptions::new(dir.path(), &json, dir.path().join("o"))).unwrap_err().to_string();
     assert!(err.contains("the file is empty"), "{err}");
 }
+
+#[test]
+fn rec_pack_with_label_gaps_is_relabelled_onto_0_to_n() {
+    use ffem_data::recordio::{IrHeader, RecWriter, pack_payload};
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
+    let mut w = RecWriter::create(&rec, &idx).unwrap();
+    // im2rec style (no header record): labels 7, 3, 7, 3, 12 -> packed 1, 0, 1, 0, 2.
+    for (key, label) in [7.0f32, 3.0, 7.0, 3.0, 12.0].into_iter().enumerate() {
+        let h = IrHeader { flag: 0, label, id: key as u64, id2: 0, labels: vec![] };
+        w.write(key as u64, &pack_payload(&h, &face_jpeg(key as u8))).unwrap();
+    }
+    w.finish().unwrap();
+    let out = dir.path().join("packed");
+    let mut opts = PackOptions::new("", "", &out);
+    opts.shard_bytes = 1500; // several shards, so the rewrite crosses shard boundaries
+    let report = ffem_data::pack_from_rec(&rec, &opts).unwrap();
+    assert_eq!(report.manifest.label_map, vec![(3, 0), (7, 1), (12, 2)]);
+    assert_eq!(report.manifest.identities, 3);
+    let recs: Vec<_> = RecordSource::open(&out).unwrap().records(false).map(Result::unwrap).collect();
+    assert_eq!(recs.iter().map(|r| r.label).collect::<Vec<_>>(), vec![1, 0, 1, 0, 2]);
+    assert_eq!(recs[4].jpeg, face_jpeg(4), "payload bytes survive the rewrite");
+    // Only the shards and the manifest are left: no staging or rewrite directories.
+    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.len() >= 3 && names[0] == "manifest.json" && names[1..].iter().all(|n| n.ends_with(".tfrecord")), "{names:?}");
+    assert_eq!(report.manifest.shards.len(), names.len() - 1);
+    assert!(!ffem_data::atomic::temp_path(&out).exists());
+}
