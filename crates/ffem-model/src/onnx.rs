@@ -87,27 +87,26 @@ impl Graph {
 
     fn tensor_f32(&mut self, base: &str, dims: &[usize], data: &[f32]) -> String {
         assert_eq!(dims.iter().product::<usize>(), data.len(), "{base}: shape and data disagree");
+        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(base, dims, 1, &raw)
+    }
+
+    fn tensor_i64(&mut self, base: &str, data: &[i64]) -> String {
+        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(base, &[data.len()], 7, &raw)
+    }
+
+    /// Adds a TensorProto initializer: dims (1), ONNX data type (2: 1 = float, 7 = int64), name
+    /// (8), little-endian raw data (9).
+    fn initializer(&mut self, base: &str, dims: &[usize], data_type: u64, raw: &[u8]) -> String {
         let name = self.name(base);
         let mut t = Vec::new();
         for d in dims {
             field_varint(&mut t, 1, *d as u64);
         }
-        field_varint(&mut t, 2, 1);
+        field_varint(&mut t, 2, data_type);
         field_bytes(&mut t, 8, name.as_bytes());
-        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        field_bytes(&mut t, 9, &raw);
-        self.inits.push(t);
-        name
-    }
-
-    fn tensor_i64(&mut self, base: &str, data: &[i64]) -> String {
-        let name = self.name(base);
-        let mut t = Vec::new();
-        field_varint(&mut t, 1, data.len() as u64);
-        field_varint(&mut t, 2, 7);
-        field_bytes(&mut t, 8, name.as_bytes());
-        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        field_bytes(&mut t, 9, &raw);
+        field_bytes(&mut t, 9, raw);
         self.inits.push(t);
         name
     }
