@@ -118,8 +118,7 @@ fn load_net(path: &Path, name: &'static str, side: Option<usize>, channels: &[us
     }
     let input = model.input_fact(0).map_err(|e| wrong(e.to_string()))?;
     let dims: Vec<Option<usize>> = input.shape.iter().map(|d| d.to_usize().ok()).collect();
-    let expected_side = side.map(Some).unwrap_or(None);
-    if dims.len() != 4 || dims[3] != Some(3) || (side.is_some() && (dims[1] != expected_side || dims[2] != expected_side)) {
+    if dims.len() != 4 || dims[3] != Some(3) || (side.is_some() && (dims[1] != side || dims[2] != side)) {
         let want = side.map(|s| format!("[N, {s}, {s}, 3]")).unwrap_or_else(|| "[N, W, H, 3]".into());
         return Err(wrong(format!("input shape {:?}, expected {want}", input.shape)));
     }
@@ -138,13 +137,19 @@ fn load_net(path: &Path, name: &'static str, side: Option<usize>, channels: &[us
     let index = |c: usize| found.iter().position(|&f| f == c);
     let any_size = match side {
         Some(_) => None,
-        None => {
-            let mut optimized = inference.clone().into_optimized().map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?;
-            crate::prelu::fuse_prelus(&mut optimized).map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?;
-            Some(optimized.into_runnable().map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?)
-        }
+        None => Some(optimized_plan(inference.clone(), name).map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?),
     };
     Ok(Net { model: inference, plans: Default::default(), any_size, seen: Default::default(), name, reg: index(4).unwrap(), prob: index(2).unwrap(), points: index(10) })
+}
+
+/// tract's optimised plan for a graph, with ffem's fused PReLU and plain max-pool patched in (the
+/// max-pool only where the input shape is concrete).
+fn optimized_plan(model: InferenceModel, name: &str) -> TractResult<Plan> {
+    let mut optimized = model.into_optimized()?;
+    let fused = crate::prelu::fuse_prelus(&mut optimized)?;
+    let pools = crate::maxpool::replace_max_pools(&mut optimized)?;
+    tracing::debug!("{name}: {fused} PReLU fused, {pools} max-pools replaced");
+    optimized.into_runnable()
 }
 
 impl Net {
@@ -191,12 +196,12 @@ impl Net {
                 }
             }
         }
-        let fail = |e: TractError| DetectError::Run { net: self.name, reason: format!("input {shape:?}: {e}") };
-        let mut optimized = self.model.clone().with_input_fact(0, f32::fact(shape).into()).and_then(|m| m.into_optimized()).map_err(fail)?;
-        let fused = crate::prelu::fuse_prelus(&mut optimized).map_err(fail)?;
-        let pools = crate::maxpool::replace_max_pools(&mut optimized).map_err(fail)?;
-        tracing::debug!("{} for input {shape:?}: {fused} PReLU fused, {pools} max-pools replaced", self.name);
-        let plan = optimized.into_runnable().map_err(fail)?;
+        let plan = self
+            .model
+            .clone()
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| optimized_plan(m, self.name))
+            .map_err(|e| DetectError::Run { net: self.name, reason: format!("input {shape:?}: {e}") })?;
         self.plans.lock().expect("plan cache").insert(shape.to_vec(), plan.clone());
         Ok(plan)
     }
