@@ -79,6 +79,15 @@ pub fn alignment_for(landmarks: &[f32; 10], size: usize) -> Option<Similarity> {
     Similarity::estimate(&src, &dst)
 }
 
+/// Warps the face onto the `size` x `size` template frame by the similarity of its landmarks,
+/// writing interleaved RGB f32 (0..255) into `out`; returns the similarity (image -> crop), or
+/// `None` without touching `out` when the landmarks are degenerate.
+pub fn warp_aligned(img: &image::RgbImage, landmarks: &[f32; 10], size: usize, out: &mut [f32]) -> Option<Similarity> {
+    let sim = alignment_for(landmarks, size)?;
+    crate::imageops::warp_affine_inverse(img, sim.inverse().matrix(), size, out);
+    Some(sim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,13 +78,22 @@ impl ImageEntry {
     }
 }
 
-/// The file part of a key: `ffem detect --all-faces` writes one entry per face as `path#N`
-/// (N = 0, 1, ...); every other key is the file path itself.
-pub fn file_of_key(key: &str) -> &str {
-    match key.rsplit_once('#') {
-        Some((file, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => file,
-        _ => key,
+/// Separator between an image path and the face index in the keys `ffem detect --all-faces`
+/// writes, one entry per face: `path#0`, `path#1`, ...
+pub const FACE_SUFFIX: char = '#';
+
+/// Splits a key into its file and its face index digits (`a/b.jpg#1` -> `("a/b.jpg", Some("1"))`);
+/// a key without a numeric suffix is the file path itself.
+pub fn split_face_key(key: &str) -> (&str, Option<&str>) {
+    match key.rsplit_once(FACE_SUFFIX) {
+        Some((file, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (file, Some(n)),
+        _ => (key, None),
     }
+}
+
+/// The file part of a key (see [`split_face_key`]).
+pub fn file_of_key(key: &str) -> &str {
+    split_face_key(key).0
 }
 
 /// An entry that cannot be used, with the reason.

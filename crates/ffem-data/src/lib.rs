@@ -17,6 +17,7 @@ pub mod recordio;
 pub mod records;
 pub mod synth;
 pub mod tfrecord;
+pub mod walk;
 
 pub use error::{DataError, Result};
 pub use example::FaceRecord;

@@ -148,10 +148,9 @@ pub const ALIGNED_SIZE: usize = 112;
 /// Warps the face onto the 112x112 ArcFace template by the least-squares similarity of its five
 /// landmarks; returns the crop and the landmarks in crop coordinates.
 pub fn aligned_crop(img: &image::RgbImage, landmarks: &[f32; 10]) -> std::result::Result<(image::RgbImage, [f32; 10]), String> {
-    let sim = crate::align::alignment_for(landmarks, ALIGNED_SIZE)
-        .ok_or_else(|| "landmarks are degenerate (all five at one point): fix or drop them, or pack without --align".to_string())?;
     let mut buf = vec![0f32; ALIGNED_SIZE * ALIGNED_SIZE * 3];
-    crate::imageops::warp_affine_inverse(img, sim.inverse().matrix(), ALIGNED_SIZE, &mut buf);
+    let sim = crate::align::warp_aligned(img, landmarks, ALIGNED_SIZE, &mut buf)
+        .ok_or_else(|| "landmarks are degenerate (all five at one point): fix or drop them, or pack without --align".to_string())?;
     let pixels: Vec<u8> = buf.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
     let crop = image::RgbImage::from_raw(ALIGNED_SIZE as u32, ALIGNED_SIZE as u32, pixels).expect("sized above");
     let mut out = [0f32; 10];
@@ -224,10 +223,7 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
     let mut skipped = list.rejected;
 
     // Pass 1: decode everything in parallel.
-    let bar = progress::bar(list.entries.len() as u64, "check", "img");
-    if !opts.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress::bar(list.entries.len() as u64, "check", "img", opts.progress);
     let results: Vec<std::result::Result<Checked, Rejected>> = list
         .entries
         .into_par_iter()
@@ -268,40 +264,49 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
     }
 
     // Labels need not be contiguous: map them in sorted order onto 0..N-1.
-    let label_map: BTreeMap<u64, u64> = {
-        let mut raw: Vec<u64> = good.iter().map(|c| c.entry.label).collect();
-        raw.sort_unstable();
-        raw.dedup();
-        raw.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect()
-    };
+    let label_map = dense_labels(good.iter().map(|c| c.entry.label));
 
     // Pass 2: write in list order into a staging directory.
-    let staging = atomic::temp_path(&opts.output);
+    let manifest = publish_staged(&opts.output, |staging| {
+        let shards = write_shards(staging, &good, &label_map, opts, &mut skipped)?;
+        let failed: std::collections::HashSet<&str> = skipped.iter().map(|r| r.key.as_str()).collect();
+        let aligned = opts.align.then(|| good.iter().filter(|c| c.entry.landmarks.is_some() && !failed.contains(c.entry.path.as_str())).count() as u64);
+        let mut manifest = Manifest::new(label_map, shards, skipped, Some(opts.root.display().to_string()));
+        manifest.crop_margin = opts.crop_margin;
+        manifest.aligned = aligned;
+        manifest.source_json = Some(opts.json.display().to_string());
+        Ok(manifest)
+    })?;
+    Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list })
+}
+
+/// Labels mapped, in sorted order, onto 0..N-1.
+fn dense_labels(labels: impl IntoIterator<Item = u64>) -> BTreeMap<u64, u64> {
+    let raw: std::collections::BTreeSet<u64> = labels.into_iter().collect();
+    raw.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect()
+}
+
+/// Builds a dataset with `build` in a fresh staging directory beside `output`, writes the manifest
+/// it returns there, and renames the directory into place. On an error the staging directory is
+/// removed and `output` is left as it was.
+fn publish_staged(output: &Path, build: impl FnOnce(&Path) -> Result<Manifest>) -> Result<Manifest> {
+    let staging = atomic::temp_path(output);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
     }
+    // Also creates the output's parent: the staging directory sits beside the output.
     std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    let result = write_shards(&staging, &good, &label_map, opts, &mut skipped);
-    let shards = match result {
-        Ok(s) => s,
+    let manifest = match build(&staging) {
+        Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
     };
-    let failed: std::collections::HashSet<&str> = skipped.iter().map(|r| r.key.as_str()).collect();
-    let aligned = opts.align.then(|| good.iter().filter(|c| c.entry.landmarks.is_some() && !failed.contains(c.entry.path.as_str())).count() as u64);
-    let mut manifest = Manifest::new(label_map, shards, skipped, Some(opts.root.display().to_string()));
-    manifest.crop_margin = opts.crop_margin;
-    manifest.aligned = aligned;
-    manifest.source_json = Some(opts.json.display().to_string());
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     atomic::write_file(&staging.join(MANIFEST_NAME), text.as_bytes())?;
-    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    }
-    atomic::replace_dir(&staging, &opts.output)?;
-    Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list })
+    atomic::replace_dir(&staging, output)?;
+    Ok(manifest)
 }
 
 fn write_shards(
@@ -311,10 +316,7 @@ fn write_shards(
     opts: &PackOptions,
     skipped: &mut Vec<Rejected>,
 ) -> Result<Vec<ShardInfo>> {
-    let bar = progress::bar(good.len() as u64, "pack", "img");
-    if !opts.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress::bar(good.len() as u64, "pack", "img", opts.progress);
     let mut sink = ShardSink::new(dir, opts.shard_bytes);
     for chunk in good.chunks(256) {
         let encoded: Vec<std::result::Result<Vec<u8>, Rejected>> = chunk
@@ -355,20 +357,10 @@ pub fn pack_from_rec(rec: &Path, opts: &PackOptions) -> Result<PackReport> {
     }
     let mut pack = crate::recordio::FacePack::open(rec)?;
     let n = pack.images.len();
-    let staging = atomic::temp_path(&opts.output);
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    let result = write_rec_shards(&mut pack, &staging, opts);
-    let (shards, label_map, skipped) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    let manifest = Manifest::new(label_map, shards, skipped, Some(rec.display().to_string()));
-    atomic::write_file(&staging.join(MANIFEST_NAME), serde_json::to_string_pretty(&manifest).expect("serialises").as_bytes())?;
-    atomic::replace_dir(&staging, &opts.output)?;
+    let manifest = publish_staged(&opts.output, |staging| {
+        let (shards, label_map, skipped) = write_rec_shards(&mut pack, staging, opts)?;
+        Ok(Manifest::new(label_map, shards, skipped, Some(rec.display().to_string())))
+    })?;
     Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list: n })
 }
 
@@ -382,11 +374,9 @@ fn write_rec_shards(
     opts: &PackOptions,
 ) -> Result<(Vec<ShardInfo>, BTreeMap<u64, u64>, Vec<Rejected>)> {
     let n = pack.images.len();
-    let bar = progress::bar(n as u64, "pack", "img");
-    if !opts.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress::bar(n as u64, "pack", "img", opts.progress);
     let mut sink = ShardSink::new(staging, opts.shard_bytes);
+    // A set, not a list: packs hold millions of images of far fewer identities.
     let mut labels = std::collections::BTreeSet::new();
     let mut skipped = Vec::new();
     for i in 0..n {
@@ -411,7 +401,7 @@ fn write_rec_shards(
             skipped[0].reason
         )));
     }
-    let label_map: BTreeMap<u64, u64> = labels.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect();
+    let label_map = dense_labels(labels);
     if label_map.iter().any(|(raw, packed)| raw != packed) {
         let relabelled = staging.join("relabel");
         std::fs::create_dir_all(&relabelled).map_err(|e| DataError::io(&relabelled, e))?;

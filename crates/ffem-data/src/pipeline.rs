@@ -14,10 +14,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::align::alignment_for;
+use crate::align::warp_aligned;
 use crate::error::{DataError, Result};
 use crate::example::FaceRecord;
-use crate::imageops::{crop_resize, decode_rgb, warp_affine_inverse};
+use crate::imageops::{crop_resize, decode_rgb};
 use crate::records::RecordSource;
 
 /// Which augmentations run; each fires per image with probability `probability`.
@@ -133,7 +133,7 @@ pub fn preprocess(record: &FaceRecord, cfg: &PipelineConfig, rng: &mut impl Rng,
     let aug = &cfg.augment;
     let p = aug.probability;
     let aligned = match (cfg.align, record.landmarks) {
-        (true, Some(lm)) => alignment_for(&lm, size).map(|t| warp_affine_inverse(&img, t.inverse().matrix(), size, &mut hwc)),
+        (true, Some(lm)) => warp_aligned(&img, &lm, size, &mut hwc),
         _ => None,
     };
     if aligned.is_none() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ffem_data::image_list::{FaceBox, ImageEntry, ImageList, Rejected, write_image_list};
+use ffem_data::image_list::{FACE_SUFFIX, FaceBox, ImageEntry, ImageList, Rejected, split_face_key, write_image_list};
 use rayon::prelude::*;
 
 use crate::error::{DetectError, Result};
@@ -15,8 +15,6 @@ use crate::mtcnn::{Face, Mtcnn};
 /// File extensions treated as images.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
-/// Separator between an image path and the face index in `--all-faces` keys (`a/b.jpg#1`).
-pub const FACE_SUFFIX: char = '#';
 
 /// What `detect_folder` does.
 #[derive(Debug, Clone)]
@@ -55,23 +53,10 @@ pub struct DetectReport {
 
 /// Every file under `root`, relative, with `/` separators, sorted.
 fn walk(root: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let rd = std::fs::read_dir(&dir).map_err(|e| ffem_data::DataError::io(&dir, e))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| ffem_data::DataError::io(&dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let child = rel.join(&name);
-            let kind = entry.file_type().map_err(|e| ffem_data::DataError::io(&entry.path(), e))?;
-            if kind.is_dir() || (kind.is_symlink() && entry.path().is_dir()) {
-                stack.push(child);
-            } else {
-                out.push(child.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"));
-            }
-        }
-    }
+    let mut out: Vec<String> = ffem_data::walk::files_under(root)?
+        .iter()
+        .map(|p| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"))
+        .collect();
     out.sort();
     Ok(out)
 }
@@ -102,20 +87,16 @@ pub fn detect_folder(detector: &Mtcnn, opts: &DetectOptions) -> Result<DetectRep
         names.into_iter().enumerate().map(|(i, n)| (n, i as u64)).collect()
     };
     tracing::info!("{} images of {} identities under {}", images.len(), identities.len(), opts.root.display());
-    let bar = opts.progress.then(|| ffem_data::progress::bar(images.len() as u64, "detect", "img"));
+    let bar = ffem_data::progress::bar(images.len() as u64, "detect", "img", opts.progress);
     let results: Vec<std::result::Result<Vec<ImageEntry>, Rejected>> = images
         .par_iter()
         .map(|rel| {
             let r = detect_one(detector, &opts.root, rel, &identities, opts.all_faces);
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
+            bar.inc(1);
             r
         })
         .collect();
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish_and_clear();
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
     for r in results {
@@ -216,10 +197,9 @@ pub fn compare_lists(candidate: &ImageList, reference: &ImageList) -> Comparison
     let cand: BTreeMap<&str, &ImageEntry> = candidate
         .entries
         .iter()
-        .filter_map(|e| match e.path.rsplit_once(FACE_SUFFIX) {
-            Some((base, "0")) => Some((base, e)),
-            Some((_, n)) if n.chars().all(|c| c.is_ascii_digit()) => None,
-            _ => Some((e.path.as_str(), e)),
+        .filter_map(|e| match split_face_key(&e.path) {
+            (file, None | Some("0")) => Some((file, e)),
+            _ => None,
         })
         .collect();
     let mut ious = Vec::new();

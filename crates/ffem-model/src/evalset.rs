@@ -195,10 +195,7 @@ fn embed_faces(
 ) -> Result<(SetEmbeddings, Vec<usize>, Vec<(usize, String)>), EvalSetError> {
     let size = embedder.config().image_size;
     let dim = embedder.dim();
-    let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img");
-    if !progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img", progress);
     let mut out = Vec::with_capacity(faces.len() * dim);
     let chunk = embedder.batch_size.max(1);
     let mut centre_cropped = 0;

@@ -233,10 +233,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, opts: &TrainOption
     let val_set = if cfg.val_set.is_empty() { None } else { Some(PairSet::from_spec(&cfg.val_set).map_err(err)?) };
     let mut metrics = std::fs::OpenOptions::new().append(true).open(run.metrics()).map_err(|e| TrainError(format!("{}: {e}", run.metrics().display())))?;
 
-    let bar = ffem_data::progress::bar(total_steps, "train", "steps");
-    if !opts.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = ffem_data::progress::bar(total_steps, "train", "steps", opts.progress);
     bar.set_position(state.step);
     let mut consecutive_bad = 0u32;
     let mut last_loss = f64::NAN;

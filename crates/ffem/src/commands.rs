@@ -94,15 +94,20 @@ pub fn pack(a: PackArgs) -> Result<ExitCode> {
         println!("{n} of {} records aligned to the 112x112 ArcFace template; {} had no landmarks", m.records, m.records - n);
     }
     if !m.skipped.is_empty() {
-        println!("skipped {} entries (all listed in {}/manifest.json):", m.skipped.len(), a.output.display());
-        for s in m.skipped.iter().take(10) {
-            println!("  {}: {}", s.key, s.reason);
-        }
-        if m.skipped.len() > 10 {
-            println!("  ... and {} more", m.skipped.len() - 10);
-        }
+        print_skipped(&m.skipped, "entries", &a.output.join(ffem_data::manifest::MANIFEST_NAME));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints how many were skipped, where all of them are listed, and the first ten with reasons.
+fn print_skipped(skipped: &[ffem_data::Rejected], what: &str, listed_in: &Path) {
+    println!("skipped {} {what} (all listed in {}):", skipped.len(), listed_in.display());
+    for s in skipped.iter().take(10) {
+        println!("  {}: {}", s.key, s.reason);
+    }
+    if skipped.len() > 10 {
+        println!("  ... and {} more", skipped.len() - 10);
+    }
 }
 
 /// Arguments of `ffem inspect`.
@@ -200,13 +205,7 @@ pub fn detect(a: DetectArgs) -> Result<ExitCode> {
         println!("{} files that are not .jpg/.jpeg/.png were left alone", r.other_files);
     }
     if let Some(f) = &r.skipped_file {
-        println!("skipped {} images (all listed in {}):", r.skipped.len(), f.display());
-        for s in r.skipped.iter().take(10) {
-            println!("  {}: {}", s.key, s.reason);
-        }
-        if r.skipped.len() > 10 {
-            println!("  ... and {} more", r.skipped.len() - 10);
-        }
+        print_skipped(&r.skipped, "images", f);
     }
     if let Some(reference) = &a.compare {
         let mine = ImageList::load(&a.output)?;
@@ -516,13 +515,9 @@ fn identify(a: &EvalArgs) -> Result<ExitCode> {
 const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "webp", "tif"];
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_images(&p, out)?;
-        } else if p.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())) {
-            out.push(p);
+    for rel in ffem_data::walk::files_under(dir)? {
+        if rel.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())) {
+            out.push(dir.join(rel));
         }
     }
     Ok(())
