@@ -94,7 +94,7 @@ impl GdcHead {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = batch_norm(&self.bn_dw, self.gdconv.forward(self.reduce.forward(x)));
+        let x = batch_norm(&self.bn_dw, crate::conv::conv2d(&self.gdconv, self.reduce.forward(x)));
         let n = x.dims()[0];
         batch_norm(&self.bn_out, self.fc.forward(x.reshape([n, 512])))
     }

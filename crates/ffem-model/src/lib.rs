@@ -6,6 +6,7 @@
 pub mod backbones;
 pub mod bench;
 pub mod config;
+pub mod conv;
 pub mod demo;
 pub mod embed;
 pub mod evalset;
@@ -14,6 +15,7 @@ pub mod heads;
 pub mod info;
 pub mod losses;
 pub mod model;
+pub mod norm;
 pub mod onnx;
 pub mod precision;
 pub mod schedule;

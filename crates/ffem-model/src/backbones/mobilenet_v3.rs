@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{hard_sigmoid, hard_swish, relu, relu6};
+use burn::tensor::activation::{hard_sigmoid, relu};
 use burn::tensor::module::adaptive_avg_pool2d;
 use serde::{Deserialize, Serialize};
 
@@ -49,10 +49,15 @@ pub enum Act {
 impl Act {
     /// Applies the activation.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        crate::norm::activate(x, self.kernel())
+    }
+
+    /// The same activation as the fused kernels name it.
+    pub fn kernel(&self) -> ffem_kernels::Activation {
         match self {
-            Act::Relu => relu(x),
-            Act::Relu6 => relu6(x),
-            Act::HardSwish => hard_swish(x),
+            Act::Relu => ffem_kernels::Activation::Relu,
+            Act::Relu6 => ffem_kernels::Activation::Relu6,
+            Act::HardSwish => ffem_kernels::Activation::HardSwish,
         }
     }
 }
@@ -195,12 +200,7 @@ impl MobileNetV3Config {
     }
 }
 
-/// BatchNorm in f32 whatever the input's precision (as autocast does): under mixed precision the
-/// statistics and running buffers stay f32, the output returns to the input's dtype.
-pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    let dtype = x.dtype();
-    if dtype == burn::tensor::DType::F32 { bn.forward(x) } else { bn.forward(x.cast(burn::tensor::DType::F32)).cast(dtype) }
-}
+pub use crate::norm::batch_norm;
 
 /// Output side of a "same"-padded convolution.
 pub fn conv_out(size: usize, kernel: usize, stride: usize) -> usize {
@@ -238,11 +238,8 @@ impl ConvBn {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = batch_norm(&self.bn, self.conv.forward(x));
-        match self.act {
-            Some(a) => a.forward(y),
-            None => y,
-        }
+        let act = self.act.map_or(ffem_kernels::Activation::Identity, |a| a.kernel());
+        crate::norm::batch_norm_act(&self.bn, crate::conv::conv2d(&self.conv, x), act)
     }
 }
 
@@ -267,9 +264,9 @@ impl SqueezeExcite {
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = adaptive_avg_pool2d(x.clone(), [1, 1]);
-        let s = relu(self.fc1.forward(s));
+        let s = relu(crate::conv::conv2d(&self.fc1, s));
         // torchvision's Hardsigmoid: relu6(x + 3) / 6.
-        let s = hard_sigmoid(self.fc2.forward(s), 1.0 / 6.0, 0.5);
+        let s = hard_sigmoid(crate::conv::conv2d(&self.fc2, s), 1.0 / 6.0, 0.5);
         x * s
     }
 }

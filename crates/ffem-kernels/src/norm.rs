@@ -1,0 +1,298 @@
+//! Batch normalisation fused with the activation that follows it, forward (training and
+//! inference) and backward, on NCHW slices.
+//!
+//! Composed from generic tensor operations, a training-mode batch norm plus activation reads and
+//! writes the activation tensor a dozen times (swap, reshape, mean, subtract, square, mean, scale,
+//! shift, clamp, and as many again backward); here the forward is two reads and one write, the
+//! backward two reads of `x` and `dy` and one write. The activation's input `z` is never stored:
+//! the backward recomputes it from `x` and the batch statistics.
+
+use rayon::prelude::*;
+
+use crate::simd::{dispatch, madd};
+
+/// The activation applied after the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// None: `y = z`.
+    Identity,
+    /// `max(z, 0)`.
+    Relu,
+    /// `min(max(z, 0), 6)`.
+    Relu6,
+    /// `z * relu6(z + 3) / 6`.
+    HardSwish,
+}
+
+impl Activation {
+    #[inline(always)]
+    fn apply(self, z: f32) -> f32 {
+        match self {
+            Activation::Identity => z,
+            Activation::Relu => z.max(0.0),
+            Activation::Relu6 => z.clamp(0.0, 6.0),
+            Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+        }
+    }
+
+    /// The derivative at `z`; at the kinks, the one-sided value PyTorch uses.
+    #[inline(always)]
+    fn derivative(self, z: f32) -> f32 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => (z > 0.0) as u8 as f32,
+            Activation::Relu6 => (z > 0.0 && z < 6.0) as u8 as f32,
+            Activation::HardSwish => {
+                if z < -3.0 {
+                    0.0
+                } else if z <= 3.0 {
+                    z * (1.0 / 3.0) + 0.5
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+}
+
+/// The layout of an NCHW activation: `batch` images of `channels` planes of `spatial` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormShape {
+    /// Images.
+    pub batch: usize,
+    /// Channels (one mean, variance, scale and shift each).
+    pub channels: usize,
+    /// Values per plane (height x width).
+    pub spatial: usize,
+}
+
+impl NormShape {
+    fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+
+    fn check(&self, x: usize, per_channel: &[usize]) {
+        assert_eq!(x, self.len(), "batch norm: tensor size does not match {self:?}");
+        for &n in per_channel {
+            assert_eq!(n, self.channels, "batch norm: per-channel vector size does not match {self:?}");
+        }
+    }
+}
+
+/// `scale = gamma / sqrt(var + eps)`, `shift = beta - mean * scale`, per channel.
+fn affine(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(&g, &s)| (g as f64 * s) as f32).collect();
+    let shift = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| (b as f64 - m as f64 * s as f64) as f32).collect();
+    (scale, shift)
+}
+
+#[inline(always)]
+fn scale_shift_act<const FMA: bool>(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [f32]) {
+    match act {
+        // One loop per activation so that each body is branch-free and vectorises.
+        Activation::Identity => y.iter_mut().zip(x).for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift)),
+        Activation::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).max(0.0)),
+        Activation::Relu6 => y.iter_mut().zip(x).for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).clamp(0.0, 6.0)),
+        Activation::HardSwish => y.iter_mut().zip(x).for_each(|(o, &v)| *o = Activation::HardSwish.apply(madd::<FMA>(v, scale, shift))),
+    }
+}
+
+dispatch!(fn scale_shift_act_any(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [f32]) => scale_shift_act);
+
+/// `y = act(x * scale[c] + shift[c])` over every plane, in parallel.
+fn apply_affine(s: NormShape, x: &[f32], scale: &[f32], shift: &[f32], act: Activation, y: &mut [f32]) {
+    y.par_chunks_mut(s.spatial).zip(x.par_chunks(s.spatial)).enumerate().for_each(|(i, (yp, xp))| {
+        let c = i % s.channels;
+        scale_shift_act_any(xp, scale[c], shift[c], act, yp);
+    });
+}
+
+/// Sum and sum of squared deviations from `centre` of one plane, in f64 across eight f32 lanes.
+#[inline(always)]
+fn plane_moments<const FMA: bool>(x: &[f32], centre: f32) -> (f64, f64) {
+    let mut sum = [0.0f32; 8];
+    let mut sq = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let d = c[i] - centre;
+            sum[i] += d;
+            sq[i] = madd::<FMA>(d, d, sq[i]);
+        }
+    }
+    let mut s: f64 = sum.iter().map(|&v| v as f64).sum();
+    let mut q: f64 = sq.iter().map(|&v| v as f64).sum();
+    for &v in rest {
+        let d = (v - centre) as f64;
+        s += d;
+        q += d * d;
+    }
+    (s, q)
+}
+
+dispatch!(fn plane_moments_into(x: &[f32], centre: f32, out: &mut (f64, f64)) => plane_moments_out);
+
+#[inline(always)]
+fn plane_moments_out<const FMA: bool>(x: &[f32], centre: f32, out: &mut (f64, f64)) {
+    *out = plane_moments::<FMA>(x, centre);
+}
+
+/// Training-mode forward: normalises with the batch's own mean and (biased) variance, which are
+/// written to `mean` and `var`, then applies `act`. Overwrites `y`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_train(
+    s: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    act: Activation,
+    y: &mut [f32],
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
+    s.check(x.len(), &[gamma.len(), beta.len(), mean.len(), var.len()]);
+    s.check(y.len(), &[]);
+    let count = (s.batch * s.spatial) as f64;
+    // Moments about the first value of the channel (shifted data): exact sums without the
+    // cancellation of sum(x^2) - n mean^2 when the mean is large against the spread.
+    mean.par_iter_mut().zip(var.par_iter_mut()).enumerate().for_each(|(c, (m, v))| {
+        let centre = x[c * s.spatial];
+        let (mut sum, mut sq) = (0.0f64, 0.0f64);
+        for n in 0..s.batch {
+            let plane = &x[(n * s.channels + c) * s.spatial..][..s.spatial];
+            let mut part = (0.0, 0.0);
+            plane_moments_into(plane, centre, &mut part);
+            sum += part.0;
+            sq += part.1;
+        }
+        let shifted_mean = sum / count;
+        *m = (centre as f64 + shifted_mean) as f32;
+        *v = (sq / count - shifted_mean * shifted_mean).max(0.0) as f32;
+    });
+    let (scale, shift) = affine(gamma, beta, mean, var, eps);
+    apply_affine(s, x, &scale, &shift, act, y);
+}
+
+/// Inference-mode forward with stored statistics: `y = act(gamma (x - mean) / sqrt(var + eps) +
+/// beta)`. Overwrites `y`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_infer(
+    s: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    act: Activation,
+    y: &mut [f32],
+) {
+    s.check(x.len(), &[gamma.len(), beta.len(), mean.len(), var.len()]);
+    s.check(y.len(), &[]);
+    let (scale, shift) = affine(gamma, beta, mean, var, eps);
+    apply_affine(s, x, &scale, &shift, act, y);
+}
+
+/// Per plane: `sum(dz)` and `sum(dz * xhat)` where `dz = dy * act'(z)`, `z = x * scale + shift`,
+/// `xhat = (x - mean) * inv_std`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_grad_sums<const FMA: bool>(
+    x: &[f32],
+    dy: &[f32],
+    scale: f32,
+    shift: f32,
+    mean: f32,
+    inv_std: f32,
+    act: Activation,
+    out: &mut (f64, f64),
+) {
+    let mut sd = [0.0f32; 8];
+    let mut sdx = [0.0f32; 8];
+    let (xc, gc) = (x.chunks_exact(8), dy.chunks_exact(8));
+    let (xr, gr) = (xc.remainder(), gc.remainder());
+    for (xs, gs) in xc.zip(gc) {
+        for i in 0..8 {
+            let dz = gs[i] * act.derivative(madd::<FMA>(xs[i], scale, shift));
+            sd[i] += dz;
+            sdx[i] = madd::<FMA>(dz, (xs[i] - mean) * inv_std, sdx[i]);
+        }
+    }
+    let mut a: f64 = sd.iter().map(|&v| v as f64).sum();
+    let mut b: f64 = sdx.iter().map(|&v| v as f64).sum();
+    for (&xv, &g) in xr.iter().zip(gr) {
+        let dz = (g * act.derivative(madd::<FMA>(xv, scale, shift))) as f64;
+        a += dz;
+        b += dz * ((xv - mean) * inv_std) as f64;
+    }
+    *out = (a, b);
+}
+
+dispatch!(fn plane_grad_sums_any(x: &[f32], dy: &[f32], scale: f32, shift: f32, mean: f32, inv_std: f32, act: Activation, out: &mut (f64, f64)) => plane_grad_sums);
+
+/// `dx = k * (dz - a - xhat * b)` with `k = gamma * inv_std`, `a = mean(dz)`, `b = mean(dz xhat)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn plane_input_grad<const FMA: bool>(
+    x: &[f32],
+    dy: &[f32],
+    p: [f32; 7], // scale, shift, mean, inv_std, k, a, b
+    act: Activation,
+    dx: &mut [f32],
+) {
+    let [scale, shift, mean, inv_std, k, a, b] = p;
+    for ((o, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+        let dz = g * act.derivative(madd::<FMA>(xv, scale, shift));
+        let xhat = (xv - mean) * inv_std;
+        *o = k * (dz - a - xhat * b);
+    }
+}
+
+dispatch!(fn plane_input_grad_any(x: &[f32], dy: &[f32], p: [f32; 7], act: Activation, dx: &mut [f32]) => plane_input_grad);
+
+/// Training-mode backward: from the output gradient `dy`, the gradients with respect to `x`,
+/// `gamma` and `beta`, given the statistics [`batch_norm_act_train`] returned. Overwrites the
+/// three outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_train_backward(
+    s: NormShape,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    act: Activation,
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    s.check(x.len(), &[gamma.len(), beta.len(), mean.len(), var.len(), dgamma.len(), dbeta.len()]);
+    s.check(dy.len(), &[]);
+    s.check(dx.len(), &[]);
+    let (scale, shift) = affine(gamma, beta, mean, var, eps);
+    let inv_std: Vec<f32> = var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
+    dbeta.par_iter_mut().zip(dgamma.par_iter_mut()).enumerate().for_each(|(c, (db, dg))| {
+        let (mut a, mut b) = (0.0f64, 0.0f64);
+        for n in 0..s.batch {
+            let off = (n * s.channels + c) * s.spatial;
+            let mut part = (0.0, 0.0);
+            plane_grad_sums_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], scale[c], shift[c], mean[c], inv_std[c], act, &mut part);
+            a += part.0;
+            b += part.1;
+        }
+        *db = a as f32;
+        *dg = b as f32;
+    });
+    let count = (s.batch * s.spatial) as f32;
+    dx.par_chunks_mut(s.spatial).enumerate().for_each(|(i, out)| {
+        let c = i % s.channels;
+        let off = i * s.spatial;
+        let p = [scale[c], shift[c], mean[c], inv_std[c], gamma[c] * inv_std[c], dbeta[c] / count, dgamma[c] / count];
+        plane_input_grad_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], p, act, out);
+    });
+}

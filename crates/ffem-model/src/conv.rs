@@ -1,0 +1,183 @@
+//! The 2-D convolution every ffem layer runs, as a burn backend extension: on the CPU (`flex`, f32)
+//! it calls `ffem-kernels` forward and backward; on any other backend or dtype it is burn's own
+//! `conv2d`. Autodiff gets one graph node whose backward calls the same kernels, so the model
+//! definition stays one and backend-independent.
+//!
+//! Why: burn's generic convolution backward computes a weight gradient as a convolution with an
+//! output-sized kernel, and a depthwise one channel by channel; on flex that made a training step
+//! five times slower than TensorFlow's (the per-layer table in `bench/README.md`).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+use ffem_kernels::ConvGeometry;
+
+/// Convolution without bias, with its two gradients, overridable per backend. The default bodies
+/// are burn's generic implementations.
+#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "vulkan"))]
+pub trait ConvKernels: Backend {
+    /// `conv2d(x, weight)` without bias.
+    fn ffem_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The gradient with respect to `x` given the output's.
+    fn ffem_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    /// The gradient with respect to `weight` given the output's.
+    fn ffem_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+}
+
+#[cfg(feature = "vulkan")]
+impl ConvKernels for burn::backend::Cube {}
+
+/// The kernels' geometry for an f32 convolution they serve, else `None` (the caller falls back).
+fn flex_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || options.dilation != [1, 1] {
+        return None;
+    }
+    let [(top, bottom), (left, right)] = options.padding;
+    if top != bottom || left != right {
+        return None;
+    }
+    let (xs, ws) = (x.shape(), weight.shape());
+    if xs.num_dims() != 4 || ws.num_dims() != 4 || ws[1] * options.groups != xs[1] {
+        return None;
+    }
+    let g = ConvGeometry {
+        batch: xs[0],
+        in_channels: xs[1],
+        in_h: xs[2],
+        in_w: xs[3],
+        out_channels: ws[0],
+        kernel: [ws[2], ws[3]],
+        stride: options.stride,
+        padding: [top, left],
+        groups: options.groups,
+    };
+    g.kind().map(|_| g)
+}
+
+/// The tensor's f32 elements in row-major order, copying only when its layout is not already that.
+fn with_f32<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    match t.as_slice::<f32>() {
+        Some(s) => f(s),
+        None => f(t.to_contiguous().as_slice::<f32>().expect("a contiguous copy")),
+    }
+}
+
+fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl ConvKernels for Flex {
+    fn ffem_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options) else {
+            return Flex::conv2d(x, weight, None, options);
+        };
+        let mut out = vec![0.0f32; g.output_len()];
+        with_f32(&x, |xs| {
+            with_f32(&weight, |ws| ffem_kernels::conv2d_forward(&g, xs, ws, &mut out).expect("geometry checked"))
+        });
+        flex_f32(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
+    }
+
+    fn ffem_conv2d_x_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32) else {
+            return Flex::conv2d_x_backward(x, weight, output_grad, options);
+        };
+        let mut dx = vec![0.0f32; g.input_len()];
+        with_f32(&weight, |ws| {
+            with_f32(&output_grad, |dy| ffem_kernels::conv2d_backward_input(&g, ws, dy, &mut dx).expect("geometry checked"))
+        });
+        flex_f32(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
+    }
+
+    fn ffem_conv2d_weight_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32) else {
+            return Flex::conv2d_weight_backward(x, weight, output_grad, options);
+        };
+        let mut dw = vec![0.0f32; g.weight_len()];
+        with_f32(&x, |xs| {
+            with_f32(&output_grad, |dy| ffem_kernels::conv2d_backward_weight(&g, xs, dy, &mut dw).expect("geometry checked"))
+        });
+        let ws = weight.shape();
+        flex_f32(dw, [ws[0], ws[1], ws[2], ws[3]])
+    }
+}
+
+impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
+    fn ffem_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct FfemConv2d;
+
+        impl<B: ConvKernels> Backward<B, 2> for FfemConv2d {
+            type State = (NodeId, NodeId, ConvOptions<2>);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_weight] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x_state, weight_state, options) = ops.state;
+                let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+                let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+                if let Some(node) = node_x {
+                    let dx = B::ffem_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+                    grads.register::<B>(node.id, dx);
+                }
+                if let Some(node) = node_weight {
+                    grads.register::<B>(node.id, B::ffem_conv2d_weight_backward(x, weight, grad, options));
+                }
+            }
+        }
+
+        match FfemConv2d.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                prep.finish((x_state, weight_state, options.clone()), B::ffem_conv2d(x.into_primitive(), weight.into_primitive(), options))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::ffem_conv2d(x.into_primitive(), weight.into_primitive(), options)),
+        }
+    }
+}
+
+/// `conv.forward(x)` through [`ConvKernels`]: same weights, padding, stride and groups, same result.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        // "Same" padding depends on the input size; burn's own module computes it.
+        PaddingConfig2d::Same => return conv.forward(x),
+    };
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let y = <Dispatch as ConvKernels>::ffem_conv2d(x.into_dispatch(), conv.weight.val().into_dispatch(), options);
+    let y = Tensor::<4>::from_dispatch(y);
+    match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, -1, 1, 1]),
+        None => y,
+    }
+}
