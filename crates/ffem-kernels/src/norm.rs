@@ -34,25 +34,43 @@ impl Activation {
             Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
         }
     }
+}
 
-    /// The derivative at `z`; at the kinks, the one-sided value PyTorch uses.
-    #[inline(always)]
-    fn derivative(self, z: f32) -> f32 {
-        match self {
-            Activation::Identity => 1.0,
-            Activation::Relu => (z > 0.0) as u8 as f32,
-            Activation::Relu6 => (z > 0.0 && z < 6.0) as u8 as f32,
-            Activation::HardSwish => {
-                if z < -3.0 {
-                    0.0
-                } else if z <= 3.0 {
-                    z * (1.0 / 3.0) + 0.5
-                } else {
-                    1.0
-                }
-            }
+/// The activation as a const parameter, so that each backward loop is compiled branch-free for
+/// one activation (a `match` inside the loop keeps it from vectorising).
+const IDENTITY: u8 = 0;
+const RELU: u8 = 1;
+const RELU6: u8 = 2;
+const HARD_SWISH: u8 = 3;
+
+
+#[inline(always)]
+fn derivative<const A: u8>(z: f32) -> f32 {
+    match A {
+        IDENTITY => 1.0,
+        RELU => {
+            if z > 0.0 { 1.0 } else { 0.0 }
+        }
+        RELU6 => {
+            if z > 0.0 && z < 6.0 { 1.0 } else { 0.0 }
+        }
+        _ => {
+            let mid = z * (1.0 / 3.0) + 0.5;
+            if z < -3.0 { 0.0 } else if z <= 3.0 { mid } else { 1.0 }
         }
     }
+}
+
+/// Calls `$f::<FMA, A>(args)` with `A` the const code of `$act`.
+macro_rules! by_activation {
+    ($act:expr, $f:ident::<$fma:ident>($($arg:expr),*)) => {
+        match $act {
+            Activation::Identity => $f::<$fma, IDENTITY>($($arg),*),
+            Activation::Relu => $f::<$fma, RELU>($($arg),*),
+            Activation::Relu6 => $f::<$fma, RELU6>($($arg),*),
+            Activation::HardSwish => $f::<$fma, HARD_SWISH>($($arg),*),
+        }
+    };
 }
 
 /// The layout of an NCHW activation: `batch` images of `channels` planes of `spatial` values.
@@ -199,24 +217,15 @@ pub fn batch_norm_act_infer(
 /// Per plane: `sum(dz)` and `sum(dz * xhat)` where `dz = dy * act'(z)`, `z = x * scale + shift`,
 /// `xhat = (x - mean) * inv_std`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn plane_grad_sums<const FMA: bool>(
-    x: &[f32],
-    dy: &[f32],
-    scale: f32,
-    shift: f32,
-    mean: f32,
-    inv_std: f32,
-    act: Activation,
-    out: &mut (f64, f64),
-) {
+fn plane_grad_sums_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], p: [f32; 4], out: &mut (f64, f64)) {
+    let [scale, shift, mean, inv_std] = p;
     let mut sd = [0.0f32; 8];
     let mut sdx = [0.0f32; 8];
     let (xc, gc) = (x.chunks_exact(8), dy.chunks_exact(8));
     let (xr, gr) = (xc.remainder(), gc.remainder());
     for (xs, gs) in xc.zip(gc) {
         for i in 0..8 {
-            let dz = gs[i] * act.derivative(madd::<FMA>(xs[i], scale, shift));
+            let dz = gs[i] * derivative::<A>(madd::<FMA>(xs[i], scale, shift));
             sd[i] += dz;
             sdx[i] = madd::<FMA>(dz, (xs[i] - mean) * inv_std, sdx[i]);
         }
@@ -224,31 +233,34 @@ fn plane_grad_sums<const FMA: bool>(
     let mut a: f64 = sd.iter().map(|&v| v as f64).sum();
     let mut b: f64 = sdx.iter().map(|&v| v as f64).sum();
     for (&xv, &g) in xr.iter().zip(gr) {
-        let dz = (g * act.derivative(madd::<FMA>(xv, scale, shift))) as f64;
+        let dz = (g * derivative::<A>(madd::<FMA>(xv, scale, shift))) as f64;
         a += dz;
         b += dz * ((xv - mean) * inv_std) as f64;
     }
     *out = (a, b);
 }
 
-dispatch!(fn plane_grad_sums_any(x: &[f32], dy: &[f32], scale: f32, shift: f32, mean: f32, inv_std: f32, act: Activation, out: &mut (f64, f64)) => plane_grad_sums);
+#[inline(always)]
+fn plane_grad_sums<const FMA: bool>(x: &[f32], dy: &[f32], p: [f32; 4], act: Activation, out: &mut (f64, f64)) {
+    by_activation!(act, plane_grad_sums_act::<FMA>(x, dy, p, out))
+}
+
+dispatch!(fn plane_grad_sums_any(x: &[f32], dy: &[f32], p: [f32; 4], act: Activation, out: &mut (f64, f64)) => plane_grad_sums);
 
 /// `dx = k * (dz - a - xhat * b)` with `k = gamma * inv_std`, `a = mean(dz)`, `b = mean(dz xhat)`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn plane_input_grad<const FMA: bool>(
-    x: &[f32],
-    dy: &[f32],
-    p: [f32; 7], // scale, shift, mean, inv_std, k, a, b
-    act: Activation,
-    dx: &mut [f32],
-) {
+fn plane_input_grad_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], p: [f32; 7], dx: &mut [f32]) {
     let [scale, shift, mean, inv_std, k, a, b] = p;
     for ((o, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
-        let dz = g * act.derivative(madd::<FMA>(xv, scale, shift));
+        let dz = g * derivative::<A>(madd::<FMA>(xv, scale, shift));
         let xhat = (xv - mean) * inv_std;
         *o = k * (dz - a - xhat * b);
     }
+}
+
+#[inline(always)]
+fn plane_input_grad<const FMA: bool>(x: &[f32], dy: &[f32], p: [f32; 7], act: Activation, dx: &mut [f32]) {
+    by_activation!(act, plane_input_grad_act::<FMA>(x, dy, p, dx))
 }
 
 dispatch!(fn plane_input_grad_any(x: &[f32], dy: &[f32], p: [f32; 7], act: Activation, dx: &mut [f32]) => plane_input_grad);
@@ -281,7 +293,7 @@ pub fn batch_norm_act_train_backward(
         for n in 0..s.batch {
             let off = (n * s.channels + c) * s.spatial;
             let mut part = (0.0, 0.0);
-            plane_grad_sums_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], scale[c], shift[c], mean[c], inv_std[c], act, &mut part);
+            plane_grad_sums_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], [scale[c], shift[c], mean[c], inv_std[c]], act, &mut part);
             a += part.0;
             b += part.1;
         }

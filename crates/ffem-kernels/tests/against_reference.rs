@@ -158,6 +158,10 @@ fn depthwise_matches_the_definition() {
     // Wide rows exercise the eight-lane dot product and its remainder.
     check(geometry(2, 4, 19, 37, 4, 3, 1, 1, 4), ConvKind::Depthwise, 40);
     check(geometry(1, 2, 6, 6, 2, 3, 1, 4, 2), ConvKind::Depthwise, 41);
+    // GDC heads: one kernel the size of the map, no padding (7x7 and 4x4 maps).
+    check(geometry(3, 8, 7, 7, 8, 7, 1, 0, 8), ConvKind::Depthwise, 42);
+    check(geometry(3, 8, 4, 4, 8, 4, 1, 0, 8), ConvKind::Depthwise, 43);
+    check(geometry(2, 3, 12, 12, 3, 7, 2, 3, 3), ConvKind::Depthwise, 44);
 }
 
 /// The reference's gradients are themselves checked by central differences of its forward sum,
