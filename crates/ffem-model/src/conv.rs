@@ -7,6 +7,8 @@
 //! output-sized kernel, and a depthwise one channel by channel; on flex that made a training step
 //! five times slower than TensorFlow's (the per-layer table in `bench/README.md`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -21,6 +23,20 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use ffem_kernels::ConvGeometry;
+
+static CPU_KERNELS: AtomicBool = AtomicBool::new(true);
+
+/// Turns ffem's CPU kernels (this module's convolution and [`crate::norm`]'s fused batch norm) on
+/// or off for the whole process; off, every layer runs burn's own operations. On by default. The
+/// benchmark uses it for its before/after table and the tests to compare the two paths.
+pub fn set_cpu_kernels(enabled: bool) {
+    CPU_KERNELS.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether ffem's CPU kernels are in use (see [`set_cpu_kernels`]).
+pub fn cpu_kernels() -> bool {
+    CPU_KERNELS.load(Ordering::Relaxed)
+}
 
 /// Convolution without bias, with its two gradients, overridable per backend. The default bodies
 /// are burn's generic implementations.
@@ -167,6 +183,9 @@ impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
 
 /// `conv.forward(x)` through [`ConvKernels`]: same weights, padding, stride and groups, same result.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if !cpu_kernels() {
+        return conv.forward(x);
+    }
     let padding = match conv.padding {
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],

@@ -234,7 +234,7 @@ fn fused_cpu(x: &Tensor<4>) -> bool {
 /// `act(bn.forward(x))`, fused on the CPU: batch statistics and a running-statistics update when
 /// `x` is on an autodiff device and the layer is training, the running statistics otherwise.
 pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
-    if !fused_cpu(&x) {
+    if !fused_cpu(&x) || !crate::conv::cpu_kernels() {
         return activate(batch_norm(bn, x), act);
     }
     let device = x.device();

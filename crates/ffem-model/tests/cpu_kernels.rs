@@ -1,0 +1,133 @@
+//! ffem's CPU kernels inside burn's graph against burn's own operations: forward values and the
+//! gradients autodiff delivers to the input and every parameter, for the convolution shapes the
+//! networks use (1x1, 3x3, strided, depthwise 3x3 / 5x5 / whole-map, with bias, batch 1, odd
+//! sizes) and for batch norm + each activation in training and inference mode.
+
+use burn::module::Param;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::{Device, Distribution, Tensor};
+use ffem_kernels::Activation;
+use ffem_model::conv::conv2d;
+use ffem_model::norm::{activate, batch_norm_act};
+
+fn max_rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let a: Vec<f32> = a.into_data().into_vec::<f32>().unwrap();
+    let b: Vec<f32> = b.into_data().into_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn convolutions_match_burn_forward_and_backward() {
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    // (batch, in, out, size_h, size_w, kernel, stride, groups, bias)
+    let cases = [
+        (4, 16, 24, 14, 14, 1, 1, 1, false),   // pointwise
+        (1, 7, 5, 9, 13, 1, 1, 1, false),      // pointwise, batch 1, odd sizes
+        (3, 3, 16, 32, 32, 3, 2, 1, false),    // the stem: dense 3x3 stride 2
+        (2, 4, 6, 11, 7, 3, 1, 1, false),      // dense 3x3 stride 1, odd sizes
+        (3, 24, 24, 14, 14, 3, 1, 24, false),  // depthwise 3x3
+        (2, 16, 16, 15, 15, 3, 2, 16, false),  // depthwise 3x3 stride 2, odd size
+        (2, 8, 8, 14, 14, 5, 2, 8, false),     // depthwise 5x5 stride 2
+        (1, 12, 12, 7, 9, 5, 1, 12, false),    // depthwise 5x5, batch 1
+        (3, 32, 8, 1, 1, 1, 1, 1, true),       // squeeze-excite reduce, with bias
+    ];
+    for (batch, cin, cout, h, w, k, s, groups, bias) in cases {
+        let p = (k - 1) / 2;
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_groups(groups)
+            .with_bias(bias)
+            .init(&device);
+        let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+        let fast = conv2d(&conv, x.clone());
+        let reference = conv.forward(x.clone());
+        let what = format!("batch {batch}, {cin}->{cout}, {h}x{w}, k{k} s{s} groups {groups} bias {bias}");
+        assert_eq!(fast.dims(), reference.dims(), "{what}");
+        let e = max_rel_diff(fast.clone().inner(), reference.clone().inner());
+        assert!(e < TOL, "{what}: forward differs by {e:e}");
+
+        // The same weighting of the outputs, so both backward passes get the same output gradient.
+        let r = Tensor::<4>::random(fast.dims(), Distribution::Uniform(-1.0, 1.0), &device);
+        let gf = (fast * r.clone()).sum().backward();
+        let gr = (reference * r).sum().backward();
+        let e = max_rel_diff(x.grad(&gf).unwrap(), x.grad(&gr).unwrap());
+        assert!(e < TOL, "{what}: input gradient differs by {e:e}");
+        let wv = conv.weight.val();
+        let e = max_rel_diff(wv.grad(&gf).unwrap(), wv.grad(&gr).unwrap());
+        assert!(e < TOL, "{what}: weight gradient differs by {e:e}");
+        if let Some(b) = &conv.bias {
+            let bv = b.val();
+            let e = max_rel_diff(bv.grad(&gf).unwrap(), bv.grad(&gr).unwrap());
+            assert!(e < TOL, "{what}: bias gradient differs by {e:e}");
+        }
+    }
+}
+
+fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(channels).with_epsilon(1e-3).with_momentum(0.1).init(device);
+    bn.gamma = Param::from_tensor(Tensor::random([channels], Distribution::Uniform(0.5, 2.0), device));
+    bn.beta = Param::from_tensor(Tensor::random([channels], Distribution::Uniform(-1.0, 1.0), device));
+    bn
+}
+
+#[test]
+fn batch_norm_with_activation_matches_burn() {
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    for act in [Activation::Identity, Activation::Relu, Activation::Relu6, Activation::HardSwish] {
+        for (batch, c, h, w) in [(4, 6, 9, 9), (1, 3, 7, 5)] {
+            let what = format!("{act:?}, batch {batch}, {c} channels, {h}x{w}");
+            let fast_bn = batch_norm(c, &device);
+            // A second layer with the same parameters and its own running statistics.
+            let mut ref_bn = BatchNormConfig::new(c).with_epsilon(1e-3).with_momentum(0.1).init(&device);
+            ref_bn.gamma = Param::from_tensor(fast_bn.gamma.val().inner().from_inner_like(&device));
+            ref_bn.beta = Param::from_tensor(fast_bn.beta.val().inner().from_inner_like(&device));
+            // Scale 3 so that ReLU6 and hard-swish see every one of their pieces.
+            let x = (Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.5, 1.0), &device) * 3.0).require_grad();
+
+            let fast = batch_norm_act(&fast_bn, x.clone(), act);
+            let reference = activate(ref_bn.forward(x.clone()), act);
+            let e = max_rel_diff(fast.clone().inner(), reference.clone().inner());
+            assert!(e < TOL, "{what}: training forward differs by {e:e}");
+
+            let r = Tensor::<4>::random([batch, c, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+            let gf = (fast * r.clone()).sum().backward();
+            let gr = (reference * r).sum().backward();
+            let e = max_rel_diff(x.grad(&gf).unwrap(), x.grad(&gr).unwrap());
+            assert!(e < 1e-3, "{what}: input gradient differs by {e:e}");
+            let (fg, rg) = (fast_bn.gamma.val(), ref_bn.gamma.val());
+            let e = max_rel_diff(fg.grad(&gf).unwrap(), rg.grad(&gr).unwrap());
+            assert!(e < 1e-3, "{what}: gamma gradient differs by {e:e}");
+            let (fb, rb) = (fast_bn.beta.val(), ref_bn.beta.val());
+            let e = max_rel_diff(fb.grad(&gf).unwrap(), rb.grad(&gr).unwrap());
+            assert!(e < 1e-3, "{what}: beta gradient differs by {e:e}");
+
+            // Running statistics after one update, then inference with them.
+            let e = max_rel_diff(fast_bn.running_mean.value(), ref_bn.running_mean.value());
+            assert!(e < TOL, "{what}: running mean differs by {e:e}");
+            let e = max_rel_diff(fast_bn.running_var.value(), ref_bn.running_var.value());
+            assert!(e < TOL, "{what}: running variance differs by {e:e}");
+            let xi = x.clone().inner();
+            let e = max_rel_diff(batch_norm_act(&fast_bn, xi.clone(), act), activate(ref_bn.forward(xi), act));
+            assert!(e < TOL, "{what}: inference differs by {e:e}");
+        }
+    }
+}
+
+trait FromInnerLike {
+    fn from_inner_like(self, device: &Device) -> Tensor<1>;
+}
+
+impl FromInnerLike for Tensor<1> {
+    /// A fresh trainable copy on `device`, sharing no storage or graph with `self`.
+    fn from_inner_like(self, device: &Device) -> Tensor<1> {
+        Tensor::from_data(self.into_data(), device)
+    }
+}
