@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::{Threads, View, gemm};
-use crate::{BATCH_CHUNK, ConvGeometry, sum_partials};
+use crate::{BATCH_CHUNK, ConvGeometry, Epilogue, sum_partials};
 
 /// Runs `f(image, threads)` for every image: in parallel over images when there are enough of them
 /// to keep every thread busy, else one image at a time with multi-threaded GEMMs.
@@ -70,13 +70,17 @@ impl<'a> Chunks<'a> {
     }
 }
 
-pub(crate) fn pointwise_forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32]) {
+pub(crate) fn pointwise_forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, ci);
     let out = Chunks::new(output, co * hw);
     for_each_image(g.batch, |n, threads| {
         let x = View::rows(&input[n * ci * hw..(n + 1) * ci * hw], ci, hw);
-        gemm(out.get(n), false, w, x, threads);
+        let y = out.get(n);
+        gemm(y, false, w, x, threads);
+        if let Some(e) = epilogue {
+            e.apply(y, hw, 0);
+        }
     });
 }
 
@@ -175,7 +179,7 @@ fn col2im_add(g: &ConvGeometry, col: &[f32], image_grad: &mut [f32]) {
     }
 }
 
-pub(crate) fn im2col_forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32]) {
+pub(crate) fn im2col_forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, rows);
@@ -183,7 +187,11 @@ pub(crate) fn im2col_forward(g: &ConvGeometry, input: &[f32], weight: &[f32], ou
     for_each_image(g.batch, |n, threads| {
         let mut col = vec![0.0f32; rows * cols];
         im2col(g, &input[n * ci * hw..(n + 1) * ci * hw], &mut col);
-        gemm(out.get(n), false, w, View::rows(&col, rows, cols), threads);
+        let y = out.get(n);
+        gemm(y, false, w, View::rows(&col, rows, cols), threads);
+        if let Some(e) = epilogue {
+            e.apply(y, cols, 0);
+        }
     });
 }
 

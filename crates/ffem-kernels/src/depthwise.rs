@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::ConvGeometry;
+use crate::{ConvGeometry, Epilogue};
 use crate::simd::{dispatch, dot, madd};
 
 /// Per-plane sizes and the phase-split buffer's layout.
@@ -86,18 +86,23 @@ impl Plane {
         (first, pos, available.min(len.saturating_sub(pos)))
     }
 
-    /// Copies an input plane into the zeroed, padded, phase-split buffer.
+    /// Copies an input plane into the padded, phase-split buffer, zeroing only the cells no input
+    /// pixel lands in (the buffer is mostly interior).
     fn fill(&self, x: &[f32], buf: &mut [f32]) {
-        buf.fill(0.0);
-        let (wq, sub) = (self.wq(), self.sub_len());
+        let (wq, hq, sub) = (self.wq(), self.hq(), self.sub_len());
         for a in 0..self.sh {
-            let (row0, rpos, rows) = Self::phase_run(a, self.sh, self.ph, self.h, self.hq());
+            let (row0, rpos, rows) = Self::phase_run(a, self.sh, self.ph, self.h, hq);
             for b in 0..self.sw {
                 let (col0, cpos, cols) = Self::phase_run(b, self.sw, self.pw, self.w, wq);
-                let base = (a * self.sw + b) * sub;
+                let plane = &mut buf[(a * self.sw + b) * sub..][..sub];
+                plane[..rpos * wq].fill(0.0);
+                plane[(rpos + rows) * wq..].fill(0.0);
                 for r in 0..rows {
                     let src = &x[(row0 + r * self.sh) * self.w..][..self.w];
-                    let dst = &mut buf[base + (rpos + r) * wq + cpos..][..cols];
+                    let line = &mut plane[(rpos + r) * wq..][..wq];
+                    line[..cpos].fill(0.0);
+                    line[cpos + cols..].fill(0.0);
+                    let dst = &mut line[cpos..cpos + cols];
                     if self.sw == 1 {
                         dst.copy_from_slice(&src[col0..col0 + cols]);
                     } else {
@@ -168,9 +173,13 @@ fn forward_flat<const FMA: bool>(p: &Plane, x: &[f32], k: &[f32], s: &mut Scratc
     p.fill(x, &mut s.buf);
     let n = p.flat_len();
     s.flat.clear();
-    s.flat.resize(n, 0.0);
+    // The first tap writes, the others add: no separate zeroing pass.
+    s.flat.extend(s.buf[p.tap_start(0, 0)..][..n].iter().map(|&v| k[0] * v));
     for ky in 0..p.kh {
         for kx in 0..p.kw {
+            if ky == 0 && kx == 0 {
+                continue;
+            }
             let wv = k[ky * p.kw + kx];
             let src = &s.buf[p.tap_start(ky, kx)..][..n];
             for (o, &v) in s.flat.iter_mut().zip(src) {
@@ -290,12 +299,15 @@ dispatch!(fn forward_plane_any(p: Plane, x: &[f32], k: &[f32], y: &mut [f32], s:
 dispatch!(fn backward_input_plane_any(p: Plane, k: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch) => backward_input_plane);
 dispatch!(fn backward_weight_plane_any(p: Plane, x: &[f32], dy: &[f32], acc: &mut [f32], s: &mut Scratch) => backward_weight_plane);
 
-pub(crate) fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32]) {
+pub(crate) fn forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
     let p = Plane::of(g);
     let (isz, osz, ksz, channels) = (p.h * p.w, p.ho * p.wo, p.kh * p.kw, g.in_channels);
     output.par_chunks_mut(osz).enumerate().for_each_init(Scratch::default, |s, (i, y)| {
         let c = i % channels;
         forward_plane_any(p, &input[i * isz..(i + 1) * isz], &weight[c * ksz..(c + 1) * ksz], y, s);
+        if let Some(e) = epilogue {
+            e.apply(y, osz, c);
+        }
     });
 }
 

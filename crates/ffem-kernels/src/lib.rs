@@ -15,13 +15,14 @@
 //! Results are deterministic for a given input whatever the thread count: work is split by image,
 //! channel or fixed-size batch chunk, never by thread, and partial sums are added in a fixed order.
 
+pub mod alloc;
 mod dense;
 mod depthwise;
 mod matmul;
 mod norm;
 mod simd;
 
-pub use norm::{Activation, NormShape, batch_norm_act_infer, batch_norm_act_train, batch_norm_act_train_backward};
+pub use norm::{Activation, Epilogue, NormShape, batch_norm_act_infer, batch_norm_act_train, batch_norm_act_train_backward};
 
 use thiserror::Error;
 
@@ -163,9 +164,33 @@ pub fn conv2d_forward(
     g.check("weight", weight.len(), g.weight_len())?;
     g.check("output", output.len(), g.output_len())?;
     match kind {
-        ConvKind::Pointwise => dense::pointwise_forward(g, input, weight, output),
-        ConvKind::Dense => dense::im2col_forward(g, input, weight, output),
-        ConvKind::Depthwise => depthwise::forward(g, input, weight, output),
+        ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, None),
+        ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, None),
+        ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, None),
+    }
+    Ok(())
+}
+
+/// `output = epilogue(conv(input, weight))`: the convolution followed by a per-channel affine map
+/// and activation (inference-mode batch norm folded in), applied per image while the output is
+/// still in cache instead of as a separate pass over the whole tensor.
+pub fn conv2d_forward_fused(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: &Epilogue,
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let kind = g.kind_or_err()?;
+    g.check("input", input.len(), g.input_len())?;
+    g.check("weight", weight.len(), g.weight_len())?;
+    g.check("output", output.len(), g.output_len())?;
+    g.check("epilogue scale", epilogue.scale.len(), g.out_channels)?;
+    g.check("epilogue shift", epilogue.shift.len(), g.out_channels)?;
+    match kind {
+        ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, Some(epilogue)),
+        ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, Some(epilogue)),
+        ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, Some(epilogue)),
     }
     Ok(())
 }

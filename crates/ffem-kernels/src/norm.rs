@@ -118,6 +118,47 @@ fn scale_shift_act<const FMA: bool>(x: &[f32], scale: f32, shift: f32, act: Acti
 
 dispatch!(fn scale_shift_act_any(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [f32]) => scale_shift_act);
 
+#[inline(always)]
+fn scale_shift_act_in_place<const FMA: bool>(y: &mut [f32], scale: f32, shift: f32, act: Activation) {
+    match act {
+        Activation::Identity => y.iter_mut().for_each(|v| *v = madd::<FMA>(*v, scale, shift)),
+        Activation::Relu => y.iter_mut().for_each(|v| *v = madd::<FMA>(*v, scale, shift).max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = madd::<FMA>(*v, scale, shift).clamp(0.0, 6.0)),
+        Activation::HardSwish => y.iter_mut().for_each(|v| *v = Activation::HardSwish.apply(madd::<FMA>(*v, scale, shift))),
+    }
+}
+
+dispatch!(fn scale_shift_act_in_place_any(y: &mut [f32], scale: f32, shift: f32, act: Activation) => scale_shift_act_in_place);
+
+/// A per-channel affine map and activation applied to a convolution's output while it is still
+/// in cache: batch norm with stored statistics folded into `scale` and `shift`.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Per output channel multiplier.
+    pub scale: &'a [f32],
+    /// Per output channel offset.
+    pub shift: &'a [f32],
+    /// Applied after the affine map.
+    pub act: Activation,
+}
+
+impl Epilogue<'_> {
+    /// The epilogue equal to inference-mode batch norm with these parameters and statistics.
+    pub fn batch_norm(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+        affine(gamma, beta, mean, var, eps)
+    }
+
+    /// Applies the epilogue in place to `planes` consecutive planes of `spatial` values, the first
+    /// of which belongs to channel `first_channel` (channels wrap every `scale.len()` planes).
+    pub(crate) fn apply(&self, data: &mut [f32], spatial: usize, first_channel: usize) {
+        let channels = self.scale.len();
+        for (i, plane) in data.chunks_exact_mut(spatial).enumerate() {
+            let c = (first_channel + i) % channels;
+            scale_shift_act_in_place_any(plane, self.scale[c], self.shift[c], self.act);
+        }
+    }
+}
+
 /// `y = act(x * scale[c] + shift[c])` over every plane, in parallel.
 fn apply_affine(s: NormShape, x: &[f32], scale: &[f32], shift: &[f32], act: Activation, y: &mut [f32]) {
     y.par_chunks_mut(s.spatial).zip(x.par_chunks(s.spatial)).enumerate().for_each(|(i, (yp, xp))| {

@@ -233,3 +233,41 @@ fn unsupported_geometries_and_wrong_lengths_are_errors() {
     assert_eq!(err, KernelError::Length { what: "input", got: 17, expected: 18, geometry: g });
     assert!(err.to_string().contains("input has 17 elements"), "{err}");
 }
+
+/// The fused epilogue equals the convolution followed by the affine map and activation.
+#[test]
+fn fused_epilogue_matches_convolution_then_affine() {
+    use ffem_kernels::{Activation, Epilogue, conv2d_forward_fused};
+    for (i, g) in [
+        geometry(3, 8, 9, 9, 12, 1, 1, 0, 1),
+        geometry(2, 3, 16, 16, 8, 3, 2, 1, 1),
+        geometry(3, 6, 7, 7, 6, 3, 1, 1, 6),
+        geometry(2, 5, 11, 11, 5, 5, 2, 2, 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(70 + i as u64);
+        let x = random(g.input_len(), &mut rng);
+        let w = random(g.weight_len(), &mut rng);
+        let scale = random(g.out_channels, &mut rng);
+        let shift = random(g.out_channels, &mut rng);
+        let plain = reference_forward(&g, &x, &w);
+        let hw = g.out_h() * g.out_w();
+        for act in [Activation::Identity, Activation::Relu, Activation::Relu6, Activation::HardSwish] {
+            let mut y = vec![f32::NAN; g.output_len()];
+            conv2d_forward_fused(&g, &x, &w, &Epilogue { scale: &scale, shift: &shift, act }, &mut y).unwrap();
+            for (j, (&got, &p)) in y.iter().zip(&plain).enumerate() {
+                let c = (j / hw) % g.out_channels;
+                let z = p * scale[c] as f64 + shift[c] as f64;
+                let want = match act {
+                    Activation::Identity => z,
+                    Activation::Relu => z.max(0.0),
+                    Activation::Relu6 => z.clamp(0.0, 6.0),
+                    Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
+                };
+                assert!((got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{g:?} {act:?} [{j}]: {got} vs {want}");
+            }
+        }
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! Flags: `--device cpu|vulkan --backbone large|small --minimalistic --head gnap|gdc|flatten
 //! --loss l2softmax|arcface --optimizer adam|sgd --batch 64 --classes 2000 --image 112 --steps 10
-//! --warmup 2 --precision f32|f16|bf16 --infer`. Steps are synchronised by reading the loss back.
+//! --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops`
+//! (`--burn-ops`: burn's own operations instead of ffem's CPU kernels, the "before" column). Steps are synchronised by reading the loss back.
 
 use std::time::Instant;
 
@@ -104,9 +105,11 @@ pub fn bench_train(args: &[String]) -> String {
         overrides.push("minimalistic=true".into());
     }
     let cfg = TrainConfig::load(None, &overrides).unwrap();
+    let burn_ops = args.iter().any(|a| a == "--burn-ops");
+    crate::conv::set_cpu_kernels(!burn_ops);
     let device = device_for(&device_name).unwrap();
     let label = format!(
-        "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {}",
+        "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {}{}",
         device_name,
         cfg.model().backbone.variant,
         if cfg.minimalistic { " minimalistic" } else { "" },
@@ -114,7 +117,8 @@ pub fn bench_train(args: &[String]) -> String {
         image,
         image,
         precision,
-        cfg.loss
+        cfg.loss,
+        if burn_ops { ", burn's operations" } else { "" }
     );
     if args.iter().any(|a| a == "--profile") {
         return profile_layers(&cfg, &device, batch, steps.max(1));

@@ -18,11 +18,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::nn::PaddingConfig2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
-use ffem_kernels::ConvGeometry;
+use ffem_kernels::{Activation, ConvGeometry};
 
 static CPU_KERNELS: AtomicBool = AtomicBool::new(true);
 
@@ -45,6 +45,19 @@ pub trait ConvKernels: Backend {
     /// `conv2d(x, weight)` without bias.
     fn ffem_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
         Self::conv2d(x, weight, None, options)
+    }
+
+    /// `act(conv2d(x, weight) * scale[c] + shift[c])`: a convolution with inference-mode batch norm
+    /// folded into `scale` and `shift`, and the activation after it.
+    fn ffem_conv2d_affine_act(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        act: Activation,
+    ) -> FloatTensor<Self> {
+        conv_affine_act_generic::<Self>(x, weight, scale, shift, options, act)
     }
 
     /// The gradient with respect to `x` given the output's.
@@ -70,6 +83,24 @@ pub trait ConvKernels: Backend {
 
 #[cfg(feature = "vulkan")]
 impl ConvKernels for burn::backend::Cube {}
+
+/// [`ConvKernels::ffem_conv2d_affine_act`] from the backend's own operations.
+fn conv_affine_act_generic<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    options: ConvOptions<2>,
+    act: Activation,
+) -> FloatTensor<B> {
+    let y = B::conv2d(x, weight, None, options);
+    let per_channel = |t: FloatTensor<B>| {
+        let c = t.shape().num_elements();
+        B::float_reshape(t, burn::tensor::Shape::new([1, c, 1, 1]))
+    };
+    let y = B::float_add(B::float_mul(y, per_channel(scale)), per_channel(shift));
+    crate::norm::activate_primitive::<B>(y, act)
+}
 
 /// The kernels' geometry for an f32 convolution they serve, else `None` (the caller falls back).
 fn flex_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
@@ -111,6 +142,24 @@ fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 }
 
 impl ConvKernels for Flex {
+    fn ffem_conv2d_affine_act(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, options: ConvOptions<2>, act: Activation) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options).filter(|_| scale.dtype() == DType::F32 && shift.dtype() == DType::F32) else {
+            return conv_affine_act_generic::<Flex>(x, weight, scale, shift, options, act);
+        };
+        let mut out = vec![0.0f32; g.output_len()];
+        with_f32(&x, |xs| {
+            with_f32(&weight, |ws| {
+                with_f32(&scale, |scale| {
+                    with_f32(&shift, |shift| {
+                        let epilogue = ffem_kernels::Epilogue { scale, shift, act };
+                        ffem_kernels::conv2d_forward_fused(&g, xs, ws, &epilogue, &mut out).expect("geometry checked")
+                    })
+                })
+            })
+        });
+        flex_f32(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
+    }
+
     fn ffem_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         let Some(g) = flex_geometry(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);
@@ -199,4 +248,44 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Some(bias) => y + bias.val().reshape([1, -1, 1, 1]),
         None => y,
     }
+}
+
+/// Convolution, batch norm and activation as one layer (`ConvBn`): on the CPU without autodiff
+/// (inference) one fused pass with the batch norm folded in; otherwise [`conv2d`] then
+/// [`crate::norm::batch_norm_act`].
+pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    let fused = cpu_kernels()
+        && conv.bias.is_none()
+        && x.dtype() == DType::F32
+        && !x.device().is_autodiff()
+        && matches!(x.device().as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
+        PaddingConfig2d::Same => None,
+    };
+    let (true, Some(padding)) = (fused, padding) else {
+        return crate::norm::batch_norm_act(bn, conv2d(conv, x), act);
+    };
+    let host = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("batch norm parameters are f32");
+    let (scale, shift) = ffem_kernels::Epilogue::batch_norm(
+        &host(bn.gamma.val()),
+        &host(bn.beta.val()),
+        &host(bn.running_mean.value()),
+        &host(bn.running_var.value()),
+        bn.epsilon,
+    );
+    let device = x.device();
+    let channels = scale.len();
+    let scale = Tensor::<1>::from_data(TensorData::new(scale, [channels]), &device);
+    let shift = Tensor::<1>::from_data(TensorData::new(shift, [channels]), &device);
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    Tensor::from_dispatch(<Dispatch as ConvKernels>::ffem_conv2d_affine_act(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        options,
+        act,
+    ))
 }

@@ -54,12 +54,12 @@ pub trait NormKernels: Backend {
         epsilon: f64,
         act: Activation,
     ) -> FloatTensor<Self> {
-        apply_generic::<Self>(Self::batch_norm(x, gamma, beta, mean, variance, epsilon), act)
+        activate_primitive::<Self>(Self::batch_norm(x, gamma, beta, mean, variance, epsilon), act)
     }
 }
 
 /// The activation from backend operations (differentiable where the backend is).
-fn apply_generic<B: Backend>(t: FloatTensor<B>, act: Activation) -> FloatTensor<B> {
+pub(crate) fn activate_primitive<B: Backend>(t: FloatTensor<B>, act: Activation) -> FloatTensor<B> {
     match act {
         Activation::Identity => t,
         Activation::Relu => B::relu(t),

@@ -12,8 +12,8 @@ use ffem_model::conv::conv2d;
 use ffem_model::norm::{activate, batch_norm_act};
 
 fn max_rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    let a: Vec<f32> = a.into_data().into_vec::<f32>().unwrap();
-    let b: Vec<f32> = b.into_data().into_vec::<f32>().unwrap();
+    let a: Vec<f32> = a.into_data().try_into_vec::<f32>().unwrap();
+    let b: Vec<f32> = b.into_data().try_into_vec::<f32>().unwrap();
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
@@ -129,5 +129,33 @@ impl FromInnerLike for Tensor<1> {
     /// A fresh trainable copy on `device`, sharing no storage or graph with `self`.
     fn from_inner_like(self, device: &Device) -> Tensor<1> {
         Tensor::from_data(self.into_data(), device)
+    }
+}
+
+/// Inference: one fused pass (batch norm folded into the convolution's output) equals burn's
+/// convolution, batch norm with running statistics, and activation.
+#[test]
+fn fused_inference_layer_matches_burn() {
+    use ffem_model::conv::conv_bn_act;
+    let device = Device::flex();
+    device.seed(7);
+    for (batch, cin, cout, size, k, s, groups) in [(2, 8, 16, 9, 1, 1, 1), (3, 3, 8, 16, 3, 2, 1), (2, 12, 12, 10, 5, 2, 12), (1, 6, 6, 7, 3, 1, 6)] {
+        for act in [Activation::Identity, Activation::Relu6, Activation::HardSwish] {
+            let p = (k - 1) / 2;
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_groups(groups)
+                .with_bias(false)
+                .init(&device);
+            let bn = batch_norm(cout, &device);
+            bn.running_mean.update(Tensor::random([cout], Distribution::Uniform(-0.5, 0.5), &device));
+            bn.running_var.update(Tensor::random([cout], Distribution::Uniform(0.5, 2.0), &device));
+            let x = Tensor::<4>::random([batch, cin, size, size], Distribution::Uniform(-2.0, 2.0), &device);
+            let fused = conv_bn_act(&conv, &bn, x.clone(), act);
+            let reference = activate(bn.forward(conv.forward(x)), act);
+            let e = max_rel_diff(fused, reference);
+            assert!(e < TOL, "{cin}->{cout} k{k} s{s} groups {groups} {act:?}: differs by {e:e}");
+        }
     }
 }

@@ -239,7 +239,7 @@ impl ConvBn {
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let act = self.act.map_or(ffem_kernels::Activation::Identity, |a| a.kernel());
-        crate::norm::batch_norm_act(&self.bn, crate::conv::conv2d(&self.conv, x), act)
+        crate::conv::conv_bn_act(&self.conv, &self.bn, x, act)
     }
 }
 
