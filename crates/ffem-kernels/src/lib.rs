@@ -8,8 +8,9 @@
 //! - a pointwise (1x1, stride 1) convolution is a GEMM per image in every direction
 //!   ([`gemm`](https://docs.rs/gemm) reaches BLAS-class speed),
 //! - any other ungrouped convolution (the 3x3 stem) goes through im2col and the same GEMMs,
-//! - a depthwise convolution (groups = channels) is a row stencil, vectorised for the CPU found at
-//!   run time (AVX2 + FMA where present),
+//! - a depthwise convolution (groups = channels) is a stencil over each padded plane, vectorised
+//!   for the CPU found at run time (AVX2 + FMA where present); on the small maps of the last
+//!   blocks it runs with the channels innermost instead,
 //! - batch normalisation and the activation after it are one pass forward and two backward.
 //!
 //! Results are deterministic for a given input whatever the thread count: work is split by image,
@@ -18,6 +19,7 @@
 pub mod alloc;
 mod dense;
 mod depthwise;
+mod depthwise_small;
 mod matmul;
 mod norm;
 mod simd;
@@ -166,6 +168,7 @@ pub fn conv2d_forward(
     match kind {
         ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, None),
         ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, None),
+        ConvKind::Depthwise if small_map(g) => depthwise_small::forward_with(g, input, weight, output, None),
         ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, None),
     }
     Ok(())
@@ -190,6 +193,7 @@ pub fn conv2d_forward_fused(
     match kind {
         ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, Some(epilogue)),
         ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, Some(epilogue)),
+        ConvKind::Depthwise if small_map(g) => depthwise_small::forward_with(g, input, weight, output, Some(epilogue)),
         ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, Some(epilogue)),
     }
     Ok(())
@@ -210,6 +214,7 @@ pub fn conv2d_backward_input(
     match kind {
         ConvKind::Pointwise => dense::pointwise_backward_input(g, weight, output_grad, input_grad),
         ConvKind::Dense => dense::im2col_backward_input(g, weight, output_grad, input_grad),
+        ConvKind::Depthwise if small_map(g) => depthwise_small::backward_input(g, weight, output_grad, input_grad),
         ConvKind::Depthwise => depthwise::backward_input(g, weight, output_grad, input_grad),
     }
     Ok(())
@@ -230,9 +235,15 @@ pub fn conv2d_backward_weight(
     match kind {
         ConvKind::Pointwise => dense::pointwise_backward_weight(g, input, output_grad, weight_grad),
         ConvKind::Dense => dense::im2col_backward_weight(g, input, output_grad, weight_grad),
+        ConvKind::Depthwise if g.in_h * g.in_w <= depthwise_small::MAX_PIXELS_WEIGHT_GRAD => depthwise_small::backward_weight(g, input, output_grad, weight_grad),
         ConvKind::Depthwise => depthwise::backward_weight(g, input, output_grad, weight_grad),
     }
     Ok(())
+}
+
+/// Depthwise maps small enough for the channels-innermost path.
+fn small_map(g: &ConvGeometry) -> bool {
+    g.in_h * g.in_w <= depthwise_small::MAX_PIXELS
 }
 
 /// Images per partial sum when a gradient is summed over the batch: fixed, so that the order of
