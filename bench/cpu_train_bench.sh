@@ -1,22 +1,77 @@
 #!/usr/bin/env bash
-# CPU training and inference throughput, ffem vs TensorFlow, on the seed's step-1 model
-# (MobileNetV3-Large minimalistic + flatten head, 112x112, batch 64, 2000 identities, Adam).
+# CPU training and inference throughput, ffem vs TensorFlow, in one run on the same cores:
+#   1. the seed's step-1 model (MobileNetV3-Large minimalistic + flatten head, L2-softmax, Adam)
+#      and MobileNetV3-Small + GNAP + ArcFace (SGD Nesterov), 112x112, batch 64, 2000 identities:
+#      training and bare-network inference images/s;
+#   2. `ffem embed --no-flip` end to end (read, decode, crop, embed) on LFW photos against the same
+#      job in tf.data + Keras (bench/tf_embed.py), step-1 network;
+#   3. the per-layer forward / forward+backward table of the step-1 backbone, with burn's own
+#      operations ("before") and with ffem's CPU kernels ("after").
+# The machine is shared and noisy: every measurement is repeated ROUNDS times, interleaved
+# (ffem, TensorFlow, ffem, ...), and the medians are compared.
+# Usage: bench/cpu_train_bench.sh   (ROUNDS=3 STEPS=10 EMBED_IMAGES=2000; FFEM_DATA for the faces)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DATA="$(cd "${FFEM_DATA:-../shared/data}" && pwd)"
+ROUNDS=${ROUNDS:-3}
+STEPS=${STEPS:-10}
+EMBED_IMAGES=${EMBED_IMAGES:-2000}
 VENV=.venv-tf
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q tensorflow-cpu numpy; }
 cargo build --release -q -p ffem-model --example bench_train
+cargo build --release -q -p ffem
 B=target/release/examples/bench_train
-ffem_train=$($B --device cpu --backbone large --minimalistic --head flatten --loss l2softmax --optimizer adam --batch 64 --classes 2000 --steps ${STEPS:-8} --warmup 2)
-echo "$ffem_train"
-ffem_infer=$($B --device cpu --backbone large --minimalistic --head flatten --batch 64 --steps ${STEPS:-8} --warmup 2 --infer)
-echo "$ffem_infer"
-tf=$("$VENV/bin/python" bench/tf_train.py --batch 64 --steps ${STEPS:-8} --warmup 2)
-echo "$tf"
-python3 - "$ffem_train" "$ffem_infer" "$tf" <<'PY'
-import re, sys
-f = lambda s: float(re.search(r"\]: ([0-9.]+) images/s", s).group(1))
-ft, fi, tfo = sys.argv[1], sys.argv[2], sys.argv[3].splitlines()
-print(f"training: ffem {f(ft):.1f} img/s vs TensorFlow {f(tfo[0]):.1f} img/s = {f(ft)/f(tfo[0]):.2f}x")
-print(f"inference: ffem {f(fi):.1f} img/s vs TensorFlow {f(tfo[1]):.1f} img/s = {f(fi)/f(tfo[1]):.2f}x")
+FFEM=target/release/ffem
+PY="$VENV/bin/python"
+STEP1=(--device cpu --backbone large --minimalistic --head flatten --batch 64)
+SMALL=(--device cpu --backbone small --head gnap --batch 64)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+LOG="$TMP/log"
+
+# A subset of LFW's list for the end-to-end runs, and an untrained step-1 model for ffem embed.
+"$PY" - "$DATA/lfw/image_list.json" "$TMP/lfw.json" "$EMBED_IMAGES" <<'PY'
+import json, sys
+entries = list(json.load(open(sys.argv[1])).items())[: int(sys.argv[3])]
+json.dump(dict(entries), open(sys.argv[2], "w"))
 PY
+$B "${STEP1[@]}" --save-model "$TMP/step1_model" > /dev/null
+
+for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS"
+    $B "${STEP1[@]}" --loss l2softmax --optimizer adam --classes 2000 --steps "$STEPS" --warmup 2 | sed 's/^/step1 /' | tee -a "$LOG"
+    $B "${STEP1[@]}" --steps "$STEPS" --warmup 2 --infer | sed 's/^/step1 /' | tee -a "$LOG"
+    $B "${SMALL[@]}" --loss arcface --optimizer sgd --classes 2000 --steps "$STEPS" --warmup 2 | sed 's/^/small /' | tee -a "$LOG"
+    $B "${SMALL[@]}" --steps "$STEPS" --warmup 2 --infer | sed 's/^/small /' | tee -a "$LOG"
+    "$PY" bench/tf_train.py --model step1 --steps "$STEPS" --warmup 2 2>/dev/null | grep '^tensorflow' | sed 's/^/step1 /' | tee -a "$LOG"
+    "$PY" bench/tf_train.py --model small_gnap --steps "$STEPS" --warmup 2 2>/dev/null | grep '^tensorflow' | sed 's/^/small /' | tee -a "$LOG"
+    t0=$(date +%s.%N)
+    $FFEM embed "$TMP/step1_model" "$TMP/lfw.json" --root "$DATA/lfw/lfw-deepfunneled" --no-flip --output "$TMP/e.npy" 2> /dev/null
+    t1=$(date +%s.%N)
+    python3 -c "print(f'embed ffem embed end to end [$EMBED_IMAGES images, step-1 network]: {$EMBED_IMAGES / ($t1 - $t0):.1f} images/s')" | tee -a "$LOG"
+    PYTHONPATH=bench "$PY" bench/tf_embed.py "$TMP/lfw.json" "$DATA/lfw/lfw-deepfunneled" 2>/dev/null | grep '^tensorflow' | sed 's/^/embed /' | tee -a "$LOG"
+done
+
+echo
+echo "== medians of $ROUNDS rounds (ratio = ffem / TensorFlow)"
+python3 - "$LOG" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\w+) (ffem|tensorflow) (training|inference|embed)\b.*?: ([0-9.]+) images/s", line)
+    if m:
+        rows.setdefault((m[1], m[3], m[2]), []).append(float(m[4]))
+names = {"step1": "seed's step-1 model (Large minimalistic + flatten)", "small": "MobileNetV3-Small + GNAP + ArcFace", "embed": "embed end to end, LFW photos"}
+for (model, kind) in [("step1", "training"), ("small", "training"), ("step1", "inference"), ("small", "inference"), ("embed", "embed")]:
+    f, t = rows.get((model, kind, "ffem")), rows.get((model, kind, "tensorflow"))
+    if f and t:
+        fm, tm = statistics.median(f), statistics.median(t)
+        print(f"{names[model]:<52} {kind:<9} ffem {fm:8.1f} img/s  TensorFlow {tm:8.1f} img/s  = {fm / tm:.2f}x")
+PY
+
+echo
+echo "== per-layer profile of the step-1 backbone, batch 64: burn's operations (before)"
+$B "${STEP1[@]}" --steps 3 --profile --burn-ops
+echo
+echo "== the same with ffem's CPU kernels (after)"
+$B "${STEP1[@]}" --steps 3 --profile

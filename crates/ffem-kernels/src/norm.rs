@@ -167,36 +167,47 @@ fn apply_affine(s: NormShape, x: &[f32], scale: &[f32], shift: &[f32], act: Acti
     });
 }
 
-/// Sum and sum of squared deviations from `centre` of one plane, in f64 across eight f32 lanes.
+/// Values summed in f32 lanes before the lanes are added into f64: small enough that f32
+/// rounding stays far below the statistics' own noise, large enough that the f64 step is rare.
+const FLUSH: usize = 4096;
+
+/// Sum and sum of squared deviations from `centre` of one channel (its plane in every image), in
+/// eight f32 lanes flushed into f64 every [`FLUSH`] values. One call per channel rather than per
+/// plane: the 4x4 and 7x7 maps of the last blocks have too few values per plane to pay for a call.
 #[inline(always)]
-fn plane_moments<const FMA: bool>(x: &[f32], centre: f32) -> (f64, f64) {
+fn channel_moments<const FMA: bool>(x: &[f32], s: NormShape, c: usize, centre: f32, out: &mut (f64, f64)) {
+    let (mut total, mut total_sq) = (0.0f64, 0.0f64);
     let mut sum = [0.0f32; 8];
     let mut sq = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            let d = c[i] - centre;
-            sum[i] += d;
-            sq[i] = madd::<FMA>(d, d, sq[i]);
+    let mut pending = 0usize;
+    for n in 0..s.batch {
+        let plane = &x[(n * s.channels + c) * s.spatial..][..s.spatial];
+        let chunks = plane.chunks_exact(8);
+        for &v in chunks.remainder() {
+            let d = v - centre;
+            sum[0] += d;
+            sq[0] = madd::<FMA>(d, d, sq[0]);
+        }
+        for ch in chunks {
+            for i in 0..8 {
+                let d = ch[i] - centre;
+                sum[i] += d;
+                sq[i] = madd::<FMA>(d, d, sq[i]);
+            }
+        }
+        pending += s.spatial;
+        if pending >= FLUSH || n + 1 == s.batch {
+            total += sum.iter().map(|&v| v as f64).sum::<f64>();
+            total_sq += sq.iter().map(|&v| v as f64).sum::<f64>();
+            sum = [0.0; 8];
+            sq = [0.0; 8];
+            pending = 0;
         }
     }
-    let mut s: f64 = sum.iter().map(|&v| v as f64).sum();
-    let mut q: f64 = sq.iter().map(|&v| v as f64).sum();
-    for &v in rest {
-        let d = (v - centre) as f64;
-        s += d;
-        q += d * d;
-    }
-    (s, q)
+    *out = (total, total_sq);
 }
 
-dispatch!(fn plane_moments_into(x: &[f32], centre: f32, out: &mut (f64, f64)) => plane_moments_out);
-
-#[inline(always)]
-fn plane_moments_out<const FMA: bool>(x: &[f32], centre: f32, out: &mut (f64, f64)) {
-    *out = plane_moments::<FMA>(x, centre);
-}
+dispatch!(fn channel_moments_any(x: &[f32], s: NormShape, c: usize, centre: f32, out: &mut (f64, f64)) => channel_moments);
 
 /// Training-mode forward: normalises with the batch's own mean and (biased) variance, which are
 /// written to `mean` and `var`, then applies `act`. Overwrites `y`.
@@ -219,14 +230,9 @@ pub fn batch_norm_act_train(
     // cancellation of sum(x^2) - n mean^2 when the mean is large against the spread.
     mean.par_iter_mut().zip(var.par_iter_mut()).enumerate().for_each(|(c, (m, v))| {
         let centre = x[c * s.spatial];
-        let (mut sum, mut sq) = (0.0f64, 0.0f64);
-        for n in 0..s.batch {
-            let plane = &x[(n * s.channels + c) * s.spatial..][..s.spatial];
-            let mut part = (0.0, 0.0);
-            plane_moments_into(plane, centre, &mut part);
-            sum += part.0;
-            sq += part.1;
-        }
+        let mut moments = (0.0, 0.0);
+        channel_moments_any(x, s, c, centre, &mut moments);
+        let (sum, sq) = moments;
         let shifted_mean = sum / count;
         *m = (centre as f64 + shifted_mean) as f32;
         *v = (sq / count - shifted_mean * shifted_mean).max(0.0) as f32;
@@ -255,38 +261,50 @@ pub fn batch_norm_act_infer(
     apply_affine(s, x, &scale, &shift, act, y);
 }
 
-/// Per plane: `sum(dz)` and `sum(dz * xhat)` where `dz = dy * act'(z)`, `z = x * scale + shift`,
-/// `xhat = (x - mean) * inv_std`.
+/// Per channel (every image's plane): `sum(dz)` and `sum(dz * xhat)` where `dz = dy * act'(z)`,
+/// `z = x * scale + shift`, `xhat = (x - mean) * inv_std`; f32 lanes flushed into f64 as in
+/// [`channel_moments`].
 #[inline(always)]
-fn plane_grad_sums_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], p: [f32; 4], out: &mut (f64, f64)) {
+fn channel_grad_sums_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], s: NormShape, c: usize, p: [f32; 4], out: &mut (f64, f64)) {
     let [scale, shift, mean, inv_std] = p;
+    let (mut total_d, mut total_dx) = (0.0f64, 0.0f64);
     let mut sd = [0.0f32; 8];
     let mut sdx = [0.0f32; 8];
-    let (xc, gc) = (x.chunks_exact(8), dy.chunks_exact(8));
-    let (xr, gr) = (xc.remainder(), gc.remainder());
-    for (xs, gs) in xc.zip(gc) {
-        for i in 0..8 {
-            let dz = gs[i] * derivative::<A>(madd::<FMA>(xs[i], scale, shift));
-            sd[i] += dz;
-            sdx[i] = madd::<FMA>(dz, (xs[i] - mean) * inv_std, sdx[i]);
+    let mut pending = 0usize;
+    for n in 0..s.batch {
+        let off = (n * s.channels + c) * s.spatial;
+        let (xp, gp) = (&x[off..][..s.spatial], &dy[off..][..s.spatial]);
+        let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
+        for (&xv, &g) in xc.remainder().iter().zip(gc.remainder()) {
+            let dz = g * derivative::<A>(madd::<FMA>(xv, scale, shift));
+            sd[0] += dz;
+            sdx[0] = madd::<FMA>(dz, (xv - mean) * inv_std, sdx[0]);
+        }
+        for (xs, gs) in xc.zip(gc) {
+            for i in 0..8 {
+                let dz = gs[i] * derivative::<A>(madd::<FMA>(xs[i], scale, shift));
+                sd[i] += dz;
+                sdx[i] = madd::<FMA>(dz, (xs[i] - mean) * inv_std, sdx[i]);
+            }
+        }
+        pending += s.spatial;
+        if pending >= FLUSH || n + 1 == s.batch {
+            total_d += sd.iter().map(|&v| v as f64).sum::<f64>();
+            total_dx += sdx.iter().map(|&v| v as f64).sum::<f64>();
+            sd = [0.0; 8];
+            sdx = [0.0; 8];
+            pending = 0;
         }
     }
-    let mut a: f64 = sd.iter().map(|&v| v as f64).sum();
-    let mut b: f64 = sdx.iter().map(|&v| v as f64).sum();
-    for (&xv, &g) in xr.iter().zip(gr) {
-        let dz = (g * derivative::<A>(madd::<FMA>(xv, scale, shift))) as f64;
-        a += dz;
-        b += dz * ((xv - mean) * inv_std) as f64;
-    }
-    *out = (a, b);
+    *out = (total_d, total_dx);
 }
 
 #[inline(always)]
-fn plane_grad_sums<const FMA: bool>(x: &[f32], dy: &[f32], p: [f32; 4], act: Activation, out: &mut (f64, f64)) {
-    by_activation!(act, plane_grad_sums_act::<FMA>(x, dy, p, out))
+fn channel_grad_sums<const FMA: bool>(x: &[f32], dy: &[f32], s: NormShape, c: usize, p: [f32; 4], act: Activation, out: &mut (f64, f64)) {
+    by_activation!(act, channel_grad_sums_act::<FMA>(x, dy, s, c, p, out))
 }
 
-dispatch!(fn plane_grad_sums_any(x: &[f32], dy: &[f32], p: [f32; 4], act: Activation, out: &mut (f64, f64)) => plane_grad_sums);
+dispatch!(fn channel_grad_sums_any(x: &[f32], dy: &[f32], s: NormShape, c: usize, p: [f32; 4], act: Activation, out: &mut (f64, f64)) => channel_grad_sums);
 
 /// `dx = k * (dz - a - xhat * b)` with `k = gamma * inv_std`, `a = mean(dz)`, `b = mean(dz xhat)`.
 #[inline(always)]
@@ -330,16 +348,10 @@ pub fn batch_norm_act_train_backward(
     let (scale, shift) = affine(gamma, beta, mean, var, eps);
     let inv_std: Vec<f32> = var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
     dbeta.par_iter_mut().zip(dgamma.par_iter_mut()).enumerate().for_each(|(c, (db, dg))| {
-        let (mut a, mut b) = (0.0f64, 0.0f64);
-        for n in 0..s.batch {
-            let off = (n * s.channels + c) * s.spatial;
-            let mut part = (0.0, 0.0);
-            plane_grad_sums_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], [scale[c], shift[c], mean[c], inv_std[c]], act, &mut part);
-            a += part.0;
-            b += part.1;
-        }
-        *db = a as f32;
-        *dg = b as f32;
+        let mut sums = (0.0, 0.0);
+        channel_grad_sums_any(x, dy, s, c, [scale[c], shift[c], mean[c], inv_std[c]], act, &mut sums);
+        *db = sums.0 as f32;
+        *dg = sums.1 as f32;
     });
     let count = (s.batch * s.spatial) as f32;
     dx.par_chunks_mut(s.spatial).enumerate().for_each(|(i, out)| {

@@ -3,7 +3,7 @@
 //!
 //! Flags: `--device cpu|vulkan --backbone large|small --minimalistic --head gnap|gdc|flatten
 //! --loss l2softmax|arcface --optimizer adam|sgd --batch 64 --classes 2000 --image 112 --steps 10
-//! --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops`
+//! --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops --save-model DIR`
 //! (`--burn-ops`: burn's own operations instead of ffem's CPU kernels, the "before" column). Steps are synchronised by reading the loss back.
 
 use std::time::Instant;
@@ -120,6 +120,12 @@ pub fn bench_train(args: &[String]) -> String {
         cfg.loss,
         if burn_ops { ", burn's operations" } else { "" }
     );
+    if let Some(dir) = args.iter().position(|a| a == "--save-model").and_then(|i| args.get(i + 1)) {
+        // A freshly initialised model of this architecture, for end-to-end `ffem embed` timing.
+        let model = cfg.model().init(&device).valid();
+        crate::model::save_model(std::path::Path::new(dir), &cfg.model(), &model).unwrap_or_else(|e| panic!("--save-model {dir}: {e}"));
+        return format!("saved an untrained [{label}] model to {dir}");
+    }
     if args.iter().any(|a| a == "--profile") {
         return profile_layers(&cfg, &device, batch, steps.max(1));
     }

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Training and embedding free and allocate the same activation-sized buffers every batch; this
+/// allocator keeps them instead of returning them to the kernel (see `ffem_kernels::alloc`).
+#[global_allocator]
+static ALLOCATOR: ffem_kernels::alloc::BlockCache = ffem_kernels::alloc::BlockCache;
+
 /// Train and use face-embedding models.
 #[derive(Parser)]
 #[command(name = "ffem", version, about, long_about = None)]
