@@ -54,4 +54,18 @@ fn main() {
         let mb = (g.input_len() + g.output_len()) as f64 * 4.0 / 1e6;
         println!("{name:<28} {f:>9.2} {bx:>9.2} {bw:>9.2} {mb:>10.1}");
     }
+    println!("\n{:<28} {:>9} {:>9} {:>10}", "batch norm + ReLU6 (batch 64)", "fwd ms", "bwd ms", "MB moved");
+    for (channels, size) in [(64, 56), (72, 28), (672, 7)] {
+        let s = ffem_kernels::NormShape { batch: 64, channels, spatial: size * size };
+        let n = 64 * channels * size * size;
+        let x: Vec<f32> = (0..n).map(|i| (i % 101) as f32 * 0.05 - 2.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| (i % 89) as f32 * 0.01).collect();
+        let (gamma, beta) = (vec![1.0f32; channels], vec![0.1f32; channels]);
+        let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
+        let (mut mean, mut var, mut dg, mut db) = (vec![0.0; channels], vec![0.0; channels], vec![0.0; channels], vec![0.0; channels]);
+        let act = ffem_kernels::Activation::Relu6;
+        let f = time(repeats, || ffem_kernels::batch_norm_act_train(s, &x, &gamma, &beta, 1e-3, act, &mut y, &mut mean, &mut var));
+        let b = time(repeats, || ffem_kernels::batch_norm_act_train_backward(s, &x, &dy, &gamma, &beta, &mean, &var, 1e-3, act, &mut dx, &mut dg, &mut db));
+        println!("{:<28} {f:>9.2} {b:>9.2} {:>10.1}", format!("c{channels} @{size}"), n as f64 * 8.0 / 1e6);
+    }
 }

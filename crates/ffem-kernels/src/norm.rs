@@ -44,6 +44,8 @@ const RELU6: u8 = 2;
 const HARD_SWISH: u8 = 3;
 
 
+/// The activation's derivative at `z`, written with non-short-circuit comparisons so that it
+/// compiles to vector selects; at the kinks, the one-sided value PyTorch uses.
 #[inline(always)]
 fn derivative<const A: u8>(z: f32) -> f32 {
     match A {
@@ -52,11 +54,11 @@ fn derivative<const A: u8>(z: f32) -> f32 {
             if z > 0.0 { 1.0 } else { 0.0 }
         }
         RELU6 => {
-            if z > 0.0 && z < 6.0 { 1.0 } else { 0.0 }
+            if (z > 0.0) & (z < 6.0) { 1.0 } else { 0.0 }
         }
         _ => {
-            let mid = z * (1.0 / 3.0) + 0.5;
-            if z < -3.0 { 0.0 } else if z <= 3.0 { mid } else { 1.0 }
+            let inner = if z > 3.0 { 1.0 } else { z * (1.0 / 3.0) + 0.5 };
+            if z < -3.0 { 0.0 } else { inner }
         }
     }
 }
