@@ -5,6 +5,8 @@
 #      training and bare-network inference images/s;
 #   2. `ffem embed --no-flip` end to end (read, decode, crop, embed) on LFW photos against the same
 #      job in tf.data + Keras (bench/tf_embed.py), step-1 network;
+#   inference and embedding both with burn (ffem's kernels, the default) and with the optional
+#   ONNX Runtime engine (`--features onnxruntime`; the library from scripts/fetch-onnxruntime.sh);
 #   3. the per-layer forward / forward+backward table of the step-1 backbone, with burn's own
 #      operations ("before") and with ffem's CPU kernels ("after").
 # The machine is shared and noisy: every measurement is repeated ROUNDS times, interleaved
@@ -18,8 +20,9 @@ STEPS=${STEPS:-10}
 EMBED_IMAGES=${EMBED_IMAGES:-2000}
 VENV=.venv-tf
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q tensorflow-cpu numpy; }
-cargo build --release -q -p ffem-model --example bench_train
-cargo build --release -q -p ffem
+scripts/fetch-onnxruntime.sh > /dev/null
+cargo build --release -q -p ffem-model --example bench_train --features onnxruntime
+cargo build --release -q -p ffem --features onnxruntime
 B=target/release/examples/bench_train
 FFEM=target/release/ffem
 PY="$VENV/bin/python"
@@ -43,12 +46,18 @@ for round in $(seq "$ROUNDS"); do
     $B "${STEP1[@]}" --steps "$STEPS" --warmup 2 --infer | sed 's/^/step1 /' | tee -a "$LOG"
     $B "${SMALL[@]}" --loss arcface --optimizer sgd --classes 2000 --steps "$STEPS" --warmup 2 | sed 's/^/small /' | tee -a "$LOG"
     $B "${SMALL[@]}" --steps "$STEPS" --warmup 2 --infer | sed 's/^/small /' | tee -a "$LOG"
+    $B "${STEP1[@]}" --steps "$STEPS" --warmup 2 --infer --engine onnxruntime | sed 's/^/step1-ort /' | tee -a "$LOG"
+    $B "${SMALL[@]}" --steps "$STEPS" --warmup 2 --infer --engine onnxruntime | sed 's/^/small-ort /' | tee -a "$LOG"
     "$PY" bench/tf_train.py --model step1 --steps "$STEPS" --warmup 2 2>/dev/null | grep '^tensorflow' | sed 's/^/step1 /' | tee -a "$LOG"
     "$PY" bench/tf_train.py --model small_gnap --steps "$STEPS" --warmup 2 2>/dev/null | grep '^tensorflow' | sed 's/^/small /' | tee -a "$LOG"
     t0=$(date +%s.%N)
     $FFEM embed "$TMP/step1_model" "$TMP/lfw.json" --root "$DATA/lfw/lfw-deepfunneled" --no-flip --output "$TMP/e.npy" 2> /dev/null
     t1=$(date +%s.%N)
     python3 -c "print(f'embed ffem embed end to end [$EMBED_IMAGES images, step-1 network]: {$EMBED_IMAGES / ($t1 - $t0):.1f} images/s')" | tee -a "$LOG"
+    t0=$(date +%s.%N)
+    $FFEM embed "$TMP/step1_model" "$TMP/lfw.json" --root "$DATA/lfw/lfw-deepfunneled" --no-flip --output "$TMP/e.npy" --engine onnxruntime 2> /dev/null
+    t1=$(date +%s.%N)
+    python3 -c "print(f'embed-ort ffem embed end to end [$EMBED_IMAGES images, step-1 network, onnxruntime]: {$EMBED_IMAGES / ($t1 - $t0):.1f} images/s')" | tee -a "$LOG"
     PYTHONPATH=bench "$PY" bench/tf_embed.py "$TMP/lfw.json" "$DATA/lfw/lfw-deepfunneled" 2>/dev/null | grep '^tensorflow' | sed 's/^/embed /' | tee -a "$LOG"
 done
 
@@ -58,15 +67,21 @@ python3 - "$LOG" <<'PY'
 import re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"(\w+) (ffem|tensorflow) (training|inference|embed)\b.*?: ([0-9.]+) images/s", line)
+    m = re.match(r"([\w-]+) (ffem|tensorflow) (training|inference|embed)\b.*?: ([0-9.]+) images/s", line)
     if m:
         rows.setdefault((m[1], m[3], m[2]), []).append(float(m[4]))
-names = {"step1": "seed's step-1 model (Large minimalistic + flatten)", "small": "MobileNetV3-Small + GNAP + ArcFace", "embed": "embed end to end, LFW photos"}
-for (model, kind) in [("step1", "training"), ("small", "training"), ("step1", "inference"), ("small", "inference"), ("embed", "embed")]:
-    f, t = rows.get((model, kind, "ffem")), rows.get((model, kind, "tensorflow"))
+step1, small = "seed's step-1 model (Large minimalistic + flatten)", "MobileNetV3-Small + GNAP + ArcFace"
+table = [
+    ("training", step1, "step1", "step1"), ("training", small, "small", "small"),
+    ("inference", step1, "step1", "step1"), ("inference", small, "small", "small"),
+    ("inference", step1 + ", onnxruntime", "step1-ort", "step1"), ("inference", small + ", onnxruntime", "small-ort", "small"),
+    ("embed", "ffem embed end to end, LFW photos", "embed", "embed"), ("embed", "ffem embed end to end, onnxruntime", "embed-ort", "embed"),
+]
+for kind, name, fkey, tkey in table:
+    f, t = rows.get((fkey, kind, "ffem")), rows.get((tkey, kind, "tensorflow"))
     if f and t:
         fm, tm = statistics.median(f), statistics.median(t)
-        print(f"{names[model]:<52} {kind:<9} ffem {fm:8.1f} img/s  TensorFlow {tm:8.1f} img/s  = {fm / tm:.2f}x")
+        print(f"{kind:<9} {name:<58} ffem {fm:8.1f} img/s  TensorFlow {tm:8.1f} img/s  = {fm / tm:.2f}x")
 PY
 
 echo

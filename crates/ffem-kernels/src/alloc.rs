@@ -41,11 +41,18 @@ unsafe impl Sync for Locked {}
 
 static CACHE: Locked = Locked {
     busy: AtomicBool::new(false),
-    cache: std::cell::UnsafeCell::new(Cache { slots: [(0, 0, 0); SLOTS], bytes: 0 }),
+    cache: std::cell::UnsafeCell::new(Cache {
+        slots: [(0, 0, 0); SLOTS],
+        bytes: 0,
+    }),
 };
 
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
-    while CACHE.busy.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while CACHE
+        .busy
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         std::hint::spin_loop();
     }
     // SAFETY: the lock is held until the store below.
@@ -56,7 +63,10 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
 
 fn take(layout: Layout) -> Option<*mut u8> {
     with_cache(|c| {
-        let slot = c.slots.iter_mut().find(|s| s.0 == layout.size() && s.1 == layout.align())?;
+        let slot = c
+            .slots
+            .iter_mut()
+            .find(|s| s.0 == layout.size() && s.1 == layout.align())?;
         let ptr = slot.2 as *mut u8;
         *slot = (0, 0, 0);
         c.bytes -= layout.size();
@@ -69,7 +79,9 @@ fn keep(ptr: *mut u8, layout: Layout) -> bool {
         if c.bytes + layout.size() > MAX_CACHED {
             return false;
         }
-        let Some(slot) = c.slots.iter_mut().find(|s| s.0 == 0) else { return false };
+        let Some(slot) = c.slots.iter_mut().find(|s| s.0 == 0) else {
+            return false;
+        };
         *slot = (layout.size(), layout.align(), ptr as usize);
         c.bytes += layout.size();
         true

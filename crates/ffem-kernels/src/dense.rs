@@ -24,12 +24,16 @@ where
 
 /// Sums per-image contributions to a weight-sized gradient: images are taken in fixed chunks of
 /// [`BATCH_CHUNK`], each chunk accumulates into its own buffer, and the buffers are added in order.
-fn sum_over_batch<F>(batch: usize, out: &mut [f32], f: F)
+pub(crate) fn sum_over_batch<F>(batch: usize, out: &mut [f32], f: F)
 where
     F: Fn(std::ops::Range<usize>, &mut [f32], Threads) + Sync,
 {
     let starts: Vec<usize> = (0..batch).step_by(BATCH_CHUNK).collect();
-    let threads = if starts.len() >= rayon::current_num_threads() { Threads::One } else { Threads::All };
+    let threads = if starts.len() >= rayon::current_num_threads() {
+        Threads::One
+    } else {
+        Threads::All
+    };
     let parts: Vec<Vec<f32>> = starts
         .par_iter()
         .map(|&start| {
@@ -57,7 +61,12 @@ unsafe impl Sync for Chunks<'_> {}
 impl<'a> Chunks<'a> {
     fn new(data: &'a mut [f32], chunk: usize) -> Self {
         assert_eq!(data.len() % chunk, 0);
-        Chunks { ptr: data.as_mut_ptr(), len: data.len(), chunk, _borrow: std::marker::PhantomData }
+        Chunks {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            chunk,
+            _borrow: std::marker::PhantomData,
+        }
     }
 
     /// The `i`-th piece. Each index must be requested by one task only.
@@ -70,7 +79,13 @@ impl<'a> Chunks<'a> {
     }
 }
 
-pub(crate) fn pointwise_forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
+pub(crate) fn pointwise_forward_with(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    output: &mut [f32],
+    epilogue: Option<&Epilogue>,
+) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, ci);
     let out = Chunks::new(output, co * hw);
@@ -84,7 +99,12 @@ pub(crate) fn pointwise_forward_with(g: &ConvGeometry, input: &[f32], weight: &[
     });
 }
 
-pub(crate) fn pointwise_backward_input(g: &ConvGeometry, weight: &[f32], output_grad: &[f32], input_grad: &mut [f32]) {
+pub(crate) fn pointwise_backward_input(
+    g: &ConvGeometry,
+    weight: &[f32],
+    output_grad: &[f32],
+    input_grad: &mut [f32],
+) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let wt = View::transposed(weight, co, ci);
     let dx = Chunks::new(input_grad, ci * hw);
@@ -94,7 +114,12 @@ pub(crate) fn pointwise_backward_input(g: &ConvGeometry, weight: &[f32], output_
     });
 }
 
-pub(crate) fn pointwise_backward_weight(g: &ConvGeometry, input: &[f32], output_grad: &[f32], weight_grad: &mut [f32]) {
+pub(crate) fn pointwise_backward_weight(
+    g: &ConvGeometry,
+    input: &[f32],
+    output_grad: &[f32],
+    weight_grad: &mut [f32],
+) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     sum_over_batch(g.batch, weight_grad, |images, acc, threads| {
         for n in images {
@@ -107,14 +132,31 @@ pub(crate) fn pointwise_backward_weight(g: &ConvGeometry, input: &[f32], output_
 
 /// Rows of the patch matrix (`Ci*Kh*Kw`) and its columns (`Ho*Wo`).
 fn col_dims(g: &ConvGeometry) -> (usize, usize) {
-    (g.in_channels * g.kernel[0] * g.kernel[1], g.out_h() * g.out_w())
+    (
+        g.in_channels * g.kernel[0] * g.kernel[1],
+        g.out_h() * g.out_w(),
+    )
 }
 
 /// The output columns `ow` whose input column `ow * stride + k - pad` lies inside `0..width`.
-pub(crate) fn valid_range(out: usize, width: usize, k: usize, stride: usize, pad: usize) -> std::ops::Range<usize> {
+pub(crate) fn valid_range(
+    out: usize,
+    width: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> std::ops::Range<usize> {
     // ow * stride + k >= pad  and  ow * stride + k - pad <= width - 1
-    let lo = if pad > k { (pad - k).div_ceil(stride) } else { 0 };
-    let hi = if width + pad > k { ((width + pad - k - 1) / stride + 1).min(out) } else { 0 };
+    let lo = if pad > k {
+        (pad - k).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if width + pad > k {
+        ((width + pad - k - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
     lo.min(hi)..hi
 }
 
@@ -179,7 +221,13 @@ fn col2im_add(g: &ConvGeometry, col: &[f32], image_grad: &mut [f32]) {
     }
 }
 
-pub(crate) fn im2col_forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
+pub(crate) fn im2col_forward_with(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    output: &mut [f32],
+    epilogue: Option<&Epilogue>,
+) {
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, rows);
@@ -195,21 +243,37 @@ pub(crate) fn im2col_forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32
     });
 }
 
-pub(crate) fn im2col_backward_input(g: &ConvGeometry, weight: &[f32], output_grad: &[f32], input_grad: &mut [f32]) {
+pub(crate) fn im2col_backward_input(
+    g: &ConvGeometry,
+    weight: &[f32],
+    output_grad: &[f32],
+    input_grad: &mut [f32],
+) {
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let wt = View::transposed(weight, co, rows);
     let dx = Chunks::new(input_grad, ci * hw);
     for_each_image(g.batch, |n, threads| {
         let mut dcol = vec![0.0f32; rows * cols];
-        gemm(&mut dcol, false, wt, View::rows(&output_grad[n * co * cols..(n + 1) * co * cols], co, cols), threads);
+        gemm(
+            &mut dcol,
+            false,
+            wt,
+            View::rows(&output_grad[n * co * cols..(n + 1) * co * cols], co, cols),
+            threads,
+        );
         let image_grad = dx.get(n);
         image_grad.fill(0.0);
         col2im_add(g, &dcol, image_grad);
     });
 }
 
-pub(crate) fn im2col_backward_weight(g: &ConvGeometry, input: &[f32], output_grad: &[f32], weight_grad: &mut [f32]) {
+pub(crate) fn im2col_backward_weight(
+    g: &ConvGeometry,
+    input: &[f32],
+    output_grad: &[f32],
+    weight_grad: &mut [f32],
+) {
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     sum_over_batch(g.batch, weight_grad, |images, acc, threads| {

@@ -12,8 +12,8 @@
 
 use rayon::prelude::*;
 
-use crate::{ConvGeometry, Epilogue};
 use crate::simd::{dispatch, dot, madd};
+use crate::{ConvGeometry, Epilogue};
 
 /// Per-plane sizes and the phase-split buffer's layout.
 #[derive(Clone, Copy)]
@@ -73,7 +73,9 @@ impl Plane {
     /// Where tap `(ky, kx)` starts reading in the buffer.
     #[inline(always)]
     fn tap_start(&self, ky: usize, kx: usize) -> usize {
-        ((ky % self.sh) * self.sw + kx % self.sw) * self.sub_len() + (ky / self.sh) * self.wq() + kx / self.sw
+        ((ky % self.sh) * self.sw + kx % self.sw) * self.sub_len()
+            + (ky / self.sh) * self.wq()
+            + kx / self.sw
     }
 
     /// For sub-plane phase `b` along one axis (stride `s`, padding `p`, input length `n`, sub
@@ -82,7 +84,11 @@ impl Plane {
     fn phase_run(b: usize, s: usize, p: usize, n: usize, len: usize) -> (usize, usize, usize) {
         let first = (b + s - p % s) % s;
         let pos = (first + p) / s;
-        let available = if first < n { (n - first).div_ceil(s) } else { 0 };
+        let available = if first < n {
+            (n - first).div_ceil(s)
+        } else {
+            0
+        };
         (first, pos, available.min(len.saturating_sub(pos)))
     }
 
@@ -174,7 +180,8 @@ fn forward_flat<const FMA: bool>(p: &Plane, x: &[f32], k: &[f32], s: &mut Scratc
     let n = p.flat_len();
     s.flat.clear();
     // The first tap writes, the others add: no separate zeroing pass.
-    s.flat.extend(s.buf[p.tap_start(0, 0)..][..n].iter().map(|&v| k[0] * v));
+    s.flat
+        .extend(s.buf[p.tap_start(0, 0)..][..n].iter().map(|&v| k[0] * v));
     for ky in 0..p.kh {
         for kx in 0..p.kw {
             if ky == 0 && kx == 0 {
@@ -214,7 +221,13 @@ fn forward_plane<const FMA: bool>(p: Plane, x: &[f32], k: &[f32], y: &mut [f32],
 }
 
 #[inline(always)]
-fn backward_input_plane<const FMA: bool>(p: Plane, k: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch) {
+fn backward_input_plane<const FMA: bool>(
+    p: Plane,
+    k: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    s: &mut Scratch,
+) {
     if let Some(t) = p.transposed() {
         let mut kernel = std::mem::take(&mut s.kernel);
         kernel.clear();
@@ -242,7 +255,12 @@ fn backward_input_plane<const FMA: bool>(p: Plane, k: &[f32], dy: &[f32], dx: &m
 
 /// `acc[t] += dy . buf[start(t)..]` for `K` taps in one pass over `dy`, eight lanes per tap.
 #[inline(always)]
-fn dots<const FMA: bool, const K: usize>(dy: &[f32], buf: &[f32], starts: &[usize], acc: &mut [f32]) {
+fn dots<const FMA: bool, const K: usize>(
+    dy: &[f32],
+    buf: &[f32],
+    starts: &[usize],
+    acc: &mut [f32],
+) {
     let n = dy.len();
     let mut taps: [&[f32]; K] = [&[]; K];
     for t in 0..K {
@@ -271,7 +289,13 @@ fn dots<const FMA: bool, const K: usize>(dy: &[f32], buf: &[f32], starts: &[usiz
 
 /// Adds one image's contribution to one channel's filter gradient (`acc`, `Kh*Kw`).
 #[inline(always)]
-fn backward_weight_plane<const FMA: bool>(p: Plane, x: &[f32], dy: &[f32], acc: &mut [f32], s: &mut Scratch) {
+fn backward_weight_plane<const FMA: bool>(
+    p: Plane,
+    x: &[f32],
+    dy: &[f32],
+    acc: &mut [f32],
+    s: &mut Scratch,
+) {
     s.buf.resize(p.buffer_len(), 0.0);
     p.fill(x, &mut s.buf);
     expand(&p, dy, &mut s.flat);
@@ -299,37 +323,80 @@ dispatch!(fn forward_plane_any(p: Plane, x: &[f32], k: &[f32], y: &mut [f32], s:
 dispatch!(fn backward_input_plane_any(p: Plane, k: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch) => backward_input_plane);
 dispatch!(fn backward_weight_plane_any(p: Plane, x: &[f32], dy: &[f32], acc: &mut [f32], s: &mut Scratch) => backward_weight_plane);
 
-pub(crate) fn forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
+pub(crate) fn forward_with(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    output: &mut [f32],
+    epilogue: Option<&Epilogue>,
+) {
     let p = Plane::of(g);
     let (isz, osz, ksz, channels) = (p.h * p.w, p.ho * p.wo, p.kh * p.kw, g.in_channels);
-    output.par_chunks_mut(osz).enumerate().for_each_init(Scratch::default, |s, (i, y)| {
-        let c = i % channels;
-        forward_plane_any(p, &input[i * isz..(i + 1) * isz], &weight[c * ksz..(c + 1) * ksz], y, s);
-        if let Some(e) = epilogue {
-            e.apply(y, osz, c);
-        }
-    });
+    output
+        .par_chunks_mut(osz)
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (i, y)| {
+            let c = i % channels;
+            forward_plane_any(
+                p,
+                &input[i * isz..(i + 1) * isz],
+                &weight[c * ksz..(c + 1) * ksz],
+                y,
+                s,
+            );
+            if let Some(e) = epilogue {
+                e.apply(y, osz, c);
+            }
+        });
 }
 
-pub(crate) fn backward_input(g: &ConvGeometry, weight: &[f32], output_grad: &[f32], input_grad: &mut [f32]) {
+pub(crate) fn backward_input(
+    g: &ConvGeometry,
+    weight: &[f32],
+    output_grad: &[f32],
+    input_grad: &mut [f32],
+) {
     let p = Plane::of(g);
     let (isz, osz, ksz, channels) = (p.h * p.w, p.ho * p.wo, p.kh * p.kw, g.in_channels);
-    input_grad.par_chunks_mut(isz).enumerate().for_each_init(Scratch::default, |s, (i, dx)| {
-        let c = i % channels;
-        backward_input_plane_any(p, &weight[c * ksz..(c + 1) * ksz], &output_grad[i * osz..(i + 1) * osz], dx, s);
-    });
+    input_grad
+        .par_chunks_mut(isz)
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (i, dx)| {
+            let c = i % channels;
+            backward_input_plane_any(
+                p,
+                &weight[c * ksz..(c + 1) * ksz],
+                &output_grad[i * osz..(i + 1) * osz],
+                dx,
+                s,
+            );
+        });
 }
 
-pub(crate) fn backward_weight(g: &ConvGeometry, input: &[f32], output_grad: &[f32], weight_grad: &mut [f32]) {
+pub(crate) fn backward_weight(
+    g: &ConvGeometry,
+    input: &[f32],
+    output_grad: &[f32],
+    weight_grad: &mut [f32],
+) {
     let p = Plane::of(g);
     let (isz, osz, ksz, channels) = (p.h * p.w, p.ho * p.wo, p.kh * p.kw, g.in_channels);
     // One task per channel, looping over the images: no partial sums to merge, and the order of
     // additions is fixed.
-    weight_grad.par_chunks_mut(ksz).enumerate().for_each_init(Scratch::default, |s, (c, acc)| {
-        acc.fill(0.0);
-        for n in 0..g.batch {
-            let i = n * channels + c;
-            backward_weight_plane_any(p, &input[i * isz..(i + 1) * isz], &output_grad[i * osz..(i + 1) * osz], acc, s);
-        }
-    });
+    weight_grad
+        .par_chunks_mut(ksz)
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (c, acc)| {
+            acc.fill(0.0);
+            for n in 0..g.batch {
+                let i = n * channels + c;
+                backward_weight_plane_any(
+                    p,
+                    &input[i * isz..(i + 1) * isz],
+                    &output_grad[i * osz..(i + 1) * osz],
+                    acc,
+                    s,
+                );
+            }
+        });
 }

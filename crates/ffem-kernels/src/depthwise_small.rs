@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use crate::simd::{dispatch, madd};
-use crate::{BATCH_CHUNK, ConvGeometry, Epilogue, sum_partials};
+use crate::{ConvGeometry, Epilogue};
 
 /// Maps of at most this many input pixels take this path forward and for the input gradient
 /// (measured with `examples/kernel_bench.rs`: faster at 7x7, slower at 14x14).
@@ -50,7 +50,11 @@ fn taps(g: &ConvGeometry) -> Vec<(usize, usize, usize)> {
                     let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
                     let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
                     if iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w {
-                        out.push((oy * wo + ox, ky * g.kernel[1] + kx, iy as usize * g.in_w + ix as usize));
+                        out.push((
+                            oy * wo + ox,
+                            ky * g.kernel[1] + kx,
+                            iy as usize * g.in_w + ix as usize,
+                        ));
                     }
                 }
             }
@@ -86,64 +90,98 @@ struct Scratch {
     b: Vec<f32>,
 }
 
-pub(crate) fn forward_with(g: &ConvGeometry, input: &[f32], weight: &[f32], output: &mut [f32], epilogue: Option<&Epilogue>) {
+pub(crate) fn forward_with(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    output: &mut [f32],
+    epilogue: Option<&Epilogue>,
+) {
     let c = g.in_channels;
-    let (ip, op, kk) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.kernel[0] * g.kernel[1]);
+    let (ip, op, kk) = (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel[0] * g.kernel[1],
+    );
     let wt = weights_by_tap(weight, c, kk);
     let taps = taps(g);
-    output.par_chunks_mut(c * op).enumerate().for_each_init(Scratch::default, |s, (n, y)| {
-        to_channels_last(&input[n * c * ip..(n + 1) * c * ip], c, ip, &mut s.a);
-        s.b.clear();
-        s.b.resize(op * c, 0.0);
-        for &(o, t, i) in &taps {
-            mul_add_any(&mut s.b[o * c..(o + 1) * c], &wt[t * c..(t + 1) * c], &s.a[i * c..(i + 1) * c]);
-        }
-        to_channels_first(&s.b, c, op, y);
-        if let Some(e) = epilogue {
-            e.apply(y, op, 0);
-        }
-    });
-}
-
-pub(crate) fn backward_input(g: &ConvGeometry, weight: &[f32], output_grad: &[f32], input_grad: &mut [f32]) {
-    let c = g.in_channels;
-    let (ip, op, kk) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.kernel[0] * g.kernel[1]);
-    let wt = weights_by_tap(weight, c, kk);
-    let taps = taps(g);
-    input_grad.par_chunks_mut(c * ip).enumerate().for_each_init(Scratch::default, |s, (n, dx)| {
-        to_channels_last(&output_grad[n * c * op..(n + 1) * c * op], c, op, &mut s.a);
-        s.b.clear();
-        s.b.resize(ip * c, 0.0);
-        for &(o, t, i) in &taps {
-            mul_add_any(&mut s.b[i * c..(i + 1) * c], &wt[t * c..(t + 1) * c], &s.a[o * c..(o + 1) * c]);
-        }
-        to_channels_first(&s.b, c, ip, dx);
-    });
-}
-
-pub(crate) fn backward_weight(g: &ConvGeometry, input: &[f32], output_grad: &[f32], weight_grad: &mut [f32]) {
-    let c = g.in_channels;
-    let (ip, op, kk) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.kernel[0] * g.kernel[1]);
-    let taps = taps(g);
-    // Fixed chunks of images, each summing into its own (tap, channel) buffer, added in order.
-    let starts: Vec<usize> = (0..g.batch).step_by(BATCH_CHUNK).collect();
-    let parts: Vec<Vec<f32>> = starts
-        .par_iter()
-        .map(|&start| {
-            let mut acc = vec![0.0f32; kk * c];
-            let mut s = Scratch::default();
-            for n in start..(start + BATCH_CHUNK).min(g.batch) {
-                to_channels_last(&input[n * c * ip..(n + 1) * c * ip], c, ip, &mut s.a);
-                to_channels_last(&output_grad[n * c * op..(n + 1) * c * op], c, op, &mut s.b);
-                for &(o, t, i) in &taps {
-                    mul_add_any(&mut acc[t * c..(t + 1) * c], &s.b[o * c..(o + 1) * c], &s.a[i * c..(i + 1) * c]);
-                }
+    output
+        .par_chunks_mut(c * op)
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (n, y)| {
+            to_channels_last(&input[n * c * ip..(n + 1) * c * ip], c, ip, &mut s.a);
+            s.b.clear();
+            s.b.resize(op * c, 0.0);
+            for &(o, t, i) in &taps {
+                mul_add_any(
+                    &mut s.b[o * c..(o + 1) * c],
+                    &wt[t * c..(t + 1) * c],
+                    &s.a[i * c..(i + 1) * c],
+                );
             }
-            acc
-        })
-        .collect();
+            to_channels_first(&s.b, c, op, y);
+            if let Some(e) = epilogue {
+                e.apply(y, op, 0);
+            }
+        });
+}
+
+pub(crate) fn backward_input(
+    g: &ConvGeometry,
+    weight: &[f32],
+    output_grad: &[f32],
+    input_grad: &mut [f32],
+) {
+    let c = g.in_channels;
+    let (ip, op, kk) = (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel[0] * g.kernel[1],
+    );
+    let wt = weights_by_tap(weight, c, kk);
+    let taps = taps(g);
+    input_grad
+        .par_chunks_mut(c * ip)
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (n, dx)| {
+            to_channels_last(&output_grad[n * c * op..(n + 1) * c * op], c, op, &mut s.a);
+            s.b.clear();
+            s.b.resize(ip * c, 0.0);
+            for &(o, t, i) in &taps {
+                mul_add_any(
+                    &mut s.b[i * c..(i + 1) * c],
+                    &wt[t * c..(t + 1) * c],
+                    &s.a[o * c..(o + 1) * c],
+                );
+            }
+            to_channels_first(&s.b, c, ip, dx);
+        });
+}
+
+pub(crate) fn backward_weight(
+    g: &ConvGeometry,
+    input: &[f32],
+    output_grad: &[f32],
+    weight_grad: &mut [f32],
+) {
+    let c = g.in_channels;
+    let (ip, op, kk) = (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel[0] * g.kernel[1],
+    );
+    let taps = taps(g);
     let mut by_tap = vec![0.0f32; kk * c];
-    sum_partials(&parts, &mut by_tap);
+    crate::dense::sum_over_batch(g.batch, &mut by_tap, |images, acc, _| {
+        let mut s = Scratch::default();
+        for n in images {
+            to_channels_last(&input[n * c * ip..(n + 1) * c * ip], c, ip, &mut s.a);
+            to_channels_last(&output_grad[n * c * op..(n + 1) * c * op], c, op, &mut s.b);
+            for &(o, t, i) in &taps {
+                mul_add_any(&mut acc[t * c..(t + 1) * c], &s.b[o * c..(o + 1) * c], &s.a[i * c..(i + 1) * c]);
+            }
+        }
+    });
     for ch in 0..c {
         for t in 0..kk {
             weight_grad[ch * kk + t] = by_tap[t * c + ch];

@@ -24,7 +24,10 @@ mod matmul;
 mod norm;
 mod simd;
 
-pub use norm::{Activation, Epilogue, NormShape, batch_norm_act_infer, batch_norm_act_train, batch_norm_act_train_backward};
+pub use norm::{
+    Activation, Epilogue, NormShape, batch_norm_act_infer, batch_norm_act_train,
+    batch_norm_act_train_backward,
+};
 
 use thiserror::Error;
 
@@ -68,7 +71,9 @@ pub enum ConvKind {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum KernelError {
     /// Grouped convolutions other than depthwise, channel multipliers, empty or negative outputs.
-    #[error("unsupported convolution {0:?}: only groups = 1 or depthwise (groups = in = out channels) with a non-empty output")]
+    #[error(
+        "unsupported convolution {0:?}: only groups = 1 or depthwise (groups = in = out channels) with a non-empty output"
+    )]
     Unsupported(ConvGeometry),
     /// A slice whose length is not the one the geometry implies.
     #[error("{what} has {got} elements, the geometry {geometry:?} needs {expected}")]
@@ -107,7 +112,10 @@ impl ConvGeometry {
 
     /// Elements of the weight tensor.
     pub fn weight_len(&self) -> usize {
-        self.out_channels * (self.in_channels / self.groups.max(1)) * self.kernel[0] * self.kernel[1]
+        self.out_channels
+            * (self.in_channels / self.groups.max(1))
+            * self.kernel[0]
+            * self.kernel[1]
     }
 
     /// The kernel family for this geometry, or `None` when it is not served here (the caller then
@@ -140,7 +148,12 @@ impl ConvGeometry {
         if got == expected {
             Ok(())
         } else {
-            Err(KernelError::Length { what, got, expected, geometry: *self })
+            Err(KernelError::Length {
+                what,
+                got,
+                expected,
+                geometry: *self,
+            })
         }
     }
 
@@ -151,7 +164,11 @@ impl ConvGeometry {
 
 fn out_side(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
     let padded = input + 2 * padding;
-    if padded < kernel || stride == 0 { 0 } else { (padded - kernel) / stride + 1 }
+    if padded < kernel || stride == 0 {
+        0
+    } else {
+        (padded - kernel) / stride + 1
+    }
 }
 
 /// `output = conv(input, weight)`, overwriting `output`.
@@ -161,17 +178,7 @@ pub fn conv2d_forward(
     weight: &[f32],
     output: &mut [f32],
 ) -> Result<(), KernelError> {
-    let kind = g.kind_or_err()?;
-    g.check("input", input.len(), g.input_len())?;
-    g.check("weight", weight.len(), g.weight_len())?;
-    g.check("output", output.len(), g.output_len())?;
-    match kind {
-        ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, None),
-        ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, None),
-        ConvKind::Depthwise if small_map(g) => depthwise_small::forward_with(g, input, weight, output, None),
-        ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, None),
-    }
-    Ok(())
+    forward(g, input, weight, None, output)
 }
 
 /// `output = epilogue(conv(input, weight))`: the convolution followed by a per-channel affine map
@@ -184,17 +191,29 @@ pub fn conv2d_forward_fused(
     epilogue: &Epilogue,
     output: &mut [f32],
 ) -> Result<(), KernelError> {
+    g.check("epilogue scale", epilogue.scale.len(), g.out_channels)?;
+    g.check("epilogue shift", epilogue.shift.len(), g.out_channels)?;
+    forward(g, input, weight, Some(epilogue), output)
+}
+
+fn forward(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: Option<&Epilogue>,
+    output: &mut [f32],
+) -> Result<(), KernelError> {
     let kind = g.kind_or_err()?;
     g.check("input", input.len(), g.input_len())?;
     g.check("weight", weight.len(), g.weight_len())?;
     g.check("output", output.len(), g.output_len())?;
-    g.check("epilogue scale", epilogue.scale.len(), g.out_channels)?;
-    g.check("epilogue shift", epilogue.shift.len(), g.out_channels)?;
     match kind {
-        ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, Some(epilogue)),
-        ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, Some(epilogue)),
-        ConvKind::Depthwise if small_map(g) => depthwise_small::forward_with(g, input, weight, output, Some(epilogue)),
-        ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, Some(epilogue)),
+        ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, epilogue),
+        ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, epilogue),
+        ConvKind::Depthwise if small_map(g) => {
+            depthwise_small::forward_with(g, input, weight, output, epilogue)
+        }
+        ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, epilogue),
     }
     Ok(())
 }
@@ -214,7 +233,9 @@ pub fn conv2d_backward_input(
     match kind {
         ConvKind::Pointwise => dense::pointwise_backward_input(g, weight, output_grad, input_grad),
         ConvKind::Dense => dense::im2col_backward_input(g, weight, output_grad, input_grad),
-        ConvKind::Depthwise if small_map(g) => depthwise_small::backward_input(g, weight, output_grad, input_grad),
+        ConvKind::Depthwise if small_map(g) => {
+            depthwise_small::backward_input(g, weight, output_grad, input_grad)
+        }
         ConvKind::Depthwise => depthwise::backward_input(g, weight, output_grad, input_grad),
     }
     Ok(())
@@ -235,7 +256,9 @@ pub fn conv2d_backward_weight(
     match kind {
         ConvKind::Pointwise => dense::pointwise_backward_weight(g, input, output_grad, weight_grad),
         ConvKind::Dense => dense::im2col_backward_weight(g, input, output_grad, weight_grad),
-        ConvKind::Depthwise if g.in_h * g.in_w <= depthwise_small::MAX_PIXELS_WEIGHT_GRAD => depthwise_small::backward_weight(g, input, output_grad, weight_grad),
+        ConvKind::Depthwise if g.in_h * g.in_w <= depthwise_small::MAX_PIXELS_WEIGHT_GRAD => {
+            depthwise_small::backward_weight(g, input, output_grad, weight_grad)
+        }
         ConvKind::Depthwise => depthwise::backward_weight(g, input, output_grad, weight_grad),
     }
     Ok(())

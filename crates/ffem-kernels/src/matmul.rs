@@ -14,12 +14,24 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     /// A contiguous row-major matrix.
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        View { data, rows, cols, row_stride: cols, col_stride: 1 }
+        View {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The transpose of the contiguous row-major `rows` x `cols` matrix in `data`.
     pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        View { data, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
+        View {
+            data,
+            rows: cols,
+            cols: rows,
+            row_stride: 1,
+            col_stride: cols,
+        }
     }
 
     fn last_index(&self) -> usize {
@@ -49,7 +61,10 @@ pub(crate) fn gemm(dst: &mut [f32], accumulate: bool, lhs: View, rhs: View, thre
         }
         return;
     }
-    assert!(lhs.last_index() < lhs.data.len() && rhs.last_index() < rhs.data.len(), "gemm: view out of bounds");
+    assert!(
+        lhs.last_index() < lhs.data.len() && rhs.last_index() < rhs.data.len(),
+        "gemm: view out of bounds"
+    );
     let parallelism = match threads {
         Threads::One => gemm::Parallelism::None,
         Threads::All => gemm::Parallelism::Rayon(0),

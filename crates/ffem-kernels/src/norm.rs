@@ -43,7 +43,6 @@ const RELU: u8 = 1;
 const RELU6: u8 = 2;
 const HARD_SWISH: u8 = 3;
 
-
 /// The activation's derivative at `z`, written with non-short-circuit comparisons so that it
 /// compiles to vector selects; at the kinks, the one-sided value PyTorch uses.
 #[inline(always)]
@@ -51,10 +50,18 @@ fn derivative<const A: u8>(z: f32) -> f32 {
     match A {
         IDENTITY => 1.0,
         RELU => {
-            if z > 0.0 { 1.0 } else { 0.0 }
+            if z > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
         }
         RELU6 => {
-            if (z > 0.0) & (z < 6.0) { 1.0 } else { 0.0 }
+            if (z > 0.0) & (z < 6.0) {
+                1.0
+            } else {
+                0.0
+            }
         }
         _ => {
             let inner = if z > 3.0 { 1.0 } else { z * (1.0 / 3.0) + 0.5 };
@@ -92,41 +99,94 @@ impl NormShape {
     }
 
     fn check(&self, x: usize, per_channel: &[usize]) {
-        assert_eq!(x, self.len(), "batch norm: tensor size does not match {self:?}");
+        assert_eq!(
+            x,
+            self.len(),
+            "batch norm: tensor size does not match {self:?}"
+        );
         for &n in per_channel {
-            assert_eq!(n, self.channels, "batch norm: per-channel vector size does not match {self:?}");
+            assert_eq!(
+                n, self.channels,
+                "batch norm: per-channel vector size does not match {self:?}"
+            );
         }
     }
 }
 
 /// `scale = gamma / sqrt(var + eps)`, `shift = beta - mean * scale`, per channel.
-fn affine(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+fn affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
-    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(&g, &s)| (g as f64 * s) as f32).collect();
-    let shift = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| (b as f64 - m as f64 * s as f64) as f32).collect();
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&inv_std)
+        .map(|(&g, &s)| (g as f64 * s) as f32)
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((&b, &m), &s)| (b as f64 - m as f64 * s as f64) as f32)
+        .collect();
     (scale, shift)
 }
 
 #[inline(always)]
-fn scale_shift_act<const FMA: bool>(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [f32]) {
+fn scale_shift_act<const FMA: bool>(
+    x: &[f32],
+    scale: f32,
+    shift: f32,
+    act: Activation,
+    y: &mut [f32],
+) {
     match act {
         // One loop per activation so that each body is branch-free and vectorises.
-        Activation::Identity => y.iter_mut().zip(x).for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift)),
-        Activation::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).max(0.0)),
-        Activation::Relu6 => y.iter_mut().zip(x).for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).clamp(0.0, 6.0)),
-        Activation::HardSwish => y.iter_mut().zip(x).for_each(|(o, &v)| *o = Activation::HardSwish.apply(madd::<FMA>(v, scale, shift))),
+        Activation::Identity => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift)),
+        Activation::Relu => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).max(0.0)),
+        Activation::Relu6 => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).clamp(0.0, 6.0)),
+        Activation::HardSwish => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = Activation::HardSwish.apply(madd::<FMA>(v, scale, shift))),
     }
 }
 
 dispatch!(fn scale_shift_act_any(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [f32]) => scale_shift_act);
 
 #[inline(always)]
-fn scale_shift_act_in_place<const FMA: bool>(y: &mut [f32], scale: f32, shift: f32, act: Activation) {
+fn scale_shift_act_in_place<const FMA: bool>(
+    y: &mut [f32],
+    scale: f32,
+    shift: f32,
+    act: Activation,
+) {
     match act {
-        Activation::Identity => y.iter_mut().for_each(|v| *v = madd::<FMA>(*v, scale, shift)),
-        Activation::Relu => y.iter_mut().for_each(|v| *v = madd::<FMA>(*v, scale, shift).max(0.0)),
-        Activation::Relu6 => y.iter_mut().for_each(|v| *v = madd::<FMA>(*v, scale, shift).clamp(0.0, 6.0)),
-        Activation::HardSwish => y.iter_mut().for_each(|v| *v = Activation::HardSwish.apply(madd::<FMA>(*v, scale, shift))),
+        Activation::Identity => y
+            .iter_mut()
+            .for_each(|v| *v = madd::<FMA>(*v, scale, shift)),
+        Activation::Relu => y
+            .iter_mut()
+            .for_each(|v| *v = madd::<FMA>(*v, scale, shift).max(0.0)),
+        Activation::Relu6 => y
+            .iter_mut()
+            .for_each(|v| *v = madd::<FMA>(*v, scale, shift).clamp(0.0, 6.0)),
+        Activation::HardSwish => y
+            .iter_mut()
+            .for_each(|v| *v = Activation::HardSwish.apply(madd::<FMA>(*v, scale, shift))),
     }
 }
 
@@ -146,7 +206,13 @@ pub struct Epilogue<'a> {
 
 impl Epilogue<'_> {
     /// The epilogue equal to inference-mode batch norm with these parameters and statistics.
-    pub fn batch_norm(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+    pub fn batch_norm(
+        gamma: &[f32],
+        beta: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        eps: f64,
+    ) -> (Vec<f32>, Vec<f32>) {
         affine(gamma, beta, mean, var, eps)
     }
 
@@ -162,11 +228,21 @@ impl Epilogue<'_> {
 }
 
 /// `y = act(x * scale[c] + shift[c])` over every plane, in parallel.
-fn apply_affine(s: NormShape, x: &[f32], scale: &[f32], shift: &[f32], act: Activation, y: &mut [f32]) {
-    y.par_chunks_mut(s.spatial).zip(x.par_chunks(s.spatial)).enumerate().for_each(|(i, (yp, xp))| {
-        let c = i % s.channels;
-        scale_shift_act_any(xp, scale[c], shift[c], act, yp);
-    });
+fn apply_affine(
+    s: NormShape,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Activation,
+    y: &mut [f32],
+) {
+    y.par_chunks_mut(s.spatial)
+        .zip(x.par_chunks(s.spatial))
+        .enumerate()
+        .for_each(|(i, (yp, xp))| {
+            let c = i % s.channels;
+            scale_shift_act_any(xp, scale[c], shift[c], act, yp);
+        });
 }
 
 /// Values summed in f32 lanes before the lanes are added into f64: small enough that f32
@@ -177,7 +253,13 @@ const FLUSH: usize = 4096;
 /// eight f32 lanes flushed into f64 every [`FLUSH`] values. One call per channel rather than per
 /// plane: the 4x4 and 7x7 maps of the last blocks have too few values per plane to pay for a call.
 #[inline(always)]
-fn channel_moments<const FMA: bool>(x: &[f32], s: NormShape, c: usize, centre: f32, out: &mut (f64, f64)) {
+fn channel_moments<const FMA: bool>(
+    x: &[f32],
+    s: NormShape,
+    c: usize,
+    centre: f32,
+    out: &mut (f64, f64),
+) {
     let (mut total, mut total_sq) = (0.0f64, 0.0f64);
     let mut sum = [0.0f32; 8];
     let mut sq = [0.0f32; 8];
@@ -230,15 +312,18 @@ pub fn batch_norm_act_train(
     let count = (s.batch * s.spatial) as f64;
     // Moments about the first value of the channel (shifted data): exact sums without the
     // cancellation of sum(x^2) - n mean^2 when the mean is large against the spread.
-    mean.par_iter_mut().zip(var.par_iter_mut()).enumerate().for_each(|(c, (m, v))| {
-        let centre = x[c * s.spatial];
-        let mut moments = (0.0, 0.0);
-        channel_moments_any(x, s, c, centre, &mut moments);
-        let (sum, sq) = moments;
-        let shifted_mean = sum / count;
-        *m = (centre as f64 + shifted_mean) as f32;
-        *v = (sq / count - shifted_mean * shifted_mean).max(0.0) as f32;
-    });
+    mean.par_iter_mut()
+        .zip(var.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, (m, v))| {
+            let centre = x[c * s.spatial];
+            let mut moments = (0.0, 0.0);
+            channel_moments_any(x, s, c, centre, &mut moments);
+            let (sum, sq) = moments;
+            let shifted_mean = sum / count;
+            *m = (centre as f64 + shifted_mean) as f32;
+            *v = (sq / count - shifted_mean * shifted_mean).max(0.0) as f32;
+        });
     let (scale, shift) = affine(gamma, beta, mean, var, eps);
     apply_affine(s, x, &scale, &shift, act, y);
 }
@@ -267,7 +352,14 @@ pub fn batch_norm_act_infer(
 /// `z = x * scale + shift`, `xhat = (x - mean) * inv_std`; f32 lanes flushed into f64 as in
 /// [`channel_moments`].
 #[inline(always)]
-fn channel_grad_sums_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], s: NormShape, c: usize, p: [f32; 4], out: &mut (f64, f64)) {
+fn channel_grad_sums_act<const FMA: bool, const A: u8>(
+    x: &[f32],
+    dy: &[f32],
+    s: NormShape,
+    c: usize,
+    p: [f32; 4],
+    out: &mut (f64, f64),
+) {
     let [scale, shift, mean, inv_std] = p;
     let (mut total_d, mut total_dx) = (0.0f64, 0.0f64);
     let mut sd = [0.0f32; 8];
@@ -302,7 +394,15 @@ fn channel_grad_sums_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], s:
 }
 
 #[inline(always)]
-fn channel_grad_sums<const FMA: bool>(x: &[f32], dy: &[f32], s: NormShape, c: usize, p: [f32; 4], act: Activation, out: &mut (f64, f64)) {
+fn channel_grad_sums<const FMA: bool>(
+    x: &[f32],
+    dy: &[f32],
+    s: NormShape,
+    c: usize,
+    p: [f32; 4],
+    act: Activation,
+    out: &mut (f64, f64),
+) {
     by_activation!(act, channel_grad_sums_act::<FMA>(x, dy, s, c, p, out))
 }
 
@@ -310,7 +410,12 @@ dispatch!(fn channel_grad_sums_any(x: &[f32], dy: &[f32], s: NormShape, c: usize
 
 /// `dx = k * (dz - a - xhat * b)` with `k = gamma * inv_std`, `a = mean(dz)`, `b = mean(dz xhat)`.
 #[inline(always)]
-fn plane_input_grad_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], p: [f32; 7], dx: &mut [f32]) {
+fn plane_input_grad_act<const FMA: bool, const A: u8>(
+    x: &[f32],
+    dy: &[f32],
+    p: [f32; 7],
+    dx: &mut [f32],
+) {
     let [scale, shift, mean, inv_std, k, a, b] = p;
     for ((o, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
         let dz = g * derivative::<A>(madd::<FMA>(xv, scale, shift));
@@ -320,7 +425,13 @@ fn plane_input_grad_act<const FMA: bool, const A: u8>(x: &[f32], dy: &[f32], p: 
 }
 
 #[inline(always)]
-fn plane_input_grad<const FMA: bool>(x: &[f32], dy: &[f32], p: [f32; 7], act: Activation, dx: &mut [f32]) {
+fn plane_input_grad<const FMA: bool>(
+    x: &[f32],
+    dy: &[f32],
+    p: [f32; 7],
+    act: Activation,
+    dx: &mut [f32],
+) {
     by_activation!(act, plane_input_grad_act::<FMA>(x, dy, p, dx))
 }
 
@@ -344,22 +455,57 @@ pub fn batch_norm_act_train_backward(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    s.check(x.len(), &[gamma.len(), beta.len(), mean.len(), var.len(), dgamma.len(), dbeta.len()]);
+    s.check(
+        x.len(),
+        &[
+            gamma.len(),
+            beta.len(),
+            mean.len(),
+            var.len(),
+            dgamma.len(),
+            dbeta.len(),
+        ],
+    );
     s.check(dy.len(), &[]);
     s.check(dx.len(), &[]);
     let (scale, shift) = affine(gamma, beta, mean, var, eps);
-    let inv_std: Vec<f32> = var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
-    dbeta.par_iter_mut().zip(dgamma.par_iter_mut()).enumerate().for_each(|(c, (db, dg))| {
-        let mut sums = (0.0, 0.0);
-        channel_grad_sums_any(x, dy, s, c, [scale[c], shift[c], mean[c], inv_std[c]], act, &mut sums);
-        *db = sums.0 as f32;
-        *dg = sums.1 as f32;
-    });
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    dbeta
+        .par_iter_mut()
+        .zip(dgamma.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, (db, dg))| {
+            let mut sums = (0.0, 0.0);
+            channel_grad_sums_any(
+                x,
+                dy,
+                s,
+                c,
+                [scale[c], shift[c], mean[c], inv_std[c]],
+                act,
+                &mut sums,
+            );
+            *db = sums.0 as f32;
+            *dg = sums.1 as f32;
+        });
     let count = (s.batch * s.spatial) as f32;
-    dx.par_chunks_mut(s.spatial).enumerate().for_each(|(i, out)| {
-        let c = i % s.channels;
-        let off = i * s.spatial;
-        let p = [scale[c], shift[c], mean[c], inv_std[c], gamma[c] * inv_std[c], dbeta[c] / count, dgamma[c] / count];
-        plane_input_grad_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], p, act, out);
-    });
+    dx.par_chunks_mut(s.spatial)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let c = i % s.channels;
+            let off = i * s.spatial;
+            let p = [
+                scale[c],
+                shift[c],
+                mean[c],
+                inv_std[c],
+                gamma[c] * inv_std[c],
+                dbeta[c] / count,
+                dgamma[c] / count,
+            ];
+            plane_input_grad_any(&x[off..][..s.spatial], &dy[off..][..s.spatial], p, act, out);
+        });
 }

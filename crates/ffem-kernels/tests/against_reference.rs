@@ -2,7 +2,10 @@
 //! shapes MobileNetV3 uses and on awkward ones (batch 1, odd sizes, more images than one batch
 //! chunk, padding wider than the kernel's reach).
 
-use ffem_kernels::{ConvGeometry, ConvKind, KernelError, conv2d_backward_input, conv2d_backward_weight, conv2d_forward};
+use ffem_kernels::{
+    ConvGeometry, ConvKind, KernelError, conv2d_backward_input, conv2d_backward_weight,
+    conv2d_forward,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -28,11 +31,18 @@ fn reference_forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f64> {
                             for kx in 0..g.kernel[1] {
                                 let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
                                 let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.in_h as isize
+                                    || ix >= g.in_w as isize
+                                {
                                     continue;
                                 }
-                                let xv = x[((n * g.in_channels + i) * g.in_h + iy as usize) * g.in_w + ix as usize] as f64;
-                                let wv = w[((o * cin_g + ii) * g.kernel[0] + ky) * g.kernel[1] + kx] as f64;
+                                let xv = x[((n * g.in_channels + i) * g.in_h + iy as usize)
+                                    * g.in_w
+                                    + ix as usize] as f64;
+                                let wv = w[((o * cin_g + ii) * g.kernel[0] + ky) * g.kernel[1] + kx]
+                                    as f64;
                                 s += xv * wv;
                             }
                         }
@@ -65,10 +75,15 @@ fn reference_backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Ve
                             for kx in 0..g.kernel[1] {
                                 let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
                                 let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.in_h as isize
+                                    || ix >= g.in_w as isize
+                                {
                                     continue;
                                 }
-                                let xi = ((n * g.in_channels + i) * g.in_h + iy as usize) * g.in_w + ix as usize;
+                                let xi = ((n * g.in_channels + i) * g.in_h + iy as usize) * g.in_w
+                                    + ix as usize;
                                 let wi = ((o * cin_g + ii) * g.kernel[0] + ky) * g.kernel[1] + kx;
                                 dx[xi] += d * w[wi] as f64;
                                 dw[wi] += d * x[xi] as f64;
@@ -84,11 +99,25 @@ fn reference_backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Ve
 
 fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
     let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-    got.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 #[allow(clippy::too_many_arguments)]
-fn geometry(batch: usize, cin: usize, h: usize, w: usize, cout: usize, k: usize, stride: usize, pad: usize, groups: usize) -> ConvGeometry {
+fn geometry(
+    batch: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> ConvGeometry {
     ConvGeometry {
         batch,
         in_channels: cin,
@@ -132,9 +161,17 @@ fn check(g: ConvGeometry, kind: ConvKind, seed: u64) {
 
 #[test]
 fn pointwise_matches_the_definition() {
-    check(geometry(2, 16, 14, 14, 64, 1, 1, 0, 1), ConvKind::Pointwise, 1);
+    check(
+        geometry(2, 16, 14, 14, 64, 1, 1, 0, 1),
+        ConvKind::Pointwise,
+        1,
+    );
     check(geometry(1, 3, 5, 7, 5, 1, 1, 0, 1), ConvKind::Pointwise, 2); // batch 1, odd sizes
-    check(geometry(11, 24, 4, 4, 40, 1, 1, 0, 1), ConvKind::Pointwise, 3); // two batch chunks
+    check(
+        geometry(11, 24, 4, 4, 40, 1, 1, 0, 1),
+        ConvKind::Pointwise,
+        3,
+    ); // two batch chunks
     check(geometry(3, 7, 1, 1, 9, 1, 1, 0, 1), ConvKind::Pointwise, 4); // squeeze-excite shape
 }
 
@@ -151,17 +188,37 @@ fn dense_matches_the_definition() {
 fn depthwise_matches_the_definition() {
     for (i, (k, s)) in [(3, 1), (3, 2), (5, 1), (5, 2)].into_iter().enumerate() {
         let p = (k - 1) / 2;
-        check(geometry(2, 12, 14, 14, 12, k, s, p, 12), ConvKind::Depthwise, 10 + i as u64);
-        check(geometry(1, 5, 9, 13, 5, k, s, p, 5), ConvKind::Depthwise, 20 + i as u64);
-        check(geometry(9, 3, 7, 7, 3, k, s, p, 3), ConvKind::Depthwise, 30 + i as u64);
+        check(
+            geometry(2, 12, 14, 14, 12, k, s, p, 12),
+            ConvKind::Depthwise,
+            10 + i as u64,
+        );
+        check(
+            geometry(1, 5, 9, 13, 5, k, s, p, 5),
+            ConvKind::Depthwise,
+            20 + i as u64,
+        );
+        check(
+            geometry(9, 3, 7, 7, 3, k, s, p, 3),
+            ConvKind::Depthwise,
+            30 + i as u64,
+        );
     }
     // Wide rows exercise the eight-lane dot product and its remainder.
-    check(geometry(2, 4, 19, 37, 4, 3, 1, 1, 4), ConvKind::Depthwise, 40);
+    check(
+        geometry(2, 4, 19, 37, 4, 3, 1, 1, 4),
+        ConvKind::Depthwise,
+        40,
+    );
     check(geometry(1, 2, 6, 6, 2, 3, 1, 4, 2), ConvKind::Depthwise, 41);
     // GDC heads: one kernel the size of the map, no padding (7x7 and 4x4 maps).
     check(geometry(3, 8, 7, 7, 8, 7, 1, 0, 8), ConvKind::Depthwise, 42);
     check(geometry(3, 8, 4, 4, 8, 4, 1, 0, 8), ConvKind::Depthwise, 43);
-    check(geometry(2, 3, 12, 12, 3, 7, 2, 3, 3), ConvKind::Depthwise, 44);
+    check(
+        geometry(2, 3, 12, 12, 3, 7, 2, 3, 3),
+        ConvKind::Depthwise,
+        44,
+    );
 }
 
 /// The reference's gradients are themselves checked by central differences of its forward sum,
@@ -175,7 +232,13 @@ fn reference_gradients_match_finite_differences() {
         let x = random(g.input_len(), &mut rng);
         let w = random(g.weight_len(), &mut rng);
         let dy = random(g.output_len(), &mut rng);
-        let loss = |x: &[f32], w: &[f32]| -> f64 { reference_forward(&g, x, w).iter().zip(&dy).map(|(a, b)| a * *b as f64).sum() };
+        let loss = |x: &[f32], w: &[f32]| -> f64 {
+            reference_forward(&g, x, w)
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| a * *b as f64)
+                .sum()
+        };
         let (dx, dw) = reference_backward(&g, &x, &w, &dy);
         let h = 1e-2f32; // the loss is linear in each argument, so any step is exact up to rounding
         for i in 0..x.len() {
@@ -204,7 +267,10 @@ fn results_do_not_depend_on_the_thread_count() {
         let x = random(g.input_len(), &mut rng);
         let dy = random(g.output_len(), &mut rng);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut dw = vec![0.0; g.weight_len()];
                 conv2d_backward_weight(&g, &x, &dy, &mut dw).unwrap();
@@ -221,7 +287,10 @@ fn results_do_not_depend_on_the_thread_count() {
 fn unsupported_geometries_and_wrong_lengths_are_errors() {
     let grouped = geometry(1, 8, 4, 4, 8, 3, 1, 1, 2);
     assert_eq!(grouped.kind(), None);
-    assert!(matches!(conv2d_forward(&grouped, &[], &[], &mut []), Err(KernelError::Unsupported(_))));
+    assert!(matches!(
+        conv2d_forward(&grouped, &[], &[], &mut []),
+        Err(KernelError::Unsupported(_))
+    ));
     let multiplier = geometry(1, 4, 4, 4, 8, 3, 1, 1, 4);
     assert_eq!(multiplier.kind(), None);
     let too_big_kernel = geometry(1, 1, 2, 2, 1, 5, 1, 0, 1);
@@ -230,7 +299,15 @@ fn unsupported_geometries_and_wrong_lengths_are_errors() {
 
     let g = geometry(1, 2, 3, 3, 2, 1, 1, 0, 1);
     let err = conv2d_forward(&g, &[0.0; 17], &[0.0; 4], &mut [0.0; 18]).unwrap_err();
-    assert_eq!(err, KernelError::Length { what: "input", got: 17, expected: 18, geometry: g });
+    assert_eq!(
+        err,
+        KernelError::Length {
+            what: "input",
+            got: 17,
+            expected: 18,
+            geometry: g
+        }
+    );
     assert!(err.to_string().contains("input has 17 elements"), "{err}");
 }
 
@@ -254,9 +331,25 @@ fn fused_epilogue_matches_convolution_then_affine() {
         let shift = random(g.out_channels, &mut rng);
         let plain = reference_forward(&g, &x, &w);
         let hw = g.out_h() * g.out_w();
-        for act in [Activation::Identity, Activation::Relu, Activation::Relu6, Activation::HardSwish] {
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::HardSwish,
+        ] {
             let mut y = vec![f32::NAN; g.output_len()];
-            conv2d_forward_fused(&g, &x, &w, &Epilogue { scale: &scale, shift: &shift, act }, &mut y).unwrap();
+            conv2d_forward_fused(
+                &g,
+                &x,
+                &w,
+                &Epilogue {
+                    scale: &scale,
+                    shift: &shift,
+                    act,
+                },
+                &mut y,
+            )
+            .unwrap();
             for (j, (&got, &p)) in y.iter().zip(&plain).enumerate() {
                 let c = (j / hw) % g.out_channels;
                 let z = p * scale[c] as f64 + shift[c] as f64;
@@ -266,7 +359,10 @@ fn fused_epilogue_matches_convolution_then_affine() {
                     Activation::Relu6 => z.clamp(0.0, 6.0),
                     Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
                 };
-                assert!((got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{g:?} {act:?} [{j}]: {got} vs {want}");
+                assert!(
+                    (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{g:?} {act:?} [{j}]: {got} vs {want}"
+                );
             }
         }
     }

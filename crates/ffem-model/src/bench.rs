@@ -3,7 +3,7 @@
 //!
 //! Flags: `--device cpu|vulkan --backbone large|small --minimalistic --head gnap|gdc|flatten
 //! --loss l2softmax|arcface --optimizer adam|sgd --batch 64 --classes 2000 --image 112 --steps 10
-//! --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops --save-model DIR`
+//! --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops --save-model DIR --engine burn|onnxruntime`
 //! (`--burn-ops`: burn's own operations instead of ffem's CPU kernels, the "before" column). Steps are synchronised by reading the loss back.
 
 use std::time::Instant;
@@ -131,6 +131,9 @@ pub fn bench_train(args: &[String]) -> String {
     }
     let x = Tensor::<4>::random([batch, 3, image, image], Distribution::Uniform(-1.0, 1.0), &device);
 
+    if args.iter().any(|a| a == "--infer") && arg(args, "--engine", "burn") == "onnxruntime" {
+        return bench_onnxruntime(&cfg, &device, batch, steps, warmup, &label);
+    }
     if args.iter().any(|a| a == "--infer") {
         let model = cfg.model().init(&device).valid();
         let run = || {
@@ -176,4 +179,28 @@ pub fn bench_train(args: &[String]) -> String {
     }
     let s = t.elapsed().as_secs_f64();
     format!("ffem training [{label}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})", (steps * batch) as f64 / s)
+}
+
+/// Inference images/s of the same (randomly initialised) network exported to ONNX and run by
+/// ONNX Runtime (`--infer --engine onnxruntime`).
+#[cfg(feature = "onnxruntime")]
+fn bench_onnxruntime(cfg: &TrainConfig, device: &burn::tensor::Device, batch: usize, steps: usize, warmup: usize, label: &str) -> String {
+    let model = cfg.model().init(device).valid();
+    let engine = crate::ort_engine::OrtEmbedder::new(&model, &cfg.model(), 0).unwrap_or_else(|e| panic!("{e}"));
+    let size = cfg.image_size;
+    let x: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+    for _ in 0..warmup {
+        engine.embed_prepared(&x, batch).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let t = Instant::now();
+    for _ in 0..steps {
+        engine.embed_prepared(&x, batch).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let s = t.elapsed().as_secs_f64();
+    format!("ffem inference [{label}, onnxruntime {}]: {:.1} images/s ({steps} batches in {s:.2} s)", crate::ort_engine::ORT_VERSION, (steps * batch) as f64 / s)
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn bench_onnxruntime(_: &TrainConfig, _: &burn::tensor::Device, _: usize, _: usize, _: usize, _: &str) -> String {
+    "--engine onnxruntime: build with --features onnxruntime (and run scripts/fetch-onnxruntime.sh)".into()
 }

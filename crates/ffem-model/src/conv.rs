@@ -7,6 +7,7 @@
 //! output-sized kernel, and a depthwise one channel by channel; on flex that made a training step
 //! five times slower than TensorFlow's (the per-layer table in `bench/README.md`).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -18,8 +19,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use ffem_kernels::{Activation, ConvGeometry};
@@ -43,7 +44,11 @@ pub fn cpu_kernels() -> bool {
 #[backend_extension(Flex, Autodiff, Cube: cfg(feature = "vulkan"))]
 pub trait ConvKernels: Backend {
     /// `conv2d(x, weight)` without bias.
-    fn ffem_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+    fn ffem_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, None, options)
     }
 
@@ -103,7 +108,11 @@ fn conv_affine_act_generic<B: Backend>(
 }
 
 /// The kernels' geometry for an f32 convolution they serve, else `None` (the caller falls back).
-fn flex_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
+fn flex_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> Option<ConvGeometry> {
     if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || options.dilation != [1, 1] {
         return None;
     }
@@ -129,11 +138,21 @@ fn flex_geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) 
     g.kind().map(|_| g)
 }
 
-/// The tensor's f32 elements in row-major order, copying only when its layout is not already that.
-fn with_f32<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+/// The tensor's f32 elements in row-major order, borrowed when its layout already is that.
+pub(crate) fn f32_elements(t: &FlexTensor) -> Cow<'_, [f32]> {
+    assert_eq!(
+        t.dtype(),
+        DType::F32,
+        "ffem routes only f32 tensors to its CPU kernels"
+    );
     match t.as_slice::<f32>() {
-        Some(s) => f(s),
-        None => f(t.to_contiguous().as_slice::<f32>().expect("a contiguous copy")),
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("a contiguous copy")
+                .to_vec(),
+        ),
     }
 }
 
@@ -142,21 +161,34 @@ fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 }
 
 impl ConvKernels for Flex {
-    fn ffem_conv2d_affine_act(x: FlexTensor, weight: FlexTensor, scale: FlexTensor, shift: FlexTensor, options: ConvOptions<2>, act: Activation) -> FlexTensor {
-        let Some(g) = flex_geometry(&x, &weight, &options).filter(|_| scale.dtype() == DType::F32 && shift.dtype() == DType::F32) else {
+    fn ffem_conv2d_affine_act(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        options: ConvOptions<2>,
+        act: Activation,
+    ) -> FlexTensor {
+        let Some(g) = flex_geometry(&x, &weight, &options)
+            .filter(|_| scale.dtype() == DType::F32 && shift.dtype() == DType::F32)
+        else {
             return conv_affine_act_generic::<Flex>(x, weight, scale, shift, options, act);
         };
         let mut out = vec![0.0f32; g.output_len()];
-        with_f32(&x, |xs| {
-            with_f32(&weight, |ws| {
-                with_f32(&scale, |scale| {
-                    with_f32(&shift, |shift| {
-                        let epilogue = ffem_kernels::Epilogue { scale, shift, act };
-                        ffem_kernels::conv2d_forward_fused(&g, xs, ws, &epilogue, &mut out).expect("geometry checked")
-                    })
-                })
-            })
-        });
+        let (scale, shift) = (f32_elements(&scale), f32_elements(&shift));
+        let epilogue = ffem_kernels::Epilogue {
+            scale: &scale,
+            shift: &shift,
+            act,
+        };
+        ffem_kernels::conv2d_forward_fused(
+            &g,
+            &f32_elements(&x),
+            &f32_elements(&weight),
+            &epilogue,
+            &mut out,
+        )
+        .expect("geometry checked");
         flex_f32(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
     }
 
@@ -165,67 +197,117 @@ impl ConvKernels for Flex {
             return Flex::conv2d(x, weight, None, options);
         };
         let mut out = vec![0.0f32; g.output_len()];
-        with_f32(&x, |xs| {
-            with_f32(&weight, |ws| ffem_kernels::conv2d_forward(&g, xs, ws, &mut out).expect("geometry checked"))
-        });
+        ffem_kernels::conv2d_forward(&g, &f32_elements(&x), &f32_elements(&weight), &mut out)
+            .expect("geometry checked");
         flex_f32(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
     }
 
-    fn ffem_conv2d_x_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-        let Some(g) = flex_geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32) else {
+    fn ffem_conv2d_x_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) =
+            flex_geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32)
+        else {
             return Flex::conv2d_x_backward(x, weight, output_grad, options);
         };
         let mut dx = vec![0.0f32; g.input_len()];
-        with_f32(&weight, |ws| {
-            with_f32(&output_grad, |dy| ffem_kernels::conv2d_backward_input(&g, ws, dy, &mut dx).expect("geometry checked"))
-        });
+        ffem_kernels::conv2d_backward_input(
+            &g,
+            &f32_elements(&weight),
+            &f32_elements(&output_grad),
+            &mut dx,
+        )
+        .expect("geometry checked");
         flex_f32(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
     }
 
-    fn ffem_conv2d_weight_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-        let Some(g) = flex_geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32) else {
+    fn ffem_conv2d_weight_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(g) =
+            flex_geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32)
+        else {
             return Flex::conv2d_weight_backward(x, weight, output_grad, options);
         };
         let mut dw = vec![0.0f32; g.weight_len()];
-        with_f32(&x, |xs| {
-            with_f32(&output_grad, |dy| ffem_kernels::conv2d_backward_weight(&g, xs, dy, &mut dw).expect("geometry checked"))
-        });
+        ffem_kernels::conv2d_backward_weight(
+            &g,
+            &f32_elements(&x),
+            &f32_elements(&output_grad),
+            &mut dw,
+        )
+        .expect("geometry checked");
         let ws = weight.shape();
         flex_f32(dw, [ws[0], ws[1], ws[2], ws[3]])
     }
 }
 
 impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
-    fn ffem_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+    fn ffem_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct FfemConv2d;
 
         impl<B: ConvKernels> Backward<B, 2> for FfemConv2d {
             type State = (NodeId, NodeId, ConvOptions<2>);
 
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
                 let [node_x, node_weight] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (x_state, weight_state, options) = ops.state;
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-                let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+                let weight =
+                    checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
                 if let Some(node) = node_x {
-                    let dx = B::ffem_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+                    let dx = B::ffem_conv2d_x_backward(
+                        x.clone(),
+                        weight.clone(),
+                        grad.clone(),
+                        options.clone(),
+                    );
                     grads.register::<B>(node.id, dx);
                 }
                 if let Some(node) = node_weight {
-                    grads.register::<B>(node.id, B::ffem_conv2d_weight_backward(x, weight, grad, options));
+                    grads.register::<B>(
+                        node.id,
+                        B::ffem_conv2d_weight_backward(x, weight, grad, options),
+                    );
                 }
             }
         }
 
-        match FfemConv2d.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+        match FfemConv2d
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                prep.finish((x_state, weight_state, options.clone()), B::ffem_conv2d(x.into_primitive(), weight.into_primitive(), options))
+                prep.finish(
+                    (x_state, weight_state, options.clone()),
+                    B::ffem_conv2d(x.into_primitive(), weight.into_primitive(), options),
+                )
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::ffem_conv2d(x.into_primitive(), weight.into_primitive(), options)),
+            OpsKind::UnTracked(prep) => prep.finish(B::ffem_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
         }
     }
 }
@@ -242,7 +324,11 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Same => return conv.forward(x),
     };
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    let y = <Dispatch as ConvKernels>::ffem_conv2d(x.into_dispatch(), conv.weight.val().into_dispatch(), options);
+    let y = <Dispatch as ConvKernels>::ffem_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        options,
+    );
     let y = Tensor::<4>::from_dispatch(y);
     match &conv.bias {
         Some(bias) => y + bias.val().reshape([1, -1, 1, 1]),
@@ -258,7 +344,10 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation)
         && conv.bias.is_none()
         && x.dtype() == DType::F32
         && !x.device().is_autodiff()
-        && matches!(x.device().as_dispatch().clone().inner(), burn::backend::DispatchDevice::Flex(_));
+        && matches!(
+            x.device().as_dispatch().clone().inner(),
+            burn::backend::DispatchDevice::Flex(_)
+        );
     let padding = match conv.padding {
         PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
         PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
@@ -267,7 +356,11 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation)
     let (true, Some(padding)) = (fused, padding) else {
         return crate::norm::batch_norm_act(bn, conv2d(conv, x), act);
     };
-    let host = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("batch norm parameters are f32");
+    let host = |t: Tensor<1>| {
+        t.into_data()
+            .try_to_vec::<f32>()
+            .expect("batch norm parameters are f32")
+    };
     let (scale, shift) = ffem_kernels::Epilogue::batch_norm(
         &host(bn.gamma.val()),
         &host(bn.beta.val()),

@@ -60,12 +60,29 @@ pub struct Embedder {
     device: Device,
     /// Images per forward pass.
     pub batch_size: usize,
+    #[cfg(feature = "onnxruntime")]
+    ort: Option<crate::ort_engine::OrtEmbedder>,
 }
 
 impl Embedder {
     /// Wraps a model for inference (no autodiff, BatchNorm in inference mode).
     pub fn new(model: &EmbeddingModel, config: ModelConfig, device: &Device) -> Self {
-        Embedder { model: model.valid().to_device(device), config, device: device.clone(), batch_size: 64 }
+        Embedder {
+            model: model.valid().to_device(device),
+            config,
+            device: device.clone(),
+            batch_size: 64,
+            #[cfg(feature = "onnxruntime")]
+            ort: None,
+        }
+    }
+
+    /// Runs the forward passes in ONNX Runtime from now on (the model exported in memory), with
+    /// `threads` intra-op threads (0: one per core).
+    #[cfg(feature = "onnxruntime")]
+    pub fn use_onnxruntime(&mut self, threads: usize) -> Result<(), crate::ort_engine::OrtEngineError> {
+        self.ort = Some(crate::ort_engine::OrtEmbedder::new(&self.model, &self.config, threads)?);
+        Ok(())
     }
 
     /// The model's configuration.
@@ -85,6 +102,12 @@ impl Embedder {
         let mut out = Vec::with_capacity(n * self.dim());
         for start in (0..n).step_by(self.batch_size.max(1)) {
             let m = (n - start).min(self.batch_size.max(1));
+            #[cfg(feature = "onnxruntime")]
+            if let Some(ort) = &self.ort {
+                let batch = ort.embed_prepared(&images[start * plane..(start + m) * plane], m);
+                out.extend(batch.unwrap_or_else(|e| panic!("ONNX Runtime failed on a batch the session accepted: {e}")));
+                continue;
+            }
             let x = images_tensor(&images[start * plane..(start + m) * plane], m, size, &self.device);
             out.extend(to_vec2(self.model.forward(x)));
         }

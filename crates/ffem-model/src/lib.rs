@@ -17,6 +17,8 @@ pub mod losses;
 pub mod model;
 pub mod norm;
 pub mod onnx;
+#[cfg(feature = "onnxruntime")]
+pub mod ort_engine;
 pub mod precision;
 pub mod schedule;
 pub mod train;

@@ -13,7 +13,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, Scalar, TensorMetadata, backend_extension};
+use burn::backend::{
+    Backend, Dispatch, DispatchDevice, Flex, Scalar, TensorMetadata, backend_extension,
+};
 use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use ffem_kernels::{Activation, NormShape};
@@ -54,7 +56,10 @@ pub trait NormKernels: Backend {
         epsilon: f64,
         act: Activation,
     ) -> FloatTensor<Self> {
-        activate_primitive::<Self>(Self::batch_norm(x, gamma, beta, mean, variance, epsilon), act)
+        activate_primitive::<Self>(
+            Self::batch_norm(x, gamma, beta, mean, variance, epsilon),
+            act,
+        )
     }
 }
 
@@ -71,17 +76,13 @@ pub(crate) fn activate_primitive<B: Backend>(t: FloatTensor<B>, act: Activation)
     }
 }
 
-fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "ffem routes only f32 tensors to the fused batch norm");
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous copy").to_vec()),
-    }
-}
-
 fn norm_shape(x: &FlexTensor) -> NormShape {
     let s = x.shape();
-    NormShape { batch: s[0], channels: s[1], spatial: s.num_elements() / (s[0] * s[1]).max(1) }
+    NormShape {
+        batch: s[0],
+        channels: s[1],
+        spatial: s.num_elements() / (s[0] * s[1]).max(1),
+    }
 }
 
 fn flex_vec(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -89,12 +90,32 @@ fn flex_vec(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 }
 
 impl NormKernels for Flex {
-    fn ffem_batch_norm_act_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, act: Activation) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn ffem_batch_norm_act_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        act: Activation,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let s = norm_shape(&x);
         let mut y = vec![0.0f32; s.batch * s.channels * s.spatial];
         let (mut mean, mut var) = (vec![0.0f32; s.channels], vec![0.0f32; s.channels]);
-        ffem_kernels::batch_norm_act_train(s, &f32s(&x), &f32s(&gamma), &f32s(&beta), epsilon, act, &mut y, &mut mean, &mut var);
-        (flex_vec(y, x.shape().to_vec()), flex_vec(mean, vec![s.channels]), flex_vec(var, vec![s.channels]))
+        ffem_kernels::batch_norm_act_train(
+            s,
+            &crate::conv::f32_elements(&x),
+            &crate::conv::f32_elements(&gamma),
+            &crate::conv::f32_elements(&beta),
+            epsilon,
+            act,
+            &mut y,
+            &mut mean,
+            &mut var,
+        );
+        (
+            flex_vec(y, x.shape().to_vec()),
+            flex_vec(mean, vec![s.channels]),
+            flex_vec(var, vec![s.channels]),
+        )
     }
 
     fn ffem_batch_norm_act_train_backward(
@@ -112,19 +133,23 @@ impl NormKernels for Flex {
         let (mut dgamma, mut dbeta) = (vec![0.0f32; s.channels], vec![0.0f32; s.channels]);
         ffem_kernels::batch_norm_act_train_backward(
             s,
-            &f32s(&x),
-            &f32s(&output_grad),
-            &f32s(&gamma),
-            &f32s(&beta),
-            &f32s(&mean),
-            &f32s(&variance),
+            &crate::conv::f32_elements(&x),
+            &crate::conv::f32_elements(&output_grad),
+            &crate::conv::f32_elements(&gamma),
+            &crate::conv::f32_elements(&beta),
+            &crate::conv::f32_elements(&mean),
+            &crate::conv::f32_elements(&variance),
             epsilon,
             act,
             &mut dx,
             &mut dgamma,
             &mut dbeta,
         );
-        (flex_vec(dx, x.shape().to_vec()), flex_vec(dgamma, vec![s.channels]), flex_vec(dbeta, vec![s.channels]))
+        (
+            flex_vec(dx, x.shape().to_vec()),
+            flex_vec(dgamma, vec![s.channels]),
+            flex_vec(dbeta, vec![s.channels]),
+        )
     }
 
     fn ffem_batch_norm_act_infer(
@@ -138,7 +163,17 @@ impl NormKernels for Flex {
     ) -> FlexTensor {
         let s = norm_shape(&x);
         let mut y = vec![0.0f32; s.batch * s.channels * s.spatial];
-        ffem_kernels::batch_norm_act_infer(s, &f32s(&x), &f32s(&gamma), &f32s(&beta), &f32s(&mean), &f32s(&variance), epsilon, act, &mut y);
+        ffem_kernels::batch_norm_act_infer(
+            s,
+            &crate::conv::f32_elements(&x),
+            &crate::conv::f32_elements(&gamma),
+            &crate::conv::f32_elements(&beta),
+            &crate::conv::f32_elements(&mean),
+            &crate::conv::f32_elements(&variance),
+            epsilon,
+            act,
+            &mut y,
+        );
         flex_vec(y, x.shape().to_vec())
     }
 }
@@ -155,16 +190,32 @@ impl<B: NormKernels, C: CheckpointStrategy> NormKernels for Autodiff<B, C> {
         struct FusedBatchNorm;
 
         impl<B: NormKernels> Backward<B, 3> for FusedBatchNorm {
-            type State = (NodeId, NodeId, NodeId, B::FloatTensorPrimitive, B::FloatTensorPrimitive, f64, Activation);
+            type State = (
+                NodeId,
+                NodeId,
+                NodeId,
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                f64,
+                Activation,
+            );
 
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (x_state, gamma_state, beta_state, mean, variance, epsilon, act) = ops.state;
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-                let gamma = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
+                let gamma =
+                    checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
                 let beta = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(beta_state);
-                let (dx, dgamma, dbeta) = B::ffem_batch_norm_act_train_backward(x, gamma, beta, mean, variance, epsilon, act, grad);
+                let (dx, dgamma, dbeta) = B::ffem_batch_norm_act_train_backward(
+                    x, gamma, beta, mean, variance, epsilon, act, grad,
+                );
                 if let Some(node) = node_x {
                     grads.register::<B>(node.id, dx);
                 }
@@ -177,18 +228,53 @@ impl<B: NormKernels, C: CheckpointStrategy> NormKernels for Autodiff<B, C> {
             }
         }
 
-        match FusedBatchNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        match FusedBatchNorm
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let gamma_state = prep.checkpoint(&gamma);
                 let beta_state = prep.checkpoint(&beta);
-                let (y, mean, variance) = B::ffem_batch_norm_act_train(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, act);
-                let y = prep.finish((x_state, gamma_state, beta_state, mean.clone(), variance.clone(), epsilon, act), y);
-                (y, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
+                let (y, mean, variance) = B::ffem_batch_norm_act_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    act,
+                );
+                let y = prep.finish(
+                    (
+                        x_state,
+                        gamma_state,
+                        beta_state,
+                        mean.clone(),
+                        variance.clone(),
+                        epsilon,
+                        act,
+                    ),
+                    y,
+                );
+                (
+                    y,
+                    <FloatTensor<Self>>::new(mean),
+                    <FloatTensor<Self>>::new(variance),
+                )
             }
             OpsKind::UnTracked(prep) => {
-                let (y, mean, variance) = B::ffem_batch_norm_act_train(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, act);
-                (prep.finish(y), <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
+                let (y, mean, variance) = B::ffem_batch_norm_act_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    act,
+                );
+                (
+                    prep.finish(y),
+                    <FloatTensor<Self>>::new(mean),
+                    <FloatTensor<Self>>::new(variance),
+                )
             }
         }
     }
@@ -212,7 +298,11 @@ impl<B: NormKernels, C: CheckpointStrategy> NormKernels for Autodiff<B, C> {
 /// statistics and running buffers stay f32, the output returns to the input's dtype.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
-    if dtype == DType::F32 { bn.forward(x) } else { bn.forward(x.cast(DType::F32)).cast(dtype) }
+    if dtype == DType::F32 {
+        bn.forward(x)
+    } else {
+        bn.forward(x.cast(DType::F32)).cast(dtype)
+    }
 }
 
 /// The activation on a tensor, through burn's differentiable operations.
@@ -228,7 +318,11 @@ pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
 
 /// Whether the fused CPU path serves this tensor: f32 on the `flex` device.
 fn fused_cpu(x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32 && matches!(x.device().as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+    x.dtype() == DType::F32
+        && matches!(
+            x.device().as_dispatch().clone().inner(),
+            DispatchDevice::Flex(_)
+        )
 }
 
 /// `act(bn.forward(x))`, fused on the CPU: batch statistics and a running-statistics update when
@@ -239,12 +333,30 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4
     }
     let device = x.device();
     if device.is_autodiff() && bn.training.is_enabled() {
-        let (y, mean, variance) =
-            <Dispatch as NormKernels>::ffem_batch_norm_act_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon, act);
-        let (mean, variance) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(variance));
+        let (y, mean, variance) = <Dispatch as NormKernels>::ffem_batch_norm_act_train(
+            x.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            bn.epsilon,
+            act,
+        );
+        let (mean, variance) = (
+            Tensor::<1>::from_dispatch(mean),
+            Tensor::<1>::from_dispatch(variance),
+        );
         let m = bn.momentum;
-        let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m));
-        let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m).add(variance.detach().mul_scalar(m));
+        let running_mean = bn
+            .running_mean
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(mean.detach().mul_scalar(m));
+        let running_var = bn
+            .running_var
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(variance.detach().mul_scalar(m));
         bn.running_mean.update(running_mean.detach());
         bn.running_var.update(running_var.detach());
         Tensor::from_dispatch(y)

@@ -16,7 +16,11 @@ fn max_rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     let b: Vec<f32> = b.into_data().try_into_vec::<f32>().unwrap();
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
 }
 
 const TOL: f32 = 1e-4;
@@ -27,15 +31,15 @@ fn convolutions_match_burn_forward_and_backward() {
     device.seed(5);
     // (batch, in, out, size_h, size_w, kernel, stride, groups, bias)
     let cases = [
-        (4, 16, 24, 14, 14, 1, 1, 1, false),   // pointwise
-        (1, 7, 5, 9, 13, 1, 1, 1, false),      // pointwise, batch 1, odd sizes
-        (3, 3, 16, 32, 32, 3, 2, 1, false),    // the stem: dense 3x3 stride 2
-        (2, 4, 6, 11, 7, 3, 1, 1, false),      // dense 3x3 stride 1, odd sizes
-        (3, 24, 24, 14, 14, 3, 1, 24, false),  // depthwise 3x3
-        (2, 16, 16, 15, 15, 3, 2, 16, false),  // depthwise 3x3 stride 2, odd size
-        (2, 8, 8, 14, 14, 5, 2, 8, false),     // depthwise 5x5 stride 2
-        (1, 12, 12, 7, 9, 5, 1, 12, false),    // depthwise 5x5, batch 1
-        (3, 32, 8, 1, 1, 1, 1, 1, true),       // squeeze-excite reduce, with bias
+        (4, 16, 24, 14, 14, 1, 1, 1, false),  // pointwise
+        (1, 7, 5, 9, 13, 1, 1, 1, false),     // pointwise, batch 1, odd sizes
+        (3, 3, 16, 32, 32, 3, 2, 1, false),   // the stem: dense 3x3 stride 2
+        (2, 4, 6, 11, 7, 3, 1, 1, false),     // dense 3x3 stride 1, odd sizes
+        (3, 24, 24, 14, 14, 3, 1, 24, false), // depthwise 3x3
+        (2, 16, 16, 15, 15, 3, 2, 16, false), // depthwise 3x3 stride 2, odd size
+        (2, 8, 8, 14, 14, 5, 2, 8, false),    // depthwise 5x5 stride 2
+        (1, 12, 12, 7, 9, 5, 1, 12, false),   // depthwise 5x5, batch 1
+        (3, 32, 8, 1, 1, 1, 1, 1, true),      // squeeze-excite reduce, with bias
     ];
     for (batch, cin, cout, h, w, k, s, groups, bias) in cases {
         let p = (k - 1) / 2;
@@ -45,10 +49,16 @@ fn convolutions_match_burn_forward_and_backward() {
             .with_groups(groups)
             .with_bias(bias)
             .init(&device);
-        let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+        let x = Tensor::<4>::random(
+            [batch, cin, h, w],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        )
+        .require_grad();
         let fast = conv2d(&conv, x.clone());
         let reference = conv.forward(x.clone());
-        let what = format!("batch {batch}, {cin}->{cout}, {h}x{w}, k{k} s{s} groups {groups} bias {bias}");
+        let what =
+            format!("batch {batch}, {cin}->{cout}, {h}x{w}, k{k} s{s} groups {groups} bias {bias}");
         assert_eq!(fast.dims(), reference.dims(), "{what}");
         let e = max_rel_diff(fast.clone().inner(), reference.clone().inner());
         assert!(e < TOL, "{what}: forward differs by {e:e}");
@@ -71,9 +81,20 @@ fn convolutions_match_burn_forward_and_backward() {
 }
 
 fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
-    let mut bn = BatchNormConfig::new(channels).with_epsilon(1e-3).with_momentum(0.1).init(device);
-    bn.gamma = Param::from_tensor(Tensor::random([channels], Distribution::Uniform(0.5, 2.0), device));
-    bn.beta = Param::from_tensor(Tensor::random([channels], Distribution::Uniform(-1.0, 1.0), device));
+    let mut bn = BatchNormConfig::new(channels)
+        .with_epsilon(1e-3)
+        .with_momentum(0.1)
+        .init(device);
+    bn.gamma = Param::from_tensor(Tensor::random(
+        [channels],
+        Distribution::Uniform(0.5, 2.0),
+        device,
+    ));
+    bn.beta = Param::from_tensor(Tensor::random(
+        [channels],
+        Distribution::Uniform(-1.0, 1.0),
+        device,
+    ));
     bn
 }
 
@@ -81,23 +102,35 @@ fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
 fn batch_norm_with_activation_matches_burn() {
     let device = Device::flex().autodiff();
     device.seed(6);
-    for act in [Activation::Identity, Activation::Relu, Activation::Relu6, Activation::HardSwish] {
+    for act in [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::HardSwish,
+    ] {
         for (batch, c, h, w) in [(4, 6, 9, 9), (1, 3, 7, 5)] {
             let what = format!("{act:?}, batch {batch}, {c} channels, {h}x{w}");
             let fast_bn = batch_norm(c, &device);
             // A second layer with the same parameters and its own running statistics.
-            let mut ref_bn = BatchNormConfig::new(c).with_epsilon(1e-3).with_momentum(0.1).init(&device);
+            let mut ref_bn = BatchNormConfig::new(c)
+                .with_epsilon(1e-3)
+                .with_momentum(0.1)
+                .init(&device);
             ref_bn.gamma = Param::from_tensor(fast_bn.gamma.val().inner().from_inner_like(&device));
             ref_bn.beta = Param::from_tensor(fast_bn.beta.val().inner().from_inner_like(&device));
             // Scale 3 so that ReLU6 and hard-swish see every one of their pieces.
-            let x = (Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.5, 1.0), &device) * 3.0).require_grad();
+            let x =
+                (Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.5, 1.0), &device)
+                    * 3.0)
+                    .require_grad();
 
             let fast = batch_norm_act(&fast_bn, x.clone(), act);
             let reference = activate(ref_bn.forward(x.clone()), act);
             let e = max_rel_diff(fast.clone().inner(), reference.clone().inner());
             assert!(e < TOL, "{what}: training forward differs by {e:e}");
 
-            let r = Tensor::<4>::random([batch, c, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+            let r =
+                Tensor::<4>::random([batch, c, h, w], Distribution::Uniform(-1.0, 1.0), &device);
             let gf = (fast * r.clone()).sum().backward();
             let gr = (reference * r).sum().backward();
             let e = max_rel_diff(x.grad(&gf).unwrap(), x.grad(&gr).unwrap());
@@ -115,7 +148,10 @@ fn batch_norm_with_activation_matches_burn() {
             let e = max_rel_diff(fast_bn.running_var.value(), ref_bn.running_var.value());
             assert!(e < TOL, "{what}: running variance differs by {e:e}");
             let xi = x.clone().inner();
-            let e = max_rel_diff(batch_norm_act(&fast_bn, xi.clone(), act), activate(ref_bn.forward(xi), act));
+            let e = max_rel_diff(
+                batch_norm_act(&fast_bn, xi.clone(), act),
+                activate(ref_bn.forward(xi), act),
+            );
             assert!(e < TOL, "{what}: inference differs by {e:e}");
         }
     }
@@ -139,8 +175,17 @@ fn fused_inference_layer_matches_burn() {
     use ffem_model::conv::conv_bn_act;
     let device = Device::flex();
     device.seed(7);
-    for (batch, cin, cout, size, k, s, groups) in [(2, 8, 16, 9, 1, 1, 1), (3, 3, 8, 16, 3, 2, 1), (2, 12, 12, 10, 5, 2, 12), (1, 6, 6, 7, 3, 1, 6)] {
-        for act in [Activation::Identity, Activation::Relu6, Activation::HardSwish] {
+    for (batch, cin, cout, size, k, s, groups) in [
+        (2, 8, 16, 9, 1, 1, 1),
+        (3, 3, 8, 16, 3, 2, 1),
+        (2, 12, 12, 10, 5, 2, 12),
+        (1, 6, 6, 7, 3, 1, 6),
+    ] {
+        for act in [
+            Activation::Identity,
+            Activation::Relu6,
+            Activation::HardSwish,
+        ] {
             let p = (k - 1) / 2;
             let conv = Conv2dConfig::new([cin, cout], [k, k])
                 .with_stride([s, s])
@@ -149,13 +194,28 @@ fn fused_inference_layer_matches_burn() {
                 .with_bias(false)
                 .init(&device);
             let bn = batch_norm(cout, &device);
-            bn.running_mean.update(Tensor::random([cout], Distribution::Uniform(-0.5, 0.5), &device));
-            bn.running_var.update(Tensor::random([cout], Distribution::Uniform(0.5, 2.0), &device));
-            let x = Tensor::<4>::random([batch, cin, size, size], Distribution::Uniform(-2.0, 2.0), &device);
+            bn.running_mean.update(Tensor::random(
+                [cout],
+                Distribution::Uniform(-0.5, 0.5),
+                &device,
+            ));
+            bn.running_var.update(Tensor::random(
+                [cout],
+                Distribution::Uniform(0.5, 2.0),
+                &device,
+            ));
+            let x = Tensor::<4>::random(
+                [batch, cin, size, size],
+                Distribution::Uniform(-2.0, 2.0),
+                &device,
+            );
             let fused = conv_bn_act(&conv, &bn, x.clone(), act);
             let reference = activate(bn.forward(conv.forward(x)), act);
             let e = max_rel_diff(fused, reference);
-            assert!(e < TOL, "{cin}->{cout} k{k} s{s} groups {groups} {act:?}: differs by {e:e}");
+            assert!(
+                e < TOL,
+                "{cin}->{cout} k{k} s{s} groups {groups} {act:?}: differs by {e:e}"
+            );
         }
     }
 }

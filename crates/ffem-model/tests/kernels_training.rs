@@ -14,7 +14,12 @@ fn loss_curve_matches_burn_operations() {
     let src = dir.path().join("synthetic");
     ffem_data::synth::generate(&src, 0, 8, 12, 64, 3).unwrap();
     let records = dir.path().join("records");
-    pack(&PackOptions::new(src.join("images"), src.join("image_list.json"), &records)).unwrap();
+    pack(&PackOptions::new(
+        src.join("images"),
+        src.join("image_list.json"),
+        &records,
+    ))
+    .unwrap();
     // The full MobileNetV3-Small (squeeze-excite, hard-swish, 5x5 depthwise) at a small width.
     let cfg = TrainConfig {
         train_data: records.display().to_string(),
@@ -42,7 +47,11 @@ fn loss_curve_matches_burn_operations() {
     let run = |kernels: bool, out: &Path| {
         set_cpu_kernels(kernels);
         train(&cfg, out, false, &TrainOptions::default()).unwrap();
-        read_metrics(&out.join("metrics.csv")).unwrap().iter().map(|m| m.1).collect::<Vec<f64>>()
+        read_metrics(&out.join("metrics.csv"))
+            .unwrap()
+            .iter()
+            .map(|m| m.1)
+            .collect::<Vec<f64>>()
     };
     let fast = run(true, &dir.path().join("fast"));
     let reference = run(false, &dir.path().join("burn"));
@@ -55,6 +64,9 @@ fn loss_curve_matches_burn_operations() {
     // first steps must agree closely and the whole curve within half a percent.
     for (step, (f, r)) in fast.iter().zip(&reference).enumerate() {
         let tolerance = if step < 6 { 1e-4 } else { 5e-3 };
-        assert!((f - r).abs() <= tolerance * r.abs(), "step {step}: {f} with ffem's kernels, {r} with burn's\n{fast:?}\n{reference:?}");
+        assert!(
+            (f - r).abs() <= tolerance * r.abs(),
+            "step {step}: {f} with ffem's kernels, {r} with burn's\n{fast:?}\n{reference:?}"
+        );
     }
 }

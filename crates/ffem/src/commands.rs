@@ -384,9 +384,29 @@ fn read_issame(path: &Path) -> Result<Vec<bool>> {
 }
 
 fn open_model(path: &Path) -> Result<(ffem_model::ModelConfig, Embedder)> {
+    open_model_on(path, Engine::Burn)
+}
+
+/// Which runtime runs the network's forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// burn on the CPU with ffem's kernels (always available).
+    Burn,
+    /// ONNX Runtime (a build with `--features onnxruntime` and `scripts/fetch-onnxruntime.sh`).
+    Onnxruntime,
+}
+
+fn open_model_on(path: &Path, engine: Engine) -> Result<(ffem_model::ModelConfig, Embedder)> {
     let device = device_for("cpu")?;
     let (cfg, model) = load_model(path, &device)?;
-    let embedder = Embedder::new(&model, cfg.clone(), &device);
+    #[allow(unused_mut)]
+    let mut embedder = Embedder::new(&model, cfg.clone(), &device);
+    if engine == Engine::Onnxruntime {
+        #[cfg(feature = "onnxruntime")]
+        embedder.use_onnxruntime(0)?;
+        #[cfg(not(feature = "onnxruntime"))]
+        bail!("--engine onnxruntime: this ffem was built without it; rebuild with `cargo build --release -p ffem --features onnxruntime` and run scripts/fetch-onnxruntime.sh");
+    }
     Ok((cfg, embedder))
 }
 
@@ -616,11 +636,14 @@ pub struct EmbedArgs {
     /// check an exported model in another runtime on exactly the same inputs.
     #[arg(long, value_name = "NPY")]
     save_crops: Option<PathBuf>,
+    /// Runtime for the network: burn, or onnxruntime (optional build feature).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: Engine,
 }
 
 /// Runs `ffem embed`.
 pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = open_model(&a.model)?;
+    let (cfg, embedder) = open_model_on(&a.model, a.engine)?;
     let items = gather_items(&a.inputs, a.root.as_deref())?;
     if items.is_empty() {
         bail!("no images found in the inputs");

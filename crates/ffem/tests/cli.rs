@@ -146,6 +146,19 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     let csv = std::fs::read_to_string(npy.with_extension("csv")).unwrap();
     assert!(csv.starts_with("row,path,label\n0,") && csv.contains(",id00101\n"), "{csv}");
 
+    // The ONNX Runtime engine: the same embeddings where the build has it, advice where it does not.
+    let ort_npy = dir.path().join("emb_ort.npy");
+    let o = ffem(&["embed", model.to_str().unwrap(), test.join("images").to_str().unwrap(), "--output", ort_npy.to_str().unwrap(), "--engine", "onnxruntime"]);
+    if cfg!(feature = "onnxruntime") {
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (ort_data, _, _) = ffem_eval::npy::read_f32(&ort_npy).unwrap();
+        let diff = data.iter().zip(&ort_data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "burn and ONNX Runtime embeddings differ by {diff}");
+    } else {
+        assert!(!o.status.success(), "{}", stdout(&o));
+        assert!(stderr(&o).contains("--features onnxruntime"), "{}", stderr(&o));
+    }
+
     // With a list, boxes are used; a non-image in a folder is skipped and counted, --strict fails.
     std::fs::write(test.join("images/id00100/zz.jpg"), b"not an image").unwrap();
     let o = ffem(&["embed", model.to_str().unwrap(), test.join("images").to_str().unwrap(), "--output", npy.to_str().unwrap()]);
