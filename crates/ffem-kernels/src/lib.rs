@@ -74,7 +74,7 @@ pub enum KernelError {
     #[error(
         "unsupported convolution {0:?}: only groups = 1 or depthwise (groups = in = out channels) with a non-empty output"
     )]
-    Unsupported(ConvGeometry),
+    Unsupported(Box<ConvGeometry>),
     /// A slice whose length is not the one the geometry implies.
     #[error("{what} has {got} elements, the geometry {geometry:?} needs {expected}")]
     Length {
@@ -85,7 +85,7 @@ pub enum KernelError {
         /// The length the geometry implies.
         expected: usize,
         /// The geometry.
-        geometry: ConvGeometry,
+        geometry: Box<ConvGeometry>,
     },
 }
 
@@ -152,13 +152,13 @@ impl ConvGeometry {
                 what,
                 got,
                 expected,
-                geometry: *self,
+                geometry: Box::new(*self),
             })
         }
     }
 
     fn kind_or_err(&self) -> Result<ConvKind, KernelError> {
-        self.kind().ok_or(KernelError::Unsupported(*self))
+        self.kind().ok_or_else(|| KernelError::Unsupported(Box::new(*self)))
     }
 }
 

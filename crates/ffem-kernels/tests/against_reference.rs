@@ -305,7 +305,7 @@ fn unsupported_geometries_and_wrong_lengths_are_errors() {
             what: "input",
             got: 17,
             expected: 18,
-            geometry: g
+            geometry: Box::new(g)
         }
     );
     assert!(err.to_string().contains("input has 17 elements"), "{err}");

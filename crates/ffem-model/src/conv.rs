@@ -34,9 +34,13 @@ pub fn set_cpu_kernels(enabled: bool) {
     CPU_KERNELS.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether ffem's CPU kernels are in use (see [`set_cpu_kernels`]).
+/// Whether ffem's CPU kernels are in use (see [`set_cpu_kernels`]): on unless switched off there
+/// or by the environment variable `FFEM_KERNELS=burn` (a way to rule the kernels out when a run
+/// behaves unexpectedly, without rebuilding).
 pub fn cpu_kernels() -> bool {
+    static ENV_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     CPU_KERNELS.load(Ordering::Relaxed)
+        && !*ENV_OFF.get_or_init(|| std::env::var("FFEM_KERNELS").is_ok_and(|v| v == "burn"))
 }
 
 /// Convolution without bias, with its two gradients, overridable per backend. The default bodies

@@ -648,7 +648,9 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     if items.is_empty() {
         bail!("no images found in the inputs");
     }
+    let started = std::time::Instant::now();
     let (emb, kept, skipped) = embed_items(&embedder, cfg.align, !a.no_flip, &items)?;
+    let seconds = started.elapsed().as_secs_f64();
     for (n, e) in &skipped {
         eprintln!("skipped {n}: {e}");
     }
@@ -675,7 +677,17 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     }
     let csv_path = a.output.with_extension("csv");
     ffem_model::model::write_atomic(&csv_path, csv.as_bytes())?;
-    println!("embedded {} of {} images ({} skipped) -> {} [{} x {}], index {}", kept.len(), items.len(), skipped.len(), a.output.display(), kept.len(), embedder.dim(), csv_path.display());
+    println!(
+        "embedded {} of {} images ({} skipped) -> {} [{} x {}], index {}; read, decode, crop and embed took {seconds:.2} s ({:.1} images/s)",
+        kept.len(),
+        items.len(),
+        skipped.len(),
+        a.output.display(),
+        kept.len(),
+        embedder.dim(),
+        csv_path.display(),
+        items.len() as f64 / seconds
+    );
     Ok(ExitCode::SUCCESS)
 }
 
