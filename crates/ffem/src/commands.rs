@@ -368,6 +368,9 @@ pub struct EvalArgs {
     /// Draw the CMC curve into this PNG (with --identify).
     #[arg(long)]
     cmc: Option<PathBuf>,
+    /// Runtime for the network: burn, or onnxruntime (optional build feature).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: Engine,
 }
 
 fn read_issame(path: &Path) -> Result<Vec<bool>> {
@@ -383,9 +386,6 @@ fn read_issame(path: &Path) -> Result<Vec<bool>> {
         .collect()
 }
 
-fn open_model(path: &Path) -> Result<(ffem_model::ModelConfig, Embedder)> {
-    open_model_on(path, Engine::Burn)
-}
 
 /// Which runtime runs the network's forward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -465,7 +465,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if sets.is_empty() {
         bail!("nothing to evaluate on: pass --lfw DIR, --cfp-fp DIR, --cfp-ff DIR or --bin FILE");
     }
-    let (cfg, embedder) = open_model(model_dir)?;
+    let (cfg, embedder) = open_model_on(model_dir, a.engine)?;
     let mut reports = Vec::new();
     for set in &sets {
         let emb = embed_set(&embedder, &set.faces, cfg.align, !a.no_flip, true)?;
@@ -496,7 +496,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
 
 fn identify(a: &EvalArgs) -> Result<ExitCode> {
     let model_dir = a.model.as_ref().context("--identify needs a MODEL directory")?;
-    let (cfg, embedder) = open_model(model_dir)?;
+    let (cfg, embedder) = open_model_on(model_dir, a.engine)?;
     let (faces, labels): (Vec<FaceInput>, Vec<i64>) = if let Some(list_path) = &a.list {
         let root = a.root.clone().unwrap_or_else(|| list_path.parent().map(Path::to_path_buf).unwrap_or_default());
         let list = ImageList::load(list_path)?;
@@ -710,6 +710,9 @@ pub struct VerifyArgs {
     /// An image_list.json whose boxes / landmarks apply to the images (matched by path suffix).
     #[arg(long)]
     list: Option<PathBuf>,
+    /// Runtime for the network: burn, or onnxruntime (optional build feature).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: Engine,
 }
 
 fn boxes_from_list(list: Option<&Path>) -> Result<Vec<ffem_data::ImageEntry>> {
@@ -733,7 +736,7 @@ fn item_for(path: &Path, entries: &[ffem_data::ImageEntry]) -> Item {
 
 /// Runs `ffem verify`.
 pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = open_model(&a.model)?;
+    let (cfg, embedder) = open_model_on(&a.model, a.engine)?;
     let threshold = match a.threshold {
         Some(t) => t,
         None => {
@@ -773,11 +776,14 @@ pub struct SearchArgs {
     /// An image_list.json with boxes for the query (matched by path suffix).
     #[arg(long)]
     list: Option<PathBuf>,
+    /// Runtime for the network: burn, or onnxruntime (optional build feature).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: Engine,
 }
 
 /// Runs `ffem search`.
 pub fn search(a: SearchArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = open_model(&a.model)?;
+    let (cfg, embedder) = open_model_on(&a.model, a.engine)?;
     let d = embedder.dim();
     let (gallery, names): (Vec<f32>, Vec<String>) = if a.gallery.extension().is_some_and(|e| e == "npy") {
         let (mut data, rows, dim) = ffem_eval::npy::read_f32(&a.gallery)?;
