@@ -32,14 +32,87 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Replaces directory `target` with the finished directory `staged` (both on one file system).
+///
+/// On Linux the two are swapped in one `renameat2(RENAME_EXCHANGE)`, so that at every instant
+/// `target` names a complete directory, the old one or the new one: a crash at any point leaves a
+/// usable checkpoint or pack. The old contents then sit under `staged` and are removed. Elsewhere
+/// (or on a file system without exchange) the old directory is renamed away first and the new one
+/// renamed in, which leaves a short window with no `target`.
 pub fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        let old = temp_path(target).with_extension("old");
-        std::fs::rename(target, &old).map_err(|e| DataError::io(target, e))?;
-        std::fs::rename(staged, target).map_err(|e| DataError::io(target, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
-    } else {
-        std::fs::rename(staged, target).map_err(|e| DataError::io(target, e))?;
+    replace_dir_stopping(staged, target, None)
+}
+
+/// The points inside [`replace_dir`] where a test can stop it, as a crash would.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceStop {
+    /// Before anything was renamed.
+    BeforeSwap,
+    /// After the swap, before the old contents are removed.
+    AfterSwap,
+}
+
+/// [`replace_dir`] that returns early at `stop` (tests only).
+#[doc(hidden)]
+pub fn replace_dir_stopping(staged: &Path, target: &Path, stop: Option<ReplaceStop>) -> Result<()> {
+    if stop == Some(ReplaceStop::BeforeSwap) {
+        return Ok(());
     }
-    Ok(())
+    if !target.exists() {
+        return std::fs::rename(staged, target).map_err(|e| DataError::io(target, e));
+    }
+    if exchange(staged, target).is_ok() {
+        if stop == Some(ReplaceStop::AfterSwap) {
+            return Ok(());
+        }
+        return std::fs::remove_dir_all(staged).map_err(|e| DataError::io(staged, e));
+    }
+    let old = temp_path(target).with_extension("old");
+    std::fs::rename(target, &old).map_err(|e| DataError::io(target, e))?;
+    std::fs::rename(staged, target).map_err(|e| DataError::io(target, e))?;
+    if stop == Some(ReplaceStop::AfterSwap) {
+        return Ok(());
+    }
+    std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))
+}
+
+/// Swaps two paths atomically.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Removes the staging directories (`.NAME.tmp-PID`, and `.NAME.tmp-PID.old` of the fallback)
+/// that interrupted writers of `target` left beside it. Call it only while no other process is
+/// writing `target`.
+pub fn remove_stale_staging(target: &Path) -> Result<usize> {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else { return Ok(0) };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(DataError::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            r.map_err(|e| DataError::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

@@ -368,8 +368,9 @@ fn run_verification(model: &EmbeddingModel, cfg: &TrainConfig, set: &PairSet, de
 fn save_checkpoint(run: &RunDir, module: &TrainModule, optim: &ModuleOptimizer, state: &TrainState) -> Result<(), TrainError> {
     // Everything goes into a fresh directory that replaces the old one in one rename, so a crash
     // leaves either the previous checkpoint or the new one, never a mixture.
-    let staging = run.root.join(format!(".checkpoint.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
+    let staging = ffem_data::atomic::temp_path(&run.checkpoint());
+    // Staging left by an interrupted run (another pid) is garbage: this process owns the run.
+    ffem_data::atomic::remove_stale_staging(&run.checkpoint()).map_err(err)?;
     std::fs::create_dir_all(&staging).map_err(|e| TrainError(format!("{}: {e}", staging.display())))?;
     let weights = module.clone().into_record().into_bytes().map_err(|e| TrainError(format!("checkpoint weights: {e:?}")))?;
     write_atomic(&staging.join("train.bpk"), &weights).map_err(err)?;
