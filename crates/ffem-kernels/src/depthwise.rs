@@ -7,8 +7,8 @@
 //! every tap becomes `out[o] += w * sub[o + offset]` over one contiguous run of `Ho * Wq` values:
 //! no per-row loop, no bounds tests, no strided access. The `Wq - Wo` extra columns per row are
 //! computed and dropped (and zero where they feed a gradient). The runs are a few kilobytes, so the
-//! taps' passes stay in the L1 cache; the small 7x7 and 4x4 maps of the last blocks cost no more
-//! per value than the large ones.
+//! taps' passes stay in the L1 cache. Maps too small for the per-plane work to pay off go to
+//! `depthwise_small` instead.
 
 use rayon::prelude::*;
 
