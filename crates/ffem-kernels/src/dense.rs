@@ -9,16 +9,21 @@ use rayon::prelude::*;
 use crate::matmul::{Threads, View, gemm};
 use crate::{BATCH_CHUNK, ConvGeometry, Epilogue, sum_partials};
 
-/// Runs `f(image, threads)` for every image: in parallel over images when there are enough of them
-/// to keep every thread busy, else one image at a time with multi-threaded GEMMs.
-fn for_each_image<F>(batch: usize, f: F)
+/// Runs `f(image, its output, threads)` for every image's `per_image`-long piece of `out`: in
+/// parallel over images when there are enough of them to keep every thread busy, else one image at
+/// a time with multi-threaded GEMMs.
+fn for_each_image<F>(out: &mut [f32], per_image: usize, f: F)
 where
-    F: Fn(usize, Threads) + Sync,
+    F: Fn(usize, &mut [f32], Threads) + Sync,
 {
-    if batch >= rayon::current_num_threads() {
-        (0..batch).into_par_iter().for_each(|n| f(n, Threads::One));
+    if out.len() / per_image >= rayon::current_num_threads() {
+        out.par_chunks_mut(per_image)
+            .enumerate()
+            .for_each(|(n, y)| f(n, y, Threads::One));
     } else {
-        (0..batch).for_each(|n| f(n, Threads::All));
+        out.chunks_mut(per_image)
+            .enumerate()
+            .for_each(|(n, y)| f(n, y, Threads::All));
     }
 }
 
@@ -45,40 +50,6 @@ where
     sum_partials(&parts, out);
 }
 
-/// Shares a mutable slice between tasks that write disjoint, image-aligned parts of it.
-struct Chunks<'a> {
-    ptr: *mut f32,
-    len: usize,
-    chunk: usize,
-    _borrow: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-// SAFETY: `Chunks::get` hands out the disjoint `chunk`-long pieces of one exclusive borrow, and each
-// caller asks for a different index.
-unsafe impl Send for Chunks<'_> {}
-unsafe impl Sync for Chunks<'_> {}
-
-impl<'a> Chunks<'a> {
-    fn new(data: &'a mut [f32], chunk: usize) -> Self {
-        assert_eq!(data.len() % chunk, 0);
-        Chunks {
-            ptr: data.as_mut_ptr(),
-            len: data.len(),
-            chunk,
-            _borrow: std::marker::PhantomData,
-        }
-    }
-
-    /// The `i`-th piece. Each index must be requested by one task only.
-    #[allow(clippy::mut_from_ref)]
-    fn get(&self, i: usize) -> &mut [f32] {
-        assert!((i + 1) * self.chunk <= self.len);
-        // SAFETY: in bounds by the assert; pieces for different `i` do not overlap and every
-        // caller in this module requests each index once.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.chunk), self.chunk) }
-    }
-}
-
 pub(crate) fn pointwise_forward_with(
     g: &ConvGeometry,
     input: &[f32],
@@ -88,10 +59,8 @@ pub(crate) fn pointwise_forward_with(
 ) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, ci);
-    let out = Chunks::new(output, co * hw);
-    for_each_image(g.batch, |n, threads| {
+    for_each_image(output, co * hw, |n, y, threads| {
         let x = View::rows(&input[n * ci * hw..(n + 1) * ci * hw], ci, hw);
-        let y = out.get(n);
         gemm(y, false, w, x, threads);
         if let Some(e) = epilogue {
             e.apply(y, hw, 0);
@@ -107,10 +76,9 @@ pub(crate) fn pointwise_backward_input(
 ) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let wt = View::transposed(weight, co, ci);
-    let dx = Chunks::new(input_grad, ci * hw);
-    for_each_image(g.batch, |n, threads| {
+    for_each_image(input_grad, ci * hw, |n, dx, threads| {
         let dy = View::rows(&output_grad[n * co * hw..(n + 1) * co * hw], co, hw);
-        gemm(dx.get(n), false, wt, dy, threads);
+        gemm(dx, false, wt, dy, threads);
     });
 }
 
@@ -231,11 +199,9 @@ pub(crate) fn im2col_forward_with(
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, rows);
-    let out = Chunks::new(output, co * cols);
-    for_each_image(g.batch, |n, threads| {
+    for_each_image(output, co * cols, |n, y, threads| {
         let mut col = vec![0.0f32; rows * cols];
         im2col(g, &input[n * ci * hw..(n + 1) * ci * hw], &mut col);
-        let y = out.get(n);
         gemm(y, false, w, View::rows(&col, rows, cols), threads);
         if let Some(e) = epilogue {
             e.apply(y, cols, 0);
@@ -252,8 +218,7 @@ pub(crate) fn im2col_backward_input(
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let wt = View::transposed(weight, co, rows);
-    let dx = Chunks::new(input_grad, ci * hw);
-    for_each_image(g.batch, |n, threads| {
+    for_each_image(input_grad, ci * hw, |n, image_grad, threads| {
         let mut dcol = vec![0.0f32; rows * cols];
         gemm(
             &mut dcol,
@@ -262,7 +227,6 @@ pub(crate) fn im2col_backward_input(
             View::rows(&output_grad[n * co * cols..(n + 1) * co * cols], co, cols),
             threads,
         );
-        let image_grad = dx.get(n);
         image_grad.fill(0.0);
         col2im_add(g, &dcol, image_grad);
     });

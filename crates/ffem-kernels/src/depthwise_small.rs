@@ -90,6 +90,55 @@ struct Scratch {
     b: Vec<f32>,
 }
 
+/// Input pixels, output pixels and taps of one plane.
+fn sizes(g: &ConvGeometry) -> (usize, usize, usize) {
+    (
+        g.in_h * g.in_w,
+        g.out_h() * g.out_w(),
+        g.kernel[0] * g.kernel[1],
+    )
+}
+
+/// Per image: `dst[d] += w[t] * src[s]` over all channels at once for every link `(d, t, s)`,
+/// `src` having `src_pixels` and `dst` `dst_pixels` per channel. The forward pass links output
+/// pixels to the input pixels they read; the input gradient is the same with the ends swapped.
+#[allow(clippy::too_many_arguments)]
+fn propagate(
+    channels: usize,
+    src: &[f32],
+    src_pixels: usize,
+    wt: &[f32],
+    links: &[(usize, usize, usize)],
+    dst: &mut [f32],
+    dst_pixels: usize,
+    epilogue: Option<&Epilogue>,
+) {
+    let c = channels;
+    dst.par_chunks_mut(c * dst_pixels)
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (n, out)| {
+            to_channels_last(
+                &src[n * c * src_pixels..(n + 1) * c * src_pixels],
+                c,
+                src_pixels,
+                &mut s.a,
+            );
+            s.b.clear();
+            s.b.resize(dst_pixels * c, 0.0);
+            for &(d, t, i) in links {
+                mul_add_any(
+                    &mut s.b[d * c..(d + 1) * c],
+                    &wt[t * c..(t + 1) * c],
+                    &s.a[i * c..(i + 1) * c],
+                );
+            }
+            to_channels_first(&s.b, c, dst_pixels, out);
+            if let Some(e) = epilogue {
+                e.apply(out, dst_pixels, 0);
+            }
+        });
+}
+
 pub(crate) fn forward_with(
     g: &ConvGeometry,
     input: &[f32],
@@ -97,33 +146,18 @@ pub(crate) fn forward_with(
     output: &mut [f32],
     epilogue: Option<&Epilogue>,
 ) {
-    let c = g.in_channels;
-    let (ip, op, kk) = (
-        g.in_h * g.in_w,
-        g.out_h() * g.out_w(),
-        g.kernel[0] * g.kernel[1],
+    let (ip, op, kk) = sizes(g);
+    let wt = weights_by_tap(weight, g.in_channels, kk);
+    propagate(
+        g.in_channels,
+        input,
+        ip,
+        &wt,
+        &taps(g),
+        output,
+        op,
+        epilogue,
     );
-    let wt = weights_by_tap(weight, c, kk);
-    let taps = taps(g);
-    output
-        .par_chunks_mut(c * op)
-        .enumerate()
-        .for_each_init(Scratch::default, |s, (n, y)| {
-            to_channels_last(&input[n * c * ip..(n + 1) * c * ip], c, ip, &mut s.a);
-            s.b.clear();
-            s.b.resize(op * c, 0.0);
-            for &(o, t, i) in &taps {
-                mul_add_any(
-                    &mut s.b[o * c..(o + 1) * c],
-                    &wt[t * c..(t + 1) * c],
-                    &s.a[i * c..(i + 1) * c],
-                );
-            }
-            to_channels_first(&s.b, c, op, y);
-            if let Some(e) = epilogue {
-                e.apply(y, op, 0);
-            }
-        });
 }
 
 pub(crate) fn backward_input(
@@ -132,30 +166,19 @@ pub(crate) fn backward_input(
     output_grad: &[f32],
     input_grad: &mut [f32],
 ) {
-    let c = g.in_channels;
-    let (ip, op, kk) = (
-        g.in_h * g.in_w,
-        g.out_h() * g.out_w(),
-        g.kernel[0] * g.kernel[1],
+    let (ip, op, kk) = sizes(g);
+    let wt = weights_by_tap(weight, g.in_channels, kk);
+    let links: Vec<_> = taps(g).into_iter().map(|(o, t, i)| (i, t, o)).collect();
+    propagate(
+        g.in_channels,
+        output_grad,
+        op,
+        &wt,
+        &links,
+        input_grad,
+        ip,
+        None,
     );
-    let wt = weights_by_tap(weight, c, kk);
-    let taps = taps(g);
-    input_grad
-        .par_chunks_mut(c * ip)
-        .enumerate()
-        .for_each_init(Scratch::default, |s, (n, dx)| {
-            to_channels_last(&output_grad[n * c * op..(n + 1) * c * op], c, op, &mut s.a);
-            s.b.clear();
-            s.b.resize(ip * c, 0.0);
-            for &(o, t, i) in &taps {
-                mul_add_any(
-                    &mut s.b[i * c..(i + 1) * c],
-                    &wt[t * c..(t + 1) * c],
-                    &s.a[o * c..(o + 1) * c],
-                );
-            }
-            to_channels_first(&s.b, c, ip, dx);
-        });
 }
 
 pub(crate) fn backward_weight(
@@ -165,11 +188,7 @@ pub(crate) fn backward_weight(
     weight_grad: &mut [f32],
 ) {
     let c = g.in_channels;
-    let (ip, op, kk) = (
-        g.in_h * g.in_w,
-        g.out_h() * g.out_w(),
-        g.kernel[0] * g.kernel[1],
-    );
+    let (ip, op, kk) = sizes(g);
     let taps = taps(g);
     let mut by_tap = vec![0.0f32; kk * c];
     crate::dense::sum_over_batch(g.batch, &mut by_tap, |images, acc, _| {
@@ -178,7 +197,11 @@ pub(crate) fn backward_weight(
             to_channels_last(&input[n * c * ip..(n + 1) * c * ip], c, ip, &mut s.a);
             to_channels_last(&output_grad[n * c * op..(n + 1) * c * op], c, op, &mut s.b);
             for &(o, t, i) in &taps {
-                mul_add_any(&mut acc[t * c..(t + 1) * c], &s.b[o * c..(o + 1) * c], &s.a[i * c..(i + 1) * c]);
+                mul_add_any(
+                    &mut acc[t * c..(t + 1) * c],
+                    &s.b[o * c..(o + 1) * c],
+                    &s.a[i * c..(i + 1) * c],
+                );
             }
         }
     });

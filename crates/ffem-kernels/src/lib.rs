@@ -158,7 +158,8 @@ impl ConvGeometry {
     }
 
     fn kind_or_err(&self) -> Result<ConvKind, KernelError> {
-        self.kind().ok_or_else(|| KernelError::Unsupported(Box::new(*self)))
+        self.kind()
+            .ok_or_else(|| KernelError::Unsupported(Box::new(*self)))
     }
 }
 
