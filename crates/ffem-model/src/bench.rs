@@ -14,6 +14,10 @@ use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::TrainConfig;
+#[cfg(feature = "onnxruntime")]
+use crate::ort_engine::ORT_VERSION;
+#[cfg(not(feature = "onnxruntime"))]
+const ORT_VERSION: &str = "";
 use crate::losses::ClassifierLoss;
 use crate::precision::{Precision, forward_embeddings};
 use crate::train::{TrainModule, device_for};
@@ -131,14 +135,20 @@ pub fn bench_train(args: &[String]) -> String {
     }
     let x = Tensor::<4>::random([batch, 3, image, image], Distribution::Uniform(-1.0, 1.0), &device);
 
-    if args.iter().any(|a| a == "--infer") && arg(args, "--engine", "burn") == "onnxruntime" {
-        return bench_onnxruntime(&cfg, &device, batch, steps, warmup, &label);
-    }
     if args.iter().any(|a| a == "--infer") {
         let model = cfg.model().init(&device).valid();
-        let run = || {
-            let e = model.forward(x.clone());
-            let _ = e.sum().into_scalar::<f32>();
+        let (run, engine): (Box<dyn Fn()>, String) = if arg(args, "--engine", "burn") == "onnxruntime" {
+            let images = x.clone().into_data().try_into_vec::<f32>().expect("f32 images");
+            match onnxruntime_batch(&cfg, &model, images, batch) {
+                Ok(run) => (run, format!(", onnxruntime {ORT_VERSION}")),
+                Err(message) => return message,
+            }
+        } else {
+            let run = move || {
+                let e = model.forward(x.clone());
+                let _ = e.sum().into_scalar::<f32>();
+            };
+            (Box::new(run), String::new())
         };
         for _ in 0..warmup {
             run();
@@ -148,7 +158,7 @@ pub fn bench_train(args: &[String]) -> String {
             run();
         }
         let s = t.elapsed().as_secs_f64();
-        return format!("ffem inference [{label}]: {:.1} images/s ({steps} batches in {s:.2} s)", (steps * batch) as f64 / s);
+        return format!("ffem inference [{label}{engine}]: {:.1} images/s ({steps} batches in {s:.2} s)", (steps * batch) as f64 / s);
     }
 
     let ad = device.clone().autodiff();
@@ -181,26 +191,17 @@ pub fn bench_train(args: &[String]) -> String {
     format!("ffem training [{label}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})", (steps * batch) as f64 / s)
 }
 
-/// Inference images/s of the same (randomly initialised) network exported to ONNX and run by
-/// ONNX Runtime (`--infer --engine onnxruntime`).
+/// One inference batch of `model` exported to ONNX and run by ONNX Runtime (`--infer --engine
+/// onnxruntime`), or the message to print when that cannot be.
 #[cfg(feature = "onnxruntime")]
-fn bench_onnxruntime(cfg: &TrainConfig, device: &burn::tensor::Device, batch: usize, steps: usize, warmup: usize, label: &str) -> String {
-    let model = cfg.model().init(device).valid();
-    let engine = crate::ort_engine::OrtEmbedder::new(&model, &cfg.model(), 0).unwrap_or_else(|e| panic!("{e}"));
-    let size = cfg.image_size;
-    let x: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
-    for _ in 0..warmup {
-        engine.embed_prepared(&x, batch).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let t = Instant::now();
-    for _ in 0..steps {
-        engine.embed_prepared(&x, batch).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let s = t.elapsed().as_secs_f64();
-    format!("ffem inference [{label}, onnxruntime {}]: {:.1} images/s ({steps} batches in {s:.2} s)", crate::ort_engine::ORT_VERSION, (steps * batch) as f64 / s)
+fn onnxruntime_batch(cfg: &TrainConfig, model: &crate::EmbeddingModel, images: Vec<f32>, batch: usize) -> Result<Box<dyn Fn()>, String> {
+    let engine = crate::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0).map_err(|e| e.to_string())?;
+    Ok(Box::new(move || {
+        engine.embed_prepared(&images, batch).unwrap_or_else(|e| panic!("{e}"));
+    }))
 }
 
 #[cfg(not(feature = "onnxruntime"))]
-fn bench_onnxruntime(_: &TrainConfig, _: &burn::tensor::Device, _: usize, _: usize, _: usize, _: &str) -> String {
-    "--engine onnxruntime: build with --features onnxruntime (and run scripts/fetch-onnxruntime.sh)".into()
+fn onnxruntime_batch(_: &TrainConfig, _: &crate::EmbeddingModel, _: Vec<f32>, _: usize) -> Result<Box<dyn Fn()>, String> {
+    Err("--engine onnxruntime: build with --features onnxruntime (and run scripts/fetch-onnxruntime.sh)".into())
 }

@@ -160,7 +160,8 @@ pub(crate) fn f32_elements(t: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
-fn flex_f32(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+/// A `flex` tensor owning `values` (row-major) in `shape`.
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -193,7 +194,7 @@ impl ConvKernels for Flex {
             &mut out,
         )
         .expect("geometry checked");
-        flex_f32(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
+        flex_tensor(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
     }
 
     fn ffem_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
@@ -203,7 +204,7 @@ impl ConvKernels for Flex {
         let mut out = vec![0.0f32; g.output_len()];
         ffem_kernels::conv2d_forward(&g, &f32_elements(&x), &f32_elements(&weight), &mut out)
             .expect("geometry checked");
-        flex_f32(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
+        flex_tensor(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
     }
 
     fn ffem_conv2d_x_backward(
@@ -225,7 +226,7 @@ impl ConvKernels for Flex {
             &mut dx,
         )
         .expect("geometry checked");
-        flex_f32(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
+        flex_tensor(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
     }
 
     fn ffem_conv2d_weight_backward(
@@ -248,7 +249,7 @@ impl ConvKernels for Flex {
         )
         .expect("geometry checked");
         let ws = weight.shape();
-        flex_f32(dw, [ws[0], ws[1], ws[2], ws[3]])
+        flex_tensor(dw, [ws[0], ws[1], ws[2], ws[3]])
     }
 }
 
@@ -316,18 +317,37 @@ impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
     }
 }
 
-/// `conv.forward(x)` through [`ConvKernels`]: same weights, padding, stride and groups, same result.
-pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !cpu_kernels() {
-        return conv.forward(x);
-    }
+/// Whether ffem's CPU kernels serve this tensor: they are on, and it is f32 on the `flex` device.
+pub(crate) fn on_cpu_kernels(x: &Tensor<4>) -> bool {
+    cpu_kernels()
+        && x.dtype() == DType::F32
+        && matches!(
+            x.device().as_dispatch().clone().inner(),
+            burn::backend::DispatchDevice::Flex(_)
+        )
+}
+
+/// The layer's convolution options, or `None` for "same" padding, which depends on the input
+/// size (burn's own module computes it).
+fn explicit_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
     let padding = match conv.padding {
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
-        // "Same" padding depends on the input size; burn's own module computes it.
-        PaddingConfig2d::Same => return conv.forward(x),
+        PaddingConfig2d::Same => return None,
     };
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    Some(ConvOptions::new_with_padding(
+        conv.stride,
+        padding,
+        conv.dilation,
+        conv.groups,
+    ))
+}
+
+/// `conv.forward(x)` through [`ConvKernels`]: same weights, padding, stride and groups, same result.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let Some(options) = explicit_options(conv).filter(|_| cpu_kernels()) else {
+        return conv.forward(x);
+    };
     let y = <Dispatch as ConvKernels>::ffem_conv2d(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
@@ -344,20 +364,8 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// (inference) one fused pass with the batch norm folded in; otherwise [`conv2d`] then
 /// [`crate::norm::batch_norm_act`].
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
-    let fused = cpu_kernels()
-        && conv.bias.is_none()
-        && x.dtype() == DType::F32
-        && !x.device().is_autodiff()
-        && matches!(
-            x.device().as_dispatch().clone().inner(),
-            burn::backend::DispatchDevice::Flex(_)
-        );
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
-        PaddingConfig2d::Same => None,
-    };
-    let (true, Some(padding)) = (fused, padding) else {
+    let fused = on_cpu_kernels(&x) && conv.bias.is_none() && !x.device().is_autodiff();
+    let Some(options) = explicit_options(conv).filter(|_| fused) else {
         return crate::norm::batch_norm_act(bn, conv2d(conv, x), act);
     };
     let host = |t: Tensor<1>| {
@@ -376,7 +384,6 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation)
     let channels = scale.len();
     let scale = Tensor::<1>::from_data(TensorData::new(scale, [channels]), &device);
     let shift = Tensor::<1>::from_data(TensorData::new(shift, [channels]), &device);
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     Tensor::from_dispatch(<Dispatch as ConvKernels>::ffem_conv2d_affine_act(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),

@@ -13,12 +13,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{
-    Backend, Dispatch, DispatchDevice, Flex, Scalar, TensorMetadata, backend_extension,
-};
+use burn::backend::{Backend, Dispatch, Flex, Scalar, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use ffem_kernels::{Activation, NormShape};
+
+use crate::conv::{f32_elements, flex_tensor, on_cpu_kernels};
 
 /// Batch norm in training mode (batch statistics) or inference mode (given statistics), fused
 /// with the activation after it.
@@ -85,10 +85,6 @@ fn norm_shape(x: &FlexTensor) -> NormShape {
     }
 }
 
-fn flex_vec(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
 impl NormKernels for Flex {
     fn ffem_batch_norm_act_train(
         x: FlexTensor,
@@ -102,9 +98,9 @@ impl NormKernels for Flex {
         let (mut mean, mut var) = (vec![0.0f32; s.channels], vec![0.0f32; s.channels]);
         ffem_kernels::batch_norm_act_train(
             s,
-            &crate::conv::f32_elements(&x),
-            &crate::conv::f32_elements(&gamma),
-            &crate::conv::f32_elements(&beta),
+            &f32_elements(&x),
+            &f32_elements(&gamma),
+            &f32_elements(&beta),
             epsilon,
             act,
             &mut y,
@@ -112,9 +108,9 @@ impl NormKernels for Flex {
             &mut var,
         );
         (
-            flex_vec(y, x.shape().to_vec()),
-            flex_vec(mean, vec![s.channels]),
-            flex_vec(var, vec![s.channels]),
+            flex_tensor(y, x.shape().to_vec()),
+            flex_tensor(mean, vec![s.channels]),
+            flex_tensor(var, vec![s.channels]),
         )
     }
 
@@ -133,12 +129,12 @@ impl NormKernels for Flex {
         let (mut dgamma, mut dbeta) = (vec![0.0f32; s.channels], vec![0.0f32; s.channels]);
         ffem_kernels::batch_norm_act_train_backward(
             s,
-            &crate::conv::f32_elements(&x),
-            &crate::conv::f32_elements(&output_grad),
-            &crate::conv::f32_elements(&gamma),
-            &crate::conv::f32_elements(&beta),
-            &crate::conv::f32_elements(&mean),
-            &crate::conv::f32_elements(&variance),
+            &f32_elements(&x),
+            &f32_elements(&output_grad),
+            &f32_elements(&gamma),
+            &f32_elements(&beta),
+            &f32_elements(&mean),
+            &f32_elements(&variance),
             epsilon,
             act,
             &mut dx,
@@ -146,9 +142,9 @@ impl NormKernels for Flex {
             &mut dbeta,
         );
         (
-            flex_vec(dx, x.shape().to_vec()),
-            flex_vec(dgamma, vec![s.channels]),
-            flex_vec(dbeta, vec![s.channels]),
+            flex_tensor(dx, x.shape().to_vec()),
+            flex_tensor(dgamma, vec![s.channels]),
+            flex_tensor(dbeta, vec![s.channels]),
         )
     }
 
@@ -165,16 +161,16 @@ impl NormKernels for Flex {
         let mut y = vec![0.0f32; s.batch * s.channels * s.spatial];
         ffem_kernels::batch_norm_act_infer(
             s,
-            &crate::conv::f32_elements(&x),
-            &crate::conv::f32_elements(&gamma),
-            &crate::conv::f32_elements(&beta),
-            &crate::conv::f32_elements(&mean),
-            &crate::conv::f32_elements(&variance),
+            &f32_elements(&x),
+            &f32_elements(&gamma),
+            &f32_elements(&beta),
+            &f32_elements(&mean),
+            &f32_elements(&variance),
             epsilon,
             act,
             &mut y,
         );
-        flex_vec(y, x.shape().to_vec())
+        flex_tensor(y, x.shape().to_vec())
     }
 }
 
@@ -307,28 +303,13 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
 
 /// The activation on a tensor, through burn's differentiable operations.
 pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
-    use burn::tensor::activation::{hard_swish, relu, relu6};
-    match act {
-        Activation::Identity => x,
-        Activation::Relu => relu(x),
-        Activation::Relu6 => relu6(x),
-        Activation::HardSwish => hard_swish(x),
-    }
-}
-
-/// Whether the fused CPU path serves this tensor: f32 on the `flex` device.
-fn fused_cpu(x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32
-        && matches!(
-            x.device().as_dispatch().clone().inner(),
-            DispatchDevice::Flex(_)
-        )
+    Tensor::from_dispatch(activate_primitive::<Dispatch>(x.into_dispatch(), act))
 }
 
 /// `act(bn.forward(x))`, fused on the CPU: batch statistics and a running-statistics update when
 /// `x` is on an autodiff device and the layer is training, the running statistics otherwise.
 pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
-    if !fused_cpu(&x) || !crate::conv::cpu_kernels() {
+    if !on_cpu_kernels(&x) {
         return activate(batch_norm(bn, x), act);
     }
     let device = x.device();
