@@ -39,41 +39,32 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// (or on a file system without exchange) the old directory is renamed away first and the new one
 /// renamed in, which leaves a short window with no `target`.
 pub fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
-    replace_dir_stopping(staged, target, None)
+    replace(staged, target, true)
 }
 
-/// The points inside [`replace_dir`] where a test can stop it, as a crash would.
+/// [`replace_dir`] stopped after the swap, before the old contents are removed: what a crash at
+/// that point leaves (tests only).
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplaceStop {
-    /// Before anything was renamed.
-    BeforeSwap,
-    /// After the swap, before the old contents are removed.
-    AfterSwap,
+pub fn replace_dir_without_cleanup(staged: &Path, target: &Path) -> Result<()> {
+    replace(staged, target, false)
 }
 
-/// [`replace_dir`] that returns early at `stop` (tests only).
-#[doc(hidden)]
-pub fn replace_dir_stopping(staged: &Path, target: &Path, stop: Option<ReplaceStop>) -> Result<()> {
-    if stop == Some(ReplaceStop::BeforeSwap) {
-        return Ok(());
-    }
+fn replace(staged: &Path, target: &Path, clean_up: bool) -> Result<()> {
     if !target.exists() {
         return std::fs::rename(staged, target).map_err(|e| DataError::io(target, e));
     }
-    if exchange(staged, target).is_ok() {
-        if stop == Some(ReplaceStop::AfterSwap) {
-            return Ok(());
-        }
-        return std::fs::remove_dir_all(staged).map_err(|e| DataError::io(staged, e));
+    let old = if exchange(staged, target).is_ok() {
+        staged.to_path_buf()
+    } else {
+        let old = temp_path(target).with_extension("old");
+        std::fs::rename(target, &old).map_err(|e| DataError::io(target, e))?;
+        std::fs::rename(staged, target).map_err(|e| DataError::io(target, e))?;
+        old
+    };
+    if clean_up {
+        std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
     }
-    let old = temp_path(target).with_extension("old");
-    std::fs::rename(target, &old).map_err(|e| DataError::io(target, e))?;
-    std::fs::rename(staged, target).map_err(|e| DataError::io(target, e))?;
-    if stop == Some(ReplaceStop::AfterSwap) {
-        return Ok(());
-    }
-    std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))
+    Ok(())
 }
 
 /// Swaps two paths atomically.

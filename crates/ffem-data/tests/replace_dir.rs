@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ffem_data::atomic::{ReplaceStop, remove_stale_staging, replace_dir, replace_dir_stopping, temp_path};
+use ffem_data::atomic::{remove_stale_staging, replace_dir, replace_dir_without_cleanup, temp_path};
 
 fn make(dir: &Path, content: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -23,17 +23,17 @@ fn a_crash_at_any_point_leaves_a_complete_target() {
     let target = root.path().join("checkpoint");
     let staged = temp_path(&target);
 
-    // Stopped before the swap: the old checkpoint, and stale staging that the next writer removes.
+    // Stopped before the swap (staging written, nothing renamed): the old checkpoint, and stale
+    // staging that the next writer removes.
     make(&target, "old");
     make(&staged, "new");
-    replace_dir_stopping(&staged, &target, Some(ReplaceStop::BeforeSwap)).unwrap();
     assert_eq!(content(&target), "old");
     assert_eq!(remove_stale_staging(&target).unwrap(), 1);
     assert!(!staged.exists());
 
     // Stopped after the swap: already the new checkpoint; the old one waits to be removed.
     make(&staged, "new");
-    replace_dir_stopping(&staged, &target, Some(ReplaceStop::AfterSwap)).unwrap();
+    replace_dir_without_cleanup(&staged, &target).unwrap();
     assert_eq!(content(&target), "new");
     assert!(remove_stale_staging(&target).unwrap() >= 1);
     assert_eq!(content(&target), "new", "cleaning up never touches the target");

@@ -368,9 +368,8 @@ pub struct EvalArgs {
     /// Draw the CMC curve into this PNG (with --identify).
     #[arg(long)]
     cmc: Option<PathBuf>,
-    /// Runtime for the network: burn, or onnxruntime (optional build feature).
-    #[arg(long, value_enum, default_value = "burn")]
-    engine: Engine,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 fn read_issame(path: &Path) -> Result<Vec<bool>> {
@@ -386,7 +385,6 @@ fn read_issame(path: &Path) -> Result<Vec<bool>> {
         .collect()
 }
 
-
 /// Which runtime runs the network's forward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -396,12 +394,20 @@ pub enum Engine {
     Onnxruntime,
 }
 
-fn open_model_on(path: &Path, engine: Engine) -> Result<(ffem_model::ModelConfig, Embedder)> {
+/// `--engine`, shared by every command that runs the network.
+#[derive(Args)]
+pub struct EngineArg {
+    /// Runtime for the network: burn, or onnxruntime (optional build feature).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: Engine,
+}
+
+fn open_model(path: &Path, engine: &EngineArg) -> Result<(ffem_model::ModelConfig, Embedder)> {
     let device = device_for("cpu")?;
     let (cfg, model) = load_model(path, &device)?;
     #[allow(unused_mut)]
     let mut embedder = Embedder::new(&model, cfg.clone(), &device);
-    if engine == Engine::Onnxruntime {
+    if engine.engine == Engine::Onnxruntime {
         #[cfg(feature = "onnxruntime")]
         embedder.use_onnxruntime(0)?;
         #[cfg(not(feature = "onnxruntime"))]
@@ -465,7 +471,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if sets.is_empty() {
         bail!("nothing to evaluate on: pass --lfw DIR, --cfp-fp DIR, --cfp-ff DIR or --bin FILE");
     }
-    let (cfg, embedder) = open_model_on(model_dir, a.engine)?;
+    let (cfg, embedder) = open_model(model_dir, &a.engine)?;
     let mut reports = Vec::new();
     for set in &sets {
         let emb = embed_set(&embedder, &set.faces, cfg.align, !a.no_flip, true)?;
@@ -496,7 +502,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
 
 fn identify(a: &EvalArgs) -> Result<ExitCode> {
     let model_dir = a.model.as_ref().context("--identify needs a MODEL directory")?;
-    let (cfg, embedder) = open_model_on(model_dir, a.engine)?;
+    let (cfg, embedder) = open_model(model_dir, &a.engine)?;
     let (faces, labels): (Vec<FaceInput>, Vec<i64>) = if let Some(list_path) = &a.list {
         let root = a.root.clone().unwrap_or_else(|| list_path.parent().map(Path::to_path_buf).unwrap_or_default());
         let list = ImageList::load(list_path)?;
@@ -636,14 +642,13 @@ pub struct EmbedArgs {
     /// check an exported model in another runtime on exactly the same inputs.
     #[arg(long, value_name = "NPY")]
     save_crops: Option<PathBuf>,
-    /// Runtime for the network: burn, or onnxruntime (optional build feature).
-    #[arg(long, value_enum, default_value = "burn")]
-    engine: Engine,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 /// Runs `ffem embed`.
 pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = open_model_on(&a.model, a.engine)?;
+    let (cfg, embedder) = open_model(&a.model, &a.engine)?;
     let items = gather_items(&a.inputs, a.root.as_deref())?;
     if items.is_empty() {
         bail!("no images found in the inputs");
@@ -710,9 +715,8 @@ pub struct VerifyArgs {
     /// An image_list.json whose boxes / landmarks apply to the images (matched by path suffix).
     #[arg(long)]
     list: Option<PathBuf>,
-    /// Runtime for the network: burn, or onnxruntime (optional build feature).
-    #[arg(long, value_enum, default_value = "burn")]
-    engine: Engine,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 fn boxes_from_list(list: Option<&Path>) -> Result<Vec<ffem_data::ImageEntry>> {
@@ -736,7 +740,7 @@ fn item_for(path: &Path, entries: &[ffem_data::ImageEntry]) -> Item {
 
 /// Runs `ffem verify`.
 pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = open_model_on(&a.model, a.engine)?;
+    let (cfg, embedder) = open_model(&a.model, &a.engine)?;
     let threshold = match a.threshold {
         Some(t) => t,
         None => {
@@ -776,14 +780,13 @@ pub struct SearchArgs {
     /// An image_list.json with boxes for the query (matched by path suffix).
     #[arg(long)]
     list: Option<PathBuf>,
-    /// Runtime for the network: burn, or onnxruntime (optional build feature).
-    #[arg(long, value_enum, default_value = "burn")]
-    engine: Engine,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 /// Runs `ffem search`.
 pub fn search(a: SearchArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = open_model_on(&a.model, a.engine)?;
+    let (cfg, embedder) = open_model(&a.model, &a.engine)?;
     let d = embedder.dim();
     let (gallery, names): (Vec<f32>, Vec<String>) = if a.gallery.extension().is_some_and(|e| e == "npy") {
         let (mut data, rows, dim) = ffem_eval::npy::read_f32(&a.gallery)?;
