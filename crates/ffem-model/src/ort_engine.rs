@@ -46,18 +46,7 @@ pub fn library_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return PathBuf::from(p);
     }
-    let dir = std::env::var_os("FFEM_ORT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache
-                .join("ffem")
-                .join(format!("onnxruntime-{ORT_VERSION}"))
-        });
+    let dir = ffem_data::cache::dir("FFEM_ORT_DIR", &format!("onnxruntime-{ORT_VERSION}"));
     dir.join(format!("libonnxruntime.so.{ORT_VERSION}"))
 }
 
@@ -77,7 +66,7 @@ fn environment() -> Result<&'static Environment, OrtEngineError> {
     })
     .as_ref()
     .map_err(|message| OrtEngineError::Load {
-        path: library_path(),
+        path,
         message: message.clone(),
     })
 }

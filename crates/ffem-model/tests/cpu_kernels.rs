@@ -116,8 +116,8 @@ fn batch_norm_with_activation_matches_burn() {
                 .with_epsilon(1e-3)
                 .with_momentum(0.1)
                 .init(&device);
-            ref_bn.gamma = Param::from_tensor(fast_bn.gamma.val().inner().fresh_copy(&device));
-            ref_bn.beta = Param::from_tensor(fast_bn.beta.val().inner().fresh_copy(&device));
+            ref_bn.gamma = Param::from_tensor(fresh_copy(fast_bn.gamma.val().inner(), &device));
+            ref_bn.beta = Param::from_tensor(fresh_copy(fast_bn.beta.val().inner(), &device));
             // Scale 3 so that ReLU6 and hard-swish see every one of their pieces.
             let x =
                 (Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.5, 1.0), &device)
@@ -157,15 +157,9 @@ fn batch_norm_with_activation_matches_burn() {
     }
 }
 
-trait FreshCopy {
-    fn fresh_copy(self, device: &Device) -> Tensor<1>;
-}
-
-impl FreshCopy for Tensor<1> {
-    /// A fresh trainable copy on `device`, sharing no storage or graph with `self`.
-    fn fresh_copy(self, device: &Device) -> Tensor<1> {
-        Tensor::from_data(self.into_data(), device)
-    }
+/// A fresh trainable copy on `device`, sharing no storage or graph with `t`.
+fn fresh_copy(t: Tensor<1>, device: &Device) -> Tensor<1> {
+    Tensor::from_data(t.into_data(), device)
 }
 
 /// Inference: one fused pass (batch norm folded into the convolution's output) equals burn's
