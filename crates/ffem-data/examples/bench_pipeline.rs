@@ -10,7 +10,13 @@ fn main() {
     let batches: usize = a.get(2).map_or(100, |s| s.parse().unwrap());
     let batch: usize = a.get(3).map_or(64, |s| s.parse().unwrap());
     let workers: usize = a.get(4).map_or(2, |s| s.parse().unwrap());
-    let cfg = PipelineConfig { batch_size: batch, workers, shuffle_buffer: 1024, augment: AugmentConfig::seed_default(), ..Default::default() };
+    let cfg = PipelineConfig {
+        batch_size: batch,
+        workers,
+        shuffle_buffer: 1024,
+        augment: AugmentConfig::seed_default(),
+        ..Default::default()
+    };
     let p = Pipeline::new(src, cfg).unwrap();
     let (mut n, mut epoch) = (0usize, 0u64);
     // Warm the page cache and threads with one batch, then time.
@@ -26,5 +32,8 @@ fn main() {
         epoch += 1;
     }
     let s = t.elapsed().as_secs_f64();
-    println!("ffem pipeline: {n} images in {s:.2} s = {:.1} images/s ({workers} workers, batch {batch})", n as f64 / s);
+    println!(
+        "ffem pipeline: {n} images in {s:.2} s = {:.1} images/s ({workers} workers, batch {batch})",
+        n as f64 / s
+    );
 }

@@ -2,14 +2,19 @@
 //! Prints microseconds per image for decoding, cropping, and each augmentation.
 use std::time::Instant;
 
+use ffem_data::RecordSource;
 use ffem_data::imageops::{crop_resize, decode_rgb};
 use ffem_data::pipeline::color_jitter;
-use ffem_data::RecordSource;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(2).map_or(1000, |s| s.parse().unwrap());
-    let recs: Vec<_> = RecordSource::open(std::path::Path::new(&a[1])).unwrap().records(false).take(n).map(Result::unwrap).collect();
+    let recs: Vec<_> = RecordSource::open(std::path::Path::new(&a[1]))
+        .unwrap()
+        .records(false)
+        .take(n)
+        .map(Result::unwrap)
+        .collect();
     let t = Instant::now();
     let imgs: Vec<_> = recs.iter().map(|r| decode_rgb(&r.jpeg).unwrap()).collect();
     let decode = t.elapsed().as_secs_f64() / n as f64 * 1e6;
@@ -34,5 +39,7 @@ fn main() {
         }
     }
     let norm = t.elapsed().as_secs_f64() / n as f64 * 1e6;
-    println!("per image, one thread: decode {decode:.0} us, crop+resize {crop:.0} us, colour jitter {color:.0} us (runs on half the images), normalise {norm:.0} us");
+    println!(
+        "per image, one thread: decode {decode:.0} us, crop+resize {crop:.0} us, colour jitter {color:.0} us (runs on half the images), normalise {norm:.0} us"
+    );
 }

@@ -31,7 +31,9 @@ impl Similarity {
             return None;
         }
         let mean = |pts: &[[f32; 2]]| {
-            let (sx, sy) = pts.iter().fold((0.0, 0.0), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
+            let (sx, sy) = pts
+                .iter()
+                .fold((0.0, 0.0), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
             (sx / n, sy / n)
         };
         let (msx, msy) = mean(src);
@@ -50,19 +52,32 @@ impl Similarity {
         let (a, b) = (num_a / den, num_b / den);
         let tx = mdx - (a * msx - b * msy);
         let ty = mdy - (b * msx + a * msy);
-        Some(Similarity { a: a as f32, b: b as f32, tx: tx as f32, ty: ty as f32 })
+        Some(Similarity {
+            a: a as f32,
+            b: b as f32,
+            tx: tx as f32,
+            ty: ty as f32,
+        })
     }
 
     /// Applies the transform to a point.
     pub fn apply(&self, p: [f32; 2]) -> [f32; 2] {
-        [self.a * p[0] - self.b * p[1] + self.tx, self.b * p[0] + self.a * p[1] + self.ty]
+        [
+            self.a * p[0] - self.b * p[1] + self.tx,
+            self.b * p[0] + self.a * p[1] + self.ty,
+        ]
     }
 
     /// The inverse transform.
     pub fn inverse(&self) -> Similarity {
         let det = self.a * self.a + self.b * self.b;
         let (a, b) = (self.a / det, -self.b / det);
-        Similarity { a, b, tx: -(a * self.tx - b * self.ty), ty: -(b * self.tx + a * self.ty) }
+        Similarity {
+            a,
+            b,
+            tx: -(a * self.tx - b * self.ty),
+            ty: -(b * self.tx + a * self.ty),
+        }
     }
 
     /// As a row-major 2x3 matrix.
@@ -75,14 +90,22 @@ impl Similarity {
 pub fn alignment_for(landmarks: &[f32; 10], size: usize) -> Option<Similarity> {
     let scale = size as f32 / 112.0;
     let src: Vec<[f32; 2]> = landmarks.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
-    let dst: Vec<[f32; 2]> = ARCFACE_TEMPLATE.iter().map(|p| [p[0] * scale, p[1] * scale]).collect();
+    let dst: Vec<[f32; 2]> = ARCFACE_TEMPLATE
+        .iter()
+        .map(|p| [p[0] * scale, p[1] * scale])
+        .collect();
     Similarity::estimate(&src, &dst)
 }
 
 /// Warps the face onto the `size` x `size` template frame by the similarity of its landmarks,
 /// writing interleaved RGB f32 (0..255) into `out`; returns the similarity (image -> crop), or
 /// `None` without touching `out` when the landmarks are degenerate.
-pub fn warp_aligned(img: &image::RgbImage, landmarks: &[f32; 10], size: usize, out: &mut [f32]) -> Option<Similarity> {
+pub fn warp_aligned(
+    img: &image::RgbImage,
+    landmarks: &[f32; 10],
+    size: usize,
+    out: &mut [f32],
+) -> Option<Similarity> {
     let sim = alignment_for(landmarks, size)?;
     crate::imageops::warp_affine_inverse(img, sim.inverse().matrix(), size, out);
     Some(sim)
@@ -96,11 +119,19 @@ mod tests {
     fn recovers_a_known_similarity_exactly() {
         // Rotate 30 degrees, scale 1.7, shift (5, -3), by hand.
         let (s, th) = (1.7f32, 30f32.to_radians());
-        let truth = Similarity { a: s * th.cos(), b: s * th.sin(), tx: 5.0, ty: -3.0 };
+        let truth = Similarity {
+            a: s * th.cos(),
+            b: s * th.sin(),
+            tx: 5.0,
+            ty: -3.0,
+        };
         let src = ARCFACE_TEMPLATE.to_vec();
         let dst: Vec<[f32; 2]> = src.iter().map(|&p| truth.apply(p)).collect();
         let est = Similarity::estimate(&src, &dst).unwrap();
-        for (x, y) in [est.a, est.b, est.tx, est.ty].iter().zip([truth.a, truth.b, truth.tx, truth.ty]) {
+        for (x, y) in [est.a, est.b, est.tx, est.ty]
+            .iter()
+            .zip([truth.a, truth.b, truth.tx, truth.ty])
+        {
             assert!((x - y).abs() < 1e-3, "{est:?} vs {truth:?}");
         }
         let back = est.inverse().apply(est.apply([10.0, 20.0]));

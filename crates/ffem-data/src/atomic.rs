@@ -8,7 +8,10 @@ use crate::error::{DataError, Result};
 
 /// The temporary name used while `path` is being written.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -74,8 +77,20 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
     let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let r = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -87,8 +102,14 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
 /// that interrupted writers of `target` left beside it. Call it only while no other process is
 /// writing `target`.
 pub fn remove_stale_staging(target: &Path) -> Result<usize> {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else { return Ok(0) };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(0);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let prefix = format!(".{}.tmp-", name.to_string_lossy());
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
@@ -100,7 +121,11 @@ pub fn remove_stale_staging(target: &Path) -> Result<usize> {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let path = entry.path();
-            let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let r = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
             r.map_err(|e| DataError::io(&path, e))?;
             removed += 1;
         }

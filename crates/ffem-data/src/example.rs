@@ -91,7 +91,8 @@ fn decode_entry(entry: &[u8]) -> Result<(String, Feature), String> {
     for field in Fields::new(entry) {
         match field? {
             (1, Value::Len(k)) => {
-                name = String::from_utf8(k.to_vec()).map_err(|_| "feature name is not UTF-8".to_string())?
+                name = String::from_utf8(k.to_vec())
+                    .map_err(|_| "feature name is not UTF-8".to_string())?
             }
             (2, Value::Len(f)) => feature = decode_feature(f)?,
             _ => {}
@@ -121,9 +122,15 @@ fn decode_feature(bytes: &[u8]) -> Result<Feature, String> {
                     match f? {
                         (1, Value::Len(packed)) => {
                             if packed.len() % 4 != 0 {
-                                return Err("packed float list has a length not divisible by 4".into());
+                                return Err(
+                                    "packed float list has a length not divisible by 4".into()
+                                );
                             }
-                            values.extend(packed.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                            values.extend(
+                                packed
+                                    .chunks_exact(4)
+                                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                            );
                         }
                         (1, Value::Fixed32(v)) => values.push(f32::from_bits(v)),
                         _ => {}
@@ -207,7 +214,8 @@ impl<'a> Iterator for Fields<'a> {
 impl<'a> Fields<'a> {
     fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(len).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| "protobuf field runs past the end of the record".to_string())?;
+        let end =
+            end.ok_or_else(|| "protobuf field runs past the end of the record".to_string())?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -284,12 +292,19 @@ impl FaceRecord {
         let int = |ex: &Example, key: &str| -> Result<i64, String> {
             match ex.get(key) {
                 Some(Feature::Int64(v)) if v.len() == 1 => Ok(v[0]),
-                Some(other) => Err(format!("feature \"{key}\" must be one int64, found {other:?}")),
+                Some(other) => Err(format!(
+                    "feature \"{key}\" must be one int64, found {other:?}"
+                )),
                 None => Err(format!("missing feature \"{key}\"")),
             }
         };
         let label = int(&ex, "label")?;
-        let face_box = [int(&ex, "x1")?, int(&ex, "y1")?, int(&ex, "x2")?, int(&ex, "y2")?];
+        let face_box = [
+            int(&ex, "x1")?,
+            int(&ex, "y1")?,
+            int(&ex, "x2")?,
+            int(&ex, "y2")?,
+        ];
         let jpeg = match ex.remove("jpeg") {
             Some(Feature::Bytes(mut v)) if v.len() == 1 => v.pop().unwrap_or_default(),
             Some(_) => return Err("feature \"jpeg\" must be exactly one byte string".into()),
@@ -302,14 +317,26 @@ impl FaceRecord {
                 Some(l)
             }
             Some(Feature::Float(v)) if v.is_empty() => None,
-            Some(other) => return Err(format!("feature \"landmarks\" must be 10 floats, found {other:?}")),
+            Some(other) => {
+                return Err(format!(
+                    "feature \"landmarks\" must be 10 floats, found {other:?}"
+                ));
+            }
             None => None,
         };
         let path = match ex.get("path") {
-            Some(Feature::Bytes(v)) if v.len() == 1 => Some(String::from_utf8_lossy(&v[0]).into_owned()),
+            Some(Feature::Bytes(v)) if v.len() == 1 => {
+                Some(String::from_utf8_lossy(&v[0]).into_owned())
+            }
             _ => None,
         };
-        Ok(FaceRecord { jpeg, label, face_box, landmarks, path })
+        Ok(FaceRecord {
+            jpeg,
+            label,
+            face_box,
+            landmarks,
+            path,
+        })
     }
 }
 
@@ -364,13 +391,22 @@ mod tests {
         entry.extend(feature);
         let mut msg = vec![0x0a, (entry.len() + 2) as u8, 0x0a, entry.len() as u8];
         msg.extend(entry);
-        assert_eq!(decode_example(&msg).unwrap()["z"], Feature::Int64(vec![7, 7]));
+        assert_eq!(
+            decode_example(&msg).unwrap()["z"],
+            Feature::Int64(vec![7, 7])
+        );
     }
 
     #[test]
     fn schema_errors_name_the_key() {
-        let bytes = encode_example(&[("jpeg", Feature::Bytes(vec![vec![1]])), ("label", Feature::Int64(vec![1]))]);
-        assert_eq!(FaceRecord::from_example(&bytes).unwrap_err(), "missing feature \"x1\"");
+        let bytes = encode_example(&[
+            ("jpeg", Feature::Bytes(vec![vec![1]])),
+            ("label", Feature::Int64(vec![1])),
+        ]);
+        assert_eq!(
+            FaceRecord::from_example(&bytes).unwrap_err(),
+            "missing feature \"x1\""
+        );
         assert!(decode_example(&[0x0a, 0x05, 0x01]).is_err());
     }
 }

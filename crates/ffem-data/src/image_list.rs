@@ -86,7 +86,9 @@ pub const FACE_SUFFIX: char = '#';
 /// a key without a numeric suffix is the file path itself.
 pub fn split_face_key(key: &str) -> (&str, Option<&str>) {
     match key.rsplit_once(FACE_SUFFIX) {
-        Some((file, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (file, Some(n)),
+        Some((file, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (file, Some(n))
+        }
         _ => (key, None),
     }
 }
@@ -132,12 +134,19 @@ impl ImageList {
             });
         }
         let mut de = serde_json::Deserializer::from_str(text);
-        let pairs = de.deserialize_map(OrderedPairs).and_then(|p| de.end().map(|_| p));
+        let pairs = de
+            .deserialize_map(OrderedPairs)
+            .and_then(|p| de.end().map(|_| p));
         let pairs = pairs.map_err(|e| DataError::Json {
             path: origin.to_path_buf(),
             line: e.line(),
             column: e.column(),
-            message: e.to_string().split(" at line").next().unwrap_or_default().to_string(),
+            message: e
+                .to_string()
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         })?;
         let mut list = ImageList::default();
         let mut seen = std::collections::HashSet::new();
@@ -169,7 +178,10 @@ fn parse_entry(key: &str, value: &Value) -> std::result::Result<ImageEntry, Stri
         None => return Err("missing \"label\"".into()),
         Some(v) => parse_label(v)?,
     };
-    let coords: Vec<Option<&Value>> = ["x1", "y1", "x2", "y2"].iter().map(|k| obj.get(*k)).collect();
+    let coords: Vec<Option<&Value>> = ["x1", "y1", "x2", "y2"]
+        .iter()
+        .map(|k| obj.get(*k))
+        .collect();
     let face_box = if coords.iter().all(Option::is_none) {
         None
     } else {
@@ -182,7 +194,12 @@ fn parse_entry(key: &str, value: &Value) -> std::result::Result<ImageEntry, Stri
                 .ok_or_else(|| format!("\"{name}\" must be a number, found {v}"))?
                 as f32;
         }
-        let b = FaceBox { x1: c[0], y1: c[1], x2: c[2], y2: c[3] };
+        let b = FaceBox {
+            x1: c[0],
+            y1: c[1],
+            x2: c[2],
+            y2: c[3],
+        };
         if b.width() <= 0.0 || b.height() <= 0.0 {
             return Err(format!(
                 "box has no area (x1={}, y1={}, x2={}, y2={}): need x2 > x1 and y2 > y1 \
@@ -196,7 +213,12 @@ fn parse_entry(key: &str, value: &Value) -> std::result::Result<ImageEntry, Stri
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_landmarks(v)?),
     };
-    Ok(ImageEntry { path: key.to_string(), label, face_box, landmarks })
+    Ok(ImageEntry {
+        path: key.to_string(),
+        label,
+        face_box,
+        landmarks,
+    })
 }
 
 fn parse_label(v: &Value) -> std::result::Result<u64, String> {
@@ -204,7 +226,9 @@ fn parse_label(v: &Value) -> std::result::Result<u64, String> {
         return Ok(l);
     }
     if let Some(l) = v.as_i64() {
-        return Err(format!("label {l} is negative: labels must be integers >= 0"));
+        return Err(format!(
+            "label {l} is negative: labels must be integers >= 0"
+        ));
     }
     if let Some(f) = v.as_f64() {
         if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 {
@@ -220,9 +244,18 @@ fn parse_landmarks(v: &Value) -> std::result::Result<Landmarks, String> {
     let flat: Vec<f64> = match v.as_array() {
         Some(items) if items.iter().all(Value::is_array) => {
             // Also accept [[x, y], ...] as written by some detectors.
-            items.iter().flat_map(|p| p.as_array().cloned().unwrap_or_default()).map(|x| x.as_f64()).collect::<Option<_>>().ok_or_else(bad)?
+            items
+                .iter()
+                .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+                .map(|x| x.as_f64())
+                .collect::<Option<_>>()
+                .ok_or_else(bad)?
         }
-        Some(items) => items.iter().map(Value::as_f64).collect::<Option<_>>().ok_or_else(bad)?,
+        Some(items) => items
+            .iter()
+            .map(Value::as_f64)
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?,
         None => return Err(bad()),
     };
     if flat.len() != 10 || flat.iter().any(|x| !x.is_finite()) {
@@ -243,7 +276,10 @@ impl<'de> Visitor<'de> for OrderedPairs {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object mapping image paths to entries")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
         while let Some((k, v)) = map.next_entry::<String, Value>()? {
             out.push((k, v));
@@ -268,7 +304,10 @@ pub fn write_image_list(path: &Path, entries: &[ImageEntry]) -> Result<()> {
             }
         }
         if let Some(l) = e.landmarks {
-            obj.insert("landmarks".into(), Value::Array(l.iter().map(|&v| json_number(v)).collect()));
+            obj.insert(
+                "landmarks".into(),
+                Value::Array(l.iter().map(|&v| json_number(v)).collect()),
+            );
         }
         text.push_str(&serde_json::to_string(&e.path).expect("string serialises"));
         text.push(':');
@@ -315,7 +354,15 @@ mod tests {
         assert_eq!(list.entries.len(), 2);
         assert_eq!(list.entries[0].path, "b/2.jpg");
         assert_eq!(list.entries[0].label, 7);
-        assert_eq!(list.entries[0].face_box, Some(FaceBox { x1: 1.0, y1: 2.0, x2: 30.0, y2: 40.5 }));
+        assert_eq!(
+            list.entries[0].face_box,
+            Some(FaceBox {
+                x1: 1.0,
+                y1: 2.0,
+                x2: 30.0,
+                y2: 40.5
+            })
+        );
         assert_eq!(list.entries[1].landmarks.unwrap()[9], 10.0);
     }
 
@@ -333,25 +380,40 @@ mod tests {
                 "ok.jpg": {"label": 4.0}}"#,
         )
         .unwrap();
-        let reasons: Vec<(&str, &str)> =
-            list.rejected.iter().map(|r| (r.key.as_str(), r.reason.as_str())).collect();
+        let reasons: Vec<(&str, &str)> = list
+            .rejected
+            .iter()
+            .map(|r| (r.key.as_str(), r.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 7, "{reasons:?}");
         assert!(reasons[0].1.contains("negative"));
         assert!(reasons[1].1.contains("not a non-negative integer"));
         assert!(reasons[2].1.contains("must be a non-negative integer"));
         assert!(reasons[3].1.contains("no area"));
         assert!(reasons[4].1.contains("missing \"y2\""));
-        assert_eq!(reasons[5], ("dup.jpg", "duplicate path: the key appears more than once; keep one entry"));
+        assert_eq!(
+            reasons[5],
+            (
+                "dup.jpg",
+                "duplicate path: the key appears more than once; keep one entry"
+            )
+        );
         assert!(reasons[6].1.contains("10 numbers"));
         // The first of the duplicates is kept, and an integral float label is accepted.
-        let kept: Vec<(&str, u64)> = list.entries.iter().map(|e| (e.path.as_str(), e.label)).collect();
+        let kept: Vec<(&str, u64)> = list
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.label))
+            .collect();
         assert_eq!(kept, vec![("dup.jpg", 1), ("ok.jpg", 4)]);
         assert_eq!(list.entries[1].face_box, None);
     }
 
     #[test]
     fn malformed_json_names_line_and_column() {
-        let err = parse("{\n  \"a.jpg\": {\"label\": 1,}\n}").unwrap_err().to_string();
+        let err = parse("{\n  \"a.jpg\": {\"label\": 1,}\n}")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("list.json: line 2, column"), "{err}");
         let err = parse("   ").unwrap_err().to_string();
         assert!(err.contains("line 1, column 1: the file is empty"), "{err}");
@@ -368,7 +430,12 @@ mod tests {
         let entries = vec![ImageEntry {
             path: "x/\"q\".jpg".into(),
             label: 5,
-            face_box: Some(FaceBox { x1: 1.0, y1: 2.5, x2: 3.0, y2: 4.0 }),
+            face_box: Some(FaceBox {
+                x1: 1.0,
+                y1: 2.5,
+                x2: 3.0,
+                y2: 4.0,
+            }),
             landmarks: Some([1.5; 10]),
         }];
         write_image_list(&path, &entries).unwrap();
@@ -377,11 +444,43 @@ mod tests {
 
     #[test]
     fn box_clip_and_iou() {
-        let b = FaceBox { x1: -10.0, y1: 5.0, x2: 20.0, y2: 300.0 };
-        assert_eq!(b.clip(100, 100), Some(FaceBox { x1: 0.0, y1: 5.0, x2: 20.0, y2: 100.0 }));
-        assert_eq!(FaceBox { x1: 200.0, y1: 0.0, x2: 300.0, y2: 10.0 }.clip(100, 100), None);
-        let a = FaceBox { x1: 0.0, y1: 0.0, x2: 2.0, y2: 2.0 };
-        let c = FaceBox { x1: 1.0, y1: 0.0, x2: 3.0, y2: 2.0 };
+        let b = FaceBox {
+            x1: -10.0,
+            y1: 5.0,
+            x2: 20.0,
+            y2: 300.0,
+        };
+        assert_eq!(
+            b.clip(100, 100),
+            Some(FaceBox {
+                x1: 0.0,
+                y1: 5.0,
+                x2: 20.0,
+                y2: 100.0
+            })
+        );
+        assert_eq!(
+            FaceBox {
+                x1: 200.0,
+                y1: 0.0,
+                x2: 300.0,
+                y2: 10.0
+            }
+            .clip(100, 100),
+            None
+        );
+        let a = FaceBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: 2.0,
+            y2: 2.0,
+        };
+        let c = FaceBox {
+            x1: 1.0,
+            y1: 0.0,
+            x2: 3.0,
+            y2: 2.0,
+        };
         assert!((a.iou(&c) - 2.0 / 6.0).abs() < 1e-6);
     }
 }

@@ -5,7 +5,8 @@ use image::RgbImage;
 
 /// Decodes an encoded image to 8-bit RGB, checking that a JPEG is complete.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
-    let format = image::guess_format(bytes).map_err(|_| "not an image (unrecognised file signature)".to_string())?;
+    let format = image::guess_format(bytes)
+        .map_err(|_| "not an image (unrecognised file signature)".to_string())?;
     if format == image::ImageFormat::Jpeg {
         // Decoders fill a truncated JPEG with grey instead of failing: require the end marker.
         let tail = &bytes[bytes.len().saturating_sub(4096)..];
@@ -13,7 +14,8 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
             return Err("truncated JPEG: no end-of-image marker".into());
         }
     }
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| format!("cannot decode image: {e}"))?;
+    let img = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| format!("cannot decode image: {e}"))?;
     Ok(img.into_rgb8())
 }
 
@@ -21,7 +23,8 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-    img.write_with_encoder(enc).map_err(|e| format!("cannot encode JPEG: {e}"))?;
+    img.write_with_encoder(enc)
+        .map_err(|e| format!("cannot encode JPEG: {e}"))?;
     Ok(out)
 }
 
@@ -105,7 +108,9 @@ mod tests {
     #[test]
     fn crop_resize_of_a_gradient_is_exact() {
         // Pixel value = 10*x in red, 10*y in green: bilinear sampling reproduces a linear ramp.
-        let img = RgbImage::from_fn(20, 20, |x, y| image::Rgb([(10 * x) as u8, (10 * y) as u8, 7]));
+        let img = RgbImage::from_fn(20, 20, |x, y| {
+            image::Rgb([(10 * x) as u8, (10 * y) as u8, 7])
+        });
         let mut out = vec![0f32; 4 * 4 * 3];
         crop_resize(&img, [4.0, 8.0, 12.0, 16.0], 4, &mut out);
         // Output pixel ox samples x = 4 + (ox + 0.5) * 2 - 0.5 = 4.5 + 2 ox.
@@ -131,7 +136,11 @@ mod tests {
 
     #[test]
     fn decode_rejects_non_images_and_truncated_jpegs() {
-        assert!(decode_rgb(b"hello world").unwrap_err().contains("not an image"));
+        assert!(
+            decode_rgb(b"hello world")
+                .unwrap_err()
+                .contains("not an image")
+        );
         let img = RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0]));
         let jpeg = encode_jpeg(&img, 90).unwrap();
         assert_eq!(decode_rgb(&jpeg).unwrap().dimensions(), (32, 32));

@@ -31,20 +31,25 @@ pub use records::{RecordSource, inspect};
 /// tests and benches. `None` when absent; with `FFEM_REQUIRE_DATA=1` absence is a panic so that CI
 /// fails instead of skipping.
 pub fn shared_data_dir() -> Option<std::path::PathBuf> {
-    let candidates = std::env::var_os("FFEM_DATA").map(std::path::PathBuf::from).into_iter().chain(
-        [env!("CARGO_MANIFEST_DIR"), "../../../shared/data"]
-            .iter()
-            .collect::<std::path::PathBuf>()
-            .canonicalize()
-            .ok(),
-    );
+    let candidates = std::env::var_os("FFEM_DATA")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(
+            [env!("CARGO_MANIFEST_DIR"), "../../../shared/data"]
+                .iter()
+                .collect::<std::path::PathBuf>()
+                .canonicalize()
+                .ok(),
+        );
     for c in candidates {
         if c.join("lfw").is_dir() {
             return Some(c);
         }
     }
     if std::env::var("FFEM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("FFEM_REQUIRE_DATA=1 but no face data found: set FFEM_DATA or place it at ../shared/data");
+        panic!(
+            "FFEM_REQUIRE_DATA=1 but no face data found: set FFEM_DATA or place it at ../shared/data"
+        );
     }
     eprintln!("skipping: no face data (set FFEM_DATA or place it at ../shared/data)");
     None

@@ -52,7 +52,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// A manifest for these shards; record and identity counts are derived.
-    pub fn new(label_map: std::collections::BTreeMap<u64, u64>, shards: Vec<ShardInfo>, skipped: Vec<Rejected>, source_root: Option<String>) -> Self {
+    pub fn new(
+        label_map: std::collections::BTreeMap<u64, u64>,
+        shards: Vec<ShardInfo>,
+        skipped: Vec<Rejected>,
+        source_root: Option<String>,
+    ) -> Self {
         Manifest {
             format: "ffem-records".into(),
             version: 1,

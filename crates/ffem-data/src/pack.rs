@@ -50,7 +50,11 @@ pub struct PackOptions {
 
 impl PackOptions {
     /// Options with the defaults: ~1 GiB shards, whole photos, quality 95.
-    pub fn new(root: impl Into<PathBuf>, json: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        root: impl Into<PathBuf>,
+        json: impl Into<PathBuf>,
+        output: impl Into<PathBuf>,
+    ) -> Self {
         PackOptions {
             root: root.into(),
             json: json.into(),
@@ -91,35 +95,65 @@ fn check_entry(root: &Path, entry: &ImageEntry) -> std::result::Result<FaceBox, 
     let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let (w, h) = img.dimensions();
     match entry.face_box {
-        None => Ok(FaceBox { x1: 0.0, y1: 0.0, x2: w as f32, y2: h as f32 }),
-        Some(b) => b.clip(w, h).filter(|c| c.width() >= 1.0 && c.height() >= 1.0).ok_or_else(|| {
-            format!(
-                "box (x1={}, y1={}, x2={}, y2={}) lies outside the {w}x{h} image",
-                b.x1, b.y1, b.x2, b.y2
-            )
+        None => Ok(FaceBox {
+            x1: 0.0,
+            y1: 0.0,
+            x2: w as f32,
+            y2: h as f32,
         }),
+        Some(b) => b
+            .clip(w, h)
+            .filter(|c| c.width() >= 1.0 && c.height() >= 1.0)
+            .ok_or_else(|| {
+                format!(
+                    "box (x1={}, y1={}, x2={}, y2={}) lies outside the {w}x{h} image",
+                    b.x1, b.y1, b.x2, b.y2
+                )
+            }),
     }
 }
 
-fn make_record(root: &Path, checked: &Checked, label: i64, opts: &PackOptions) -> std::result::Result<FaceRecord, String> {
+fn make_record(
+    root: &Path,
+    checked: &Checked,
+    label: i64,
+    opts: &PackOptions,
+) -> std::result::Result<FaceRecord, String> {
     let path = root.join(checked.entry.file());
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let b = checked.face_box;
-    let (jpeg, face_box, landmarks) = match (opts.align.then_some(checked.entry.landmarks).flatten(), opts.crop_margin) {
+    let (jpeg, face_box, landmarks) = match (
+        opts.align.then_some(checked.entry.landmarks).flatten(),
+        opts.crop_margin,
+    ) {
         (Some(lm), _) => {
             let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             let (crop, lm) = aligned_crop(&img, &lm)?;
             let side = ALIGNED_SIZE as f32;
-            (encode_jpeg(&crop, opts.jpeg_quality)?, [0.0, 0.0, side, side], Some(lm))
+            (
+                encode_jpeg(&crop, opts.jpeg_quality)?,
+                [0.0, 0.0, side, side],
+                Some(lm),
+            )
         }
         (None, None) => (bytes, [b.x1, b.y1, b.x2, b.y2], checked.entry.landmarks),
         (None, Some(margin)) => {
             let img = decode_rgb(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             let (mw, mh) = (b.width() * margin, b.height() * margin);
-            let grown = FaceBox { x1: b.x1 - mw, y1: b.y1 - mh, x2: b.x2 + mw, y2: b.y2 + mh };
-            let c = grown.clip(img.width(), img.height()).expect("contains the clipped box");
+            let grown = FaceBox {
+                x1: b.x1 - mw,
+                y1: b.y1 - mh,
+                x2: b.x2 + mw,
+                y2: b.y2 + mh,
+            };
+            let c = grown
+                .clip(img.width(), img.height())
+                .expect("contains the clipped box");
             let (cx, cy) = (c.x1.floor() as u32, c.y1.floor() as u32);
-            let (cw, ch) = ((c.x2.ceil() as u32 - cx).max(1), (c.y2.ceil() as u32 - cy).max(1));
+            let (cw, ch) = (
+                (c.x2.ceil() as u32 - cx).max(1),
+                (c.y2.ceil() as u32 - cy).max(1),
+            );
             let crop = image::imageops::crop_imm(&img, cx, cy, cw, ch).to_image();
             let jpeg = encode_jpeg(&crop, opts.jpeg_quality)?;
             let (dx, dy) = (cx as f32, cy as f32);
@@ -147,12 +181,19 @@ pub const ALIGNED_SIZE: usize = 112;
 
 /// Warps the face onto the 112x112 ArcFace template by the least-squares similarity of its five
 /// landmarks; returns the crop and the landmarks in crop coordinates.
-pub fn aligned_crop(img: &image::RgbImage, landmarks: &[f32; 10]) -> std::result::Result<(image::RgbImage, [f32; 10]), String> {
+pub fn aligned_crop(
+    img: &image::RgbImage,
+    landmarks: &[f32; 10],
+) -> std::result::Result<(image::RgbImage, [f32; 10]), String> {
     let mut buf = vec![0f32; ALIGNED_SIZE * ALIGNED_SIZE * 3];
     let sim = crate::align::warp_aligned(img, landmarks, ALIGNED_SIZE, &mut buf)
         .ok_or_else(|| "landmarks are degenerate (all five at one point): fix or drop them, or pack without --align".to_string())?;
-    let pixels: Vec<u8> = buf.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
-    let crop = image::RgbImage::from_raw(ALIGNED_SIZE as u32, ALIGNED_SIZE as u32, pixels).expect("sized above");
+    let pixels: Vec<u8> = buf
+        .iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    let crop = image::RgbImage::from_raw(ALIGNED_SIZE as u32, ALIGNED_SIZE as u32, pixels)
+        .expect("sized above");
     let mut out = [0f32; 10];
     for (o, p) in out.chunks_exact_mut(2).zip(landmarks.chunks_exact(2)) {
         o.copy_from_slice(&sim.apply([p[0], p[1]]));
@@ -170,24 +211,41 @@ struct ShardSink {
 
 impl ShardSink {
     fn new(dir: &Path, shard_bytes: u64) -> Self {
-        ShardSink { dir: dir.to_path_buf(), shard_bytes, shards: Vec::new(), writer: None }
+        ShardSink {
+            dir: dir.to_path_buf(),
+            shard_bytes,
+            shards: Vec::new(),
+            writer: None,
+        }
     }
 
     fn close_current(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
             let (records, bytes) = (w.records(), w.bytes_written());
             w.finish()?;
-            self.shards.push(ShardInfo { file: format!("shard-{:05}.tfrecord", self.shards.len()), records, bytes });
+            self.shards.push(ShardInfo {
+                file: format!("shard-{:05}.tfrecord", self.shards.len()),
+                records,
+                bytes,
+            });
         }
         Ok(())
     }
 
     fn write(&mut self, record: &[u8]) -> Result<()> {
-        if self.writer.as_ref().is_some_and(|w| w.bytes_written() >= self.shard_bytes) {
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.bytes_written() >= self.shard_bytes)
+        {
             self.close_current()?;
         }
         if self.writer.is_none() {
-            self.writer = Some(RecordWriter::create(&self.dir.join(format!("shard-{:05}.tfrecord", self.shards.len())))?);
+            self.writer = Some(RecordWriter::create(
+                &self
+                    .dir
+                    .join(format!("shard-{:05}.tfrecord", self.shards.len())),
+            )?);
         }
         self.writer.as_mut().expect("just created").write(record)
     }
@@ -232,7 +290,10 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
             bar.inc(1);
             match r {
                 Ok(face_box) => Ok(Checked { entry, face_box }),
-                Err(reason) => Err(Rejected { key: entry.path, reason }),
+                Err(reason) => Err(Rejected {
+                    key: entry.path,
+                    reason,
+                }),
             }
         })
         .collect();
@@ -248,7 +309,11 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
         tracing::warn!("skipping {}: {}", s.key, s.reason);
     }
     if opts.strict && !skipped.is_empty() {
-        let first: Vec<String> = skipped.iter().take(5).map(|s| format!("  {}: {}", s.key, s.reason)).collect();
+        let first: Vec<String> = skipped
+            .iter()
+            .take(5)
+            .map(|s| format!("  {}: {}", s.key, s.reason))
+            .collect();
         return Err(DataError::Invalid(format!(
             "--strict: {} of {entries_in_list} entries are bad, nothing was written. First ones:\n{}",
             skipped.len(),
@@ -269,27 +334,47 @@ pub fn pack_list(list: ImageList, opts: &PackOptions, start: Instant) -> Result<
     // Pass 2: write in list order into a staging directory.
     let manifest = publish_staged(&opts.output, |staging| {
         let shards = write_shards(staging, &good, &label_map, opts, &mut skipped)?;
-        let failed: std::collections::HashSet<&str> = skipped.iter().map(|r| r.key.as_str()).collect();
-        let aligned = opts.align.then(|| good.iter().filter(|c| c.entry.landmarks.is_some() && !failed.contains(c.entry.path.as_str())).count() as u64);
-        let mut manifest = Manifest::new(label_map, shards, skipped, Some(opts.root.display().to_string()));
+        let failed: std::collections::HashSet<&str> =
+            skipped.iter().map(|r| r.key.as_str()).collect();
+        let aligned = opts.align.then(|| {
+            good.iter()
+                .filter(|c| c.entry.landmarks.is_some() && !failed.contains(c.entry.path.as_str()))
+                .count() as u64
+        });
+        let mut manifest = Manifest::new(
+            label_map,
+            shards,
+            skipped,
+            Some(opts.root.display().to_string()),
+        );
         manifest.crop_margin = opts.crop_margin;
         manifest.aligned = aligned;
         manifest.source_json = Some(opts.json.display().to_string());
         Ok(manifest)
     })?;
-    Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list })
+    Ok(PackReport {
+        manifest,
+        seconds: start.elapsed().as_secs_f64(),
+        entries_in_list,
+    })
 }
 
 /// Labels mapped, in sorted order, onto 0..N-1.
 fn dense_labels(labels: impl IntoIterator<Item = u64>) -> BTreeMap<u64, u64> {
     let raw: std::collections::BTreeSet<u64> = labels.into_iter().collect();
-    raw.into_iter().enumerate().map(|(i, l)| (l, i as u64)).collect()
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, l)| (l, i as u64))
+        .collect()
 }
 
 /// Builds a dataset with `build` in a fresh staging directory beside `output`, writes the manifest
 /// it returns there, and renames the directory into place. On an error the staging directory is
 /// removed and `output` is left as it was.
-fn publish_staged(output: &Path, build: impl FnOnce(&Path) -> Result<Manifest>) -> Result<Manifest> {
+fn publish_staged(
+    output: &Path,
+    build: impl FnOnce(&Path) -> Result<Manifest>,
+) -> Result<Manifest> {
     let staging = atomic::temp_path(output);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
@@ -325,7 +410,10 @@ fn write_shards(
                 let label = label_map[&c.entry.label] as i64;
                 make_record(&opts.root, c, label, opts)
                     .map(|r| r.to_example())
-                    .map_err(|reason| Rejected { key: c.entry.path.clone(), reason })
+                    .map_err(|reason| Rejected {
+                        key: c.entry.path.clone(),
+                        reason,
+                    })
             })
             .collect();
         for item in encoded {
@@ -353,15 +441,27 @@ fn write_shards(
 pub fn pack_from_rec(rec: &Path, opts: &PackOptions) -> Result<PackReport> {
     let start = Instant::now();
     if opts.output.exists() && !opts.overwrite {
-        return Err(DataError::Invalid(format!("{} already exists: choose another --output or pass --overwrite", opts.output.display())));
+        return Err(DataError::Invalid(format!(
+            "{} already exists: choose another --output or pass --overwrite",
+            opts.output.display()
+        )));
     }
     let mut pack = crate::recordio::FacePack::open(rec)?;
     let n = pack.images.len();
     let manifest = publish_staged(&opts.output, |staging| {
         let (shards, label_map, skipped) = write_rec_shards(&mut pack, staging, opts)?;
-        Ok(Manifest::new(label_map, shards, skipped, Some(rec.display().to_string())))
+        Ok(Manifest::new(
+            label_map,
+            shards,
+            skipped,
+            Some(rec.display().to_string()),
+        ))
     })?;
-    Ok(PackReport { manifest, seconds: start.elapsed().as_secs_f64(), entries_in_list: n })
+    Ok(PackReport {
+        manifest,
+        seconds: start.elapsed().as_secs_f64(),
+        entries_in_list: n,
+    })
 }
 
 /// One pass over the pack writing records with their labels as stored (each payload is read
@@ -387,7 +487,10 @@ fn write_rec_shards(
                 labels.insert(r.label as u64);
                 sink.write(&r.to_example())?;
             }
-            Err(e) => skipped.push(Rejected { key: format!("rec:{}", pack.images[i].0), reason: e.to_string() }),
+            Err(e) => skipped.push(Rejected {
+                key: format!("rec:{}", pack.images[i].0),
+                reason: e.to_string(),
+            }),
         }
         bar.inc(1);
     }
@@ -409,7 +512,8 @@ fn write_rec_shards(
         for info in &shards {
             let path = staging.join(&info.file);
             for record in crate::tfrecord::RecordReader::open(&path)? {
-                let mut r = FaceRecord::from_example(&record?.data).map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
+                let mut r = FaceRecord::from_example(&record?.data)
+                    .map_err(|e| DataError::Invalid(format!("{}: {e}", path.display())))?;
                 r.label = label_map[&(r.label as u64)] as i64;
                 sink.write(&r.to_example())?;
             }

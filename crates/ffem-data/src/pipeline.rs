@@ -38,11 +38,23 @@ pub struct AugmentConfig {
 impl AugmentConfig {
     /// The seed's augmentations, all on, each half the time.
     pub fn seed_default() -> Self {
-        AugmentConfig { box_jitter: true, flip: true, color: true, cutout: true, probability: 0.5 }
+        AugmentConfig {
+            box_jitter: true,
+            flip: true,
+            color: true,
+            cutout: true,
+            probability: 0.5,
+        }
     }
     /// No augmentation at all (evaluation).
     pub fn none() -> Self {
-        AugmentConfig { box_jitter: false, flip: false, color: false, cutout: false, probability: 0.0 }
+        AugmentConfig {
+            box_jitter: false,
+            flip: false,
+            color: false,
+            cutout: false,
+            probability: 0.0,
+        }
     }
 }
 
@@ -118,14 +130,21 @@ impl Batch {
 /// Mixes two numbers into a well-spread seed (splitmix64's finaliser).
 pub fn mix(a: u64, b: u64) -> u64 {
     // splitmix64 finaliser over a combination: cheap, well spread seeds per (seed, epoch, item).
-    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x632b_e59b_d9b4_e019);
+    let mut z = a ^ b
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(0x632b_e59b_d9b4_e019);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
 /// Preprocesses one record into `out` (3 x size x size, normalised), with its own RNG.
-pub fn preprocess(record: &FaceRecord, cfg: &PipelineConfig, rng: &mut impl Rng, out: &mut [f32]) -> Result<(), String> {
+pub fn preprocess(
+    record: &FaceRecord,
+    cfg: &PipelineConfig,
+    rng: &mut impl Rng,
+    out: &mut [f32],
+) -> Result<(), String> {
     let size = cfg.image_size;
     let img = decode_rgb(&record.jpeg)?;
     let (w, h) = (img.width() as f32, img.height() as f32);
@@ -138,13 +157,24 @@ pub fn preprocess(record: &FaceRecord, cfg: &PipelineConfig, rng: &mut impl Rng,
     };
     if aligned.is_none() {
         let b = record.face_box.map(|v| v as f32);
-        let mut bx = [b[0].clamp(0.0, w), b[1].clamp(0.0, h), b[2].clamp(0.0, w), b[3].clamp(0.0, h)];
+        let mut bx = [
+            b[0].clamp(0.0, w),
+            b[1].clamp(0.0, h),
+            b[2].clamp(0.0, w),
+            b[3].clamp(0.0, h),
+        ];
         if bx[2] - bx[0] < 1.0 || bx[3] - bx[1] < 1.0 {
             bx = [0.0, 0.0, w, h];
         }
         if aug.box_jitter && rng.random::<f32>() < p {
-            let j: [f32; 4] = std::array::from_fn(|i| bx[i] + rng.random_range(-0.1f32..=0.1) * bx[i]);
-            let j = [j[0].clamp(0.0, w), j[1].clamp(0.0, h), j[2].clamp(0.0, w), j[3].clamp(0.0, h)];
+            let j: [f32; 4] =
+                std::array::from_fn(|i| bx[i] + rng.random_range(-0.1f32..=0.1) * bx[i]);
+            let j = [
+                j[0].clamp(0.0, w),
+                j[1].clamp(0.0, h),
+                j[2].clamp(0.0, w),
+                j[3].clamp(0.0, h),
+            ];
             if j[2] - j[0] >= 1.0 && j[3] - j[1] >= 1.0 {
                 bx = j;
             }
@@ -170,8 +200,14 @@ pub fn preprocess(record: &FaceRecord, cfg: &PipelineConfig, rng: &mut impl Rng,
         let side = rng.random_range(0..=38usize);
         let (cx, cy) = (rng.random_range(0..size), rng.random_range(0..size));
         let fill: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0f32..=255.0));
-        let (x0, x1) = (cx.saturating_sub(side / 2), (cx + side.div_ceil(2)).min(size));
-        let (y0, y1) = (cy.saturating_sub(side / 2), (cy + side.div_ceil(2)).min(size));
+        let (x0, x1) = (
+            cx.saturating_sub(side / 2),
+            (cx + side.div_ceil(2)).min(size),
+        );
+        let (y0, y1) = (
+            cy.saturating_sub(side / 2),
+            (cy + side.div_ceil(2)).min(size),
+        );
         for y in y0..y1 {
             for x in x0..x1 {
                 hwc[(y * size + x) * 3..][..3].copy_from_slice(&fill);
@@ -396,7 +432,13 @@ impl Pipeline {
             }));
         }
         drop(out_tx);
-        EpochBatches { rx: Some(out_rx), pending: BTreeMap::new(), next: start_batch, threads, failed: false }
+        EpochBatches {
+            rx: Some(out_rx),
+            pending: BTreeMap::new(),
+            next: start_batch,
+            threads,
+            failed: false,
+        }
     }
 }
 

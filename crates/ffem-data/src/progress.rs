@@ -9,8 +9,13 @@ pub fn bar(len: u64, label: &str, unit: &str, visible: bool) -> ProgressBar {
     if !visible {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let template = format!("{{msg:>8}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}}");
-    bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+    let template =
+        format!("{{msg:>8}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar.set_message(label.to_string());
     bar
 }

@@ -53,14 +53,36 @@ pub fn pack_payload(h: &IrHeader, image: &[u8]) -> Vec<u8> {
 /// Splits a payload into header and image bytes.
 pub fn unpack_payload(p: &[u8]) -> std::result::Result<(IrHeader, &[u8]), String> {
     if p.len() < 24 {
-        return Err(format!("payload of {} bytes is shorter than the 24-byte IRHeader", p.len()));
+        return Err(format!(
+            "payload of {} bytes is shorter than the 24-byte IRHeader",
+            p.len()
+        ));
     }
     let u32_at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"));
     let u64_at = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
     let flag = u32_at(0);
-    let end = 24usize.checked_add(4 * flag as usize).filter(|&e| e <= p.len()).ok_or_else(|| format!("IRHeader says {flag} labels but the payload is {} bytes", p.len()))?;
-    let labels = (0..flag as usize).map(|i| f32::from_le_bytes(p[24 + 4 * i..28 + 4 * i].try_into().expect("4 bytes"))).collect();
-    Ok((IrHeader { flag, label: f32::from_bits(u32_at(4)), id: u64_at(8), id2: u64_at(16), labels }, &p[end..]))
+    let end = 24usize
+        .checked_add(4 * flag as usize)
+        .filter(|&e| e <= p.len())
+        .ok_or_else(|| {
+            format!(
+                "IRHeader says {flag} labels but the payload is {} bytes",
+                p.len()
+            )
+        })?;
+    let labels = (0..flag as usize)
+        .map(|i| f32::from_le_bytes(p[24 + 4 * i..28 + 4 * i].try_into().expect("4 bytes")))
+        .collect();
+    Ok((
+        IrHeader {
+            flag,
+            label: f32::from_bits(u32_at(4)),
+            id: u64_at(8),
+            id2: u64_at(16),
+            labels,
+        },
+        &p[end..],
+    ))
 }
 
 /// Writes a `.rec` and its `.idx` the way dmlc-core does (magic splitting included).
@@ -76,7 +98,13 @@ impl RecWriter {
     /// Creates `rec` and (on finish) `idx`.
     pub fn create(rec: &Path, idx: &Path) -> Result<Self> {
         let f = File::create(rec).map_err(|e| DataError::io(rec, e))?;
-        Ok(RecWriter { out: BufWriter::new(f), idx: String::new(), offset: 0, path: rec.into(), idx_path: idx.into() })
+        Ok(RecWriter {
+            out: BufWriter::new(f),
+            idx: String::new(),
+            offset: 0,
+            path: rec.into(),
+            idx_path: idx.into(),
+        })
     }
 
     /// Appends one record under `key`.
@@ -103,7 +131,9 @@ impl RecWriter {
             buf.extend_from_slice(part);
         }
         buf.resize(buf.len() + (4 - len % 4) % 4, 0);
-        self.out.write_all(&buf).map_err(|e| DataError::io(&self.path, e))?;
+        self.out
+            .write_all(&buf)
+            .map_err(|e| DataError::io(&self.path, e))?;
         self.offset += buf.len() as u64;
         Ok(())
     }
@@ -128,20 +158,37 @@ impl RecReader {
     pub fn open(path: &Path) -> Result<Self> {
         let f = File::open(path).map_err(|e| DataError::io(path, e))?;
         let len = f.metadata().map_err(|e| DataError::io(path, e))?.len();
-        Ok(RecReader { input: BufReader::with_capacity(1 << 20, f), path: path.into(), len })
+        Ok(RecReader {
+            input: BufReader::with_capacity(1 << 20, f),
+            path: path.into(),
+            len,
+        })
     }
 
     fn corrupt(&self, offset: u64, what: impl Into<String>) -> DataError {
-        DataError::Corrupt { path: self.path.clone(), offset, what: what.into() }
+        DataError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            what: what.into(),
+        }
     }
 
     /// Reads the record starting at byte `offset`.
     pub fn read_at(&mut self, offset: u64) -> Result<Vec<u8>> {
         if offset >= self.len {
-            return Err(self.corrupt(offset, format!("offset is past the end of the {}-byte file (is the .idx from another .rec?)", self.len)));
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "offset is past the end of the {}-byte file (is the .idx from another .rec?)",
+                    self.len
+                ),
+            ));
         }
-        self.input.seek(SeekFrom::Start(offset)).map_err(|e| DataError::io(&self.path, e))?;
-        self.next_record(offset)?.ok_or_else(|| self.corrupt(offset, "no record here"))
+        self.input
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| DataError::io(&self.path, e))?;
+        self.next_record(offset)?
+            .ok_or_else(|| self.corrupt(offset, "no record here"))
     }
 
     /// Reads the record at the current position (`at` is its offset, for messages).
@@ -152,8 +199,16 @@ impl RecReader {
             let mut header = [0u8; 8];
             match self.input.read_exact(&mut header) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && out.is_empty() && pos == at => return Ok(None),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(self.corrupt(at, "truncated record: the file ends inside it")),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof
+                        && out.is_empty()
+                        && pos == at =>
+                {
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(self.corrupt(at, "truncated record: the file ends inside it"));
+                }
                 Err(e) => return Err(DataError::io(&self.path, e)),
             }
             let magic = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
@@ -165,7 +220,9 @@ impl RecReader {
             let padded = len.div_ceil(4) * 4;
             let start = out.len();
             out.resize(start + padded, 0);
-            self.input.read_exact(&mut out[start..]).map_err(|_| self.corrupt(at, "truncated record: the file ends inside it"))?;
+            self.input
+                .read_exact(&mut out[start..])
+                .map_err(|_| self.corrupt(at, "truncated record: the file ends inside it"))?;
             out.truncate(start + len);
             pos += 8 + padded as u64;
             match flag {
@@ -181,8 +238,18 @@ impl RecReader {
 pub fn read_idx(path: &Path) -> Result<BTreeMap<u64, u64>> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let bad = || DataError::Invalid(format!("{}: line {}: expected `key<TAB>offset`, found `{line}`", path.display(), i + 1));
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = || {
+            DataError::Invalid(format!(
+                "{}: line {}: expected `key<TAB>offset`, found `{line}`",
+                path.display(),
+                i + 1
+            ))
+        };
         let mut it = line.split_whitespace();
         let key = it.next().and_then(|k| k.parse().ok()).ok_or_else(bad)?;
         let off = it.next().and_then(|k| k.parse().ok()).ok_or_else(bad)?;
@@ -205,7 +272,11 @@ pub struct FacePack {
 impl FacePack {
     /// Opens `DIR/train.rec` + `DIR/train.idx` (or a `.rec` path with its `.idx` beside it).
     pub fn open(path: &Path) -> Result<Self> {
-        let rec = if path.is_dir() { path.join("train.rec") } else { path.to_path_buf() };
+        let rec = if path.is_dir() {
+            path.join("train.rec")
+        } else {
+            path.to_path_buf()
+        };
         let idx_path = rec.with_extension("idx");
         let idx = read_idx(&idx_path)?;
         let mut reader = RecReader::open(&rec)?;
@@ -221,12 +292,20 @@ impl FacePack {
                 has_header = true;
             }
         }
-        Ok(FacePack { reader, images: std::sync::Arc::new(keys), has_header })
+        Ok(FacePack {
+            reader,
+            images: std::sync::Arc::new(keys),
+            has_header,
+        })
     }
 
     /// A second reader over the same pack, sharing the parsed index instead of re-reading it.
     pub fn reopen(&self) -> Result<Self> {
-        Ok(FacePack { reader: RecReader::open(&self.reader.path)?, images: self.images.clone(), has_header: self.has_header })
+        Ok(FacePack {
+            reader: RecReader::open(&self.reader.path)?,
+            images: self.images.clone(),
+            has_header: self.has_header,
+        })
     }
 
     /// Reads image `i` (in key order) as a face record (box = the whole image, as these packs
@@ -234,11 +313,25 @@ impl FacePack {
     pub fn record(&mut self, i: usize) -> Result<FaceRecord> {
         let (key, off) = self.images[i];
         let payload = self.reader.read_at(off)?;
-        let (h, image) = unpack_payload(&payload).map_err(|e| self.reader.corrupt(off, format!("key {key}: {e}")))?;
+        let (h, image) = unpack_payload(&payload)
+            .map_err(|e| self.reader.corrupt(off, format!("key {key}: {e}")))?;
         let label = if h.flag > 0 { h.labels[0] } else { h.label };
-        let dims = image::ImageReader::new(std::io::Cursor::new(image)).with_guessed_format().ok().and_then(|r| r.into_dimensions().ok());
-        let (w, h) = dims.ok_or_else(|| DataError::Schema { path: self.reader.path.clone(), index: key, what: "payload is not a decodable image".into() })?;
-        Ok(FaceRecord { jpeg: image.to_vec(), label: label as i64, face_box: [0, 0, w as i64, h as i64], landmarks: None, path: Some(format!("rec:{key}")) })
+        let dims = image::ImageReader::new(std::io::Cursor::new(image))
+            .with_guessed_format()
+            .ok()
+            .and_then(|r| r.into_dimensions().ok());
+        let (w, h) = dims.ok_or_else(|| DataError::Schema {
+            path: self.reader.path.clone(),
+            index: key,
+            what: "payload is not a decodable image".into(),
+        })?;
+        Ok(FaceRecord {
+            jpeg: image.to_vec(),
+            label: label as i64,
+            face_box: [0, 0, w as i64, h as i64],
+            landmarks: None,
+            path: Some(format!("rec:{key}")),
+        })
     }
 }
 
@@ -247,12 +340,20 @@ mod tests {
     use super::*;
 
     fn jpeg(seed: u8) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 9 + seed, y as u8 * 9, seed]));
+        let img = image::RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([x as u8 * 9 + seed, y as u8 * 9, seed])
+        });
         crate::imageops::encode_jpeg(&img, 90).unwrap()
     }
 
     fn header(label: f32, labels: Vec<f32>) -> IrHeader {
-        IrHeader { flag: labels.len() as u32, label, id: 0, id2: 0, labels }
+        IrHeader {
+            flag: labels.len() as u32,
+            label,
+            id: 0,
+            id2: 0,
+            labels,
+        }
     }
 
     #[test]
@@ -289,16 +390,23 @@ mod tests {
         let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
         let mut w = RecWriter::create(&rec, &idx).unwrap();
         // Header: images are keys 1..4, identity records 4..6.
-        w.write(0, &pack_payload(&header(0.0, vec![4.0, 6.0]), b"")).unwrap();
+        w.write(0, &pack_payload(&header(0.0, vec![4.0, 6.0]), b""))
+            .unwrap();
         for (k, label) in [(1, 0.0), (2, 0.0), (3, 1.0)] {
-            w.write(k, &pack_payload(&header(label, vec![]), &jpeg(k as u8))).unwrap();
+            w.write(k, &pack_payload(&header(label, vec![]), &jpeg(k as u8)))
+                .unwrap();
         }
-        w.write(4, &pack_payload(&header(0.0, vec![1.0, 3.0]), b"")).unwrap();
-        w.write(5, &pack_payload(&header(0.0, vec![3.0, 4.0]), b"")).unwrap();
+        w.write(4, &pack_payload(&header(0.0, vec![1.0, 3.0]), b""))
+            .unwrap();
+        w.write(5, &pack_payload(&header(0.0, vec![3.0, 4.0]), b""))
+            .unwrap();
         w.finish().unwrap();
         let mut pack = FacePack::open(dir.path()).unwrap();
         assert!(pack.has_header);
-        assert_eq!(pack.images.iter().map(|k| k.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            pack.images.iter().map(|k| k.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         let r = pack.record(2).unwrap();
         assert_eq!((r.label, r.face_box), (1, [0, 0, 16, 16]));
         // A reopened pack reads the same records through its own file handle, sharing the index.
@@ -313,13 +421,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
         let mut w = RecWriter::create(&rec, &idx).unwrap();
-        w.write(0, &pack_payload(&header(7.0, vec![]), &jpeg(1))).unwrap();
-        w.write(1, &pack_payload(&header(0.0, vec![9.0, 0.5]), &jpeg(2))).unwrap();
+        w.write(0, &pack_payload(&header(7.0, vec![]), &jpeg(1)))
+            .unwrap();
+        w.write(1, &pack_payload(&header(0.0, vec![9.0, 0.5]), &jpeg(2)))
+            .unwrap();
         w.finish().unwrap();
         let mut pack = FacePack::open(&rec).unwrap();
         assert!(!pack.has_header);
         assert_eq!(pack.record(0).unwrap().label, 7);
-        assert_eq!(pack.record(1).unwrap().label, 9, "with flag > 0 the first label counts");
+        assert_eq!(
+            pack.record(1).unwrap().label,
+            9,
+            "with flag > 0 the first label counts"
+        );
     }
 
     #[test]
@@ -327,20 +441,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
         let mut w = RecWriter::create(&rec, &idx).unwrap();
-        w.write(0, &pack_payload(&header(1.0, vec![]), &jpeg(1))).unwrap();
-        w.write(1, &pack_payload(&header(2.0, vec![]), b"definitely not an image")).unwrap();
+        w.write(0, &pack_payload(&header(1.0, vec![]), &jpeg(1)))
+            .unwrap();
+        w.write(
+            1,
+            &pack_payload(&header(2.0, vec![]), b"definitely not an image"),
+        )
+        .unwrap();
         w.finish().unwrap();
         let mut pack = FacePack::open(dir.path()).unwrap();
-        assert!(pack.record(1).unwrap_err().to_string().contains("not a decodable image"));
+        assert!(
+            pack.record(1)
+                .unwrap_err()
+                .to_string()
+                .contains("not a decodable image")
+        );
         // Truncated .rec.
         let bytes = std::fs::read(&rec).unwrap();
         std::fs::write(&rec, &bytes[..bytes.len() - 10]).unwrap();
         let mut pack = FacePack::open(dir.path()).unwrap();
-        assert!(pack.record(1).unwrap_err().to_string().contains("truncated record"));
+        assert!(
+            pack.record(1)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated record")
+        );
         // Offsets past the end.
         std::fs::write(&idx, "0\t0\n1\t999999\n").unwrap();
         let mut pack = FacePack::open(dir.path()).unwrap();
-        assert!(pack.record(1).unwrap_err().to_string().contains("past the end"));
+        assert!(
+            pack.record(1)
+                .unwrap_err()
+                .to_string()
+                .contains("past the end")
+        );
         // Wrong magic.
         std::fs::write(&rec, vec![1u8; 64]).unwrap();
         std::fs::write(&idx, "0\t0\n").unwrap();

@@ -25,7 +25,8 @@ pub struct RecordSource {
 impl RecordSource {
     /// Opens a dataset directory or a single record file.
     pub fn open(path: &Path) -> Result<RecordSource> {
-        let is_rec = path.extension().is_some_and(|e| e == "rec") || path.join("train.rec").is_file();
+        let is_rec =
+            path.extension().is_some_and(|e| e == "rec") || path.join("train.rec").is_file();
         if is_rec {
             // Fail now, with the file named, if the pack cannot be opened.
             let pack = crate::recordio::FacePack::open(path)?;
@@ -37,7 +38,12 @@ impl RecordSource {
             });
         }
         if path.is_file() {
-            return Ok(RecordSource { shards: vec![path.to_path_buf()], manifest: None, rec_pack: None, opened_pack: None });
+            return Ok(RecordSource {
+                shards: vec![path.to_path_buf()],
+                manifest: None,
+                rec_pack: None,
+                opened_pack: None,
+            });
         }
         if !path.is_dir() {
             return Err(DataError::Invalid(format!(
@@ -47,14 +53,26 @@ impl RecordSource {
         }
         if path.join(crate::manifest::MANIFEST_NAME).exists() {
             let manifest = Manifest::load(path)?;
-            return Ok(RecordSource { shards: manifest.shard_paths(path), manifest: Some(manifest), rec_pack: None, opened_pack: None });
+            return Ok(RecordSource {
+                shards: manifest.shard_paths(path),
+                manifest: Some(manifest),
+                rec_pack: None,
+                opened_pack: None,
+            });
         }
         let mut shards: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| DataError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                p.is_file() && (name.ends_with(".tfrecord") || name.ends_with(".tfrecords") || name.ends_with(".tfrec") || name.contains(".tfrecord-"))
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                p.is_file()
+                    && (name.ends_with(".tfrecord")
+                        || name.ends_with(".tfrecords")
+                        || name.ends_with(".tfrec")
+                        || name.contains(".tfrecord-"))
             })
             .collect();
         shards.sort();
@@ -64,12 +82,21 @@ impl RecordSource {
                 path.display()
             )));
         }
-        Ok(RecordSource { shards, manifest: None, rec_pack: None, opened_pack: None })
+        Ok(RecordSource {
+            shards,
+            manifest: None,
+            rec_pack: None,
+            opened_pack: None,
+        })
     }
 
     /// The same dataset with its shards read in another order (the pipeline's per-epoch shuffle).
     pub fn with_shard_order(&self, shards: Vec<PathBuf>) -> RecordSource {
-        RecordSource { shards, manifest: None, ..self.clone() }
+        RecordSource {
+            shards,
+            manifest: None,
+            ..self.clone()
+        }
     }
 
     /// Iterates over every face record of every shard (or of the RecordIO pack) in order.
@@ -83,7 +110,15 @@ impl RecordSource {
             Some(Err(e)) => (None, Some(e)),
             None => (None, None),
         };
-        FaceRecords { shards: self.shards.clone(), next_shard: 0, current: None, skip_corrupt, skipped: 0, pack, pending_error }
+        FaceRecords {
+            shards: self.shards.clone(),
+            next_shard: 0,
+            current: None,
+            skip_corrupt,
+            skipped: 0,
+            pack,
+            pending_error,
+        }
     }
 
     /// Number of records when known without reading them all (manifest or RecordIO index).
@@ -95,7 +130,9 @@ impl RecordSource {
             return Some(p.images.len() as u64);
         }
         let p = self.rec_pack.as_ref()?;
-        crate::recordio::FacePack::open(p).ok().map(|p| p.images.len() as u64)
+        crate::recordio::FacePack::open(p)
+            .ok()
+            .map(|p| p.images.len() as u64)
     }
 }
 
@@ -161,7 +198,11 @@ impl Iterator for FaceRecords {
                         self.skipped += 1;
                     }
                     Err(what) => {
-                        return Some(Err(DataError::Schema { path: path.clone(), index: raw.index, what }));
+                        return Some(Err(DataError::Schema {
+                            path: path.clone(),
+                            index: raw.index,
+                            what,
+                        }));
                     }
                 },
             }
@@ -210,7 +251,12 @@ pub fn inspect(source: &RecordSource, skip_corrupt: bool) -> Result<Inspection> 
     }
     let mut counts: Vec<u64> = per_label.values().copied().collect();
     counts.sort_unstable();
-    let bytes = source.shards.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bytes = source
+        .shards
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     Ok(Inspection {
         records,
         identities: per_label.len() as u64,
@@ -221,7 +267,11 @@ pub fn inspect(source: &RecordSource, skip_corrupt: bool) -> Result<Inspection> 
         bytes,
         shards: source.shards.len(),
         corrupt_skipped: iter.skipped(),
-        pack_skipped: source.manifest.as_ref().map(|m| m.skipped.clone()).unwrap_or_default(),
+        pack_skipped: source
+            .manifest
+            .as_ref()
+            .map(|m| m.skipped.clone())
+            .unwrap_or_default(),
         label_range: per_label.keys().last().map_or(0, |&l| l as u64 + 1),
     })
 }

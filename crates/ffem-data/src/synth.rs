@@ -41,12 +41,21 @@ impl Identity {
     /// Draws an identity from its seed.
     pub fn new(seed: u64) -> Self {
         let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_face);
-        let mut col = |lo: f32, hi: f32| -> [f32; 3] { std::array::from_fn(|_| r.random_range(lo..hi)) };
+        let mut col =
+            |lo: f32, hi: f32| -> [f32; 3] { std::array::from_fn(|_| r.random_range(lo..hi)) };
         let skin = col(60.0, 240.0);
         let hair = col(10.0, 200.0);
         let iris = col(20.0, 200.0);
         let lips = col(80.0, 230.0);
-        let marks = (0..r.random_range(1..5)).map(|_| (r.random_range(-0.6..0.6f32), r.random_range(-0.5..0.7f32), r.random_range(0.03..0.09f32))).collect();
+        let marks = (0..r.random_range(1..5))
+            .map(|_| {
+                (
+                    r.random_range(-0.6..0.6f32),
+                    r.random_range(-0.5..0.7f32),
+                    r.random_range(0.03..0.09f32),
+                )
+            })
+            .collect();
         Identity {
             face_w: r.random_range(0.36..0.48),
             face_h: r.random_range(0.46..0.6),
@@ -74,7 +83,10 @@ impl Identity {
         let s = size as f32;
         let angle: f32 = r.random_range(-0.25..0.25);
         let scale = s * r.random_range(0.85..1.1);
-        let (cx, cy) = (s * (0.5 + r.random_range(-0.06..0.06f32)), s * (0.5 + r.random_range(-0.06..0.06f32)));
+        let (cx, cy) = (
+            s * (0.5 + r.random_range(-0.06..0.06f32)),
+            s * (0.5 + r.random_range(-0.06..0.06f32)),
+        );
         let light_dir: f32 = r.random_range(0.0..std::f32::consts::TAU);
         let light_amp: f32 = r.random_range(0.0..0.35);
         let gain: f32 = r.random_range(0.7..1.25);
@@ -82,7 +94,12 @@ impl Identity {
         let noise: f32 = r.random_range(2.0..12.0);
         let (sa, ca) = angle.sin_cos();
         // Face coordinates (u, v) in units of `scale`, v down; pixel = centre + R * (u, v) * scale.
-        let to_px = |u: f32, v: f32| -> [f32; 2] { [cx + (ca * u - sa * v) * scale, cy + (sa * u + ca * v) * scale] };
+        let to_px = |u: f32, v: f32| -> [f32; 2] {
+            [
+                cx + (ca * u - sa * v) * scale,
+                cy + (sa * u + ca * v) * scale,
+            ]
+        };
         let mut img = RgbImage::new(size, size);
         for y in 0..size {
             for x in 0..size {
@@ -103,9 +120,15 @@ impl Identity {
                     }
                     for side in [-1.0f32, 1.0] {
                         let (ex, ey) = (side * self.eye_dx, self.eye_y);
-                        let d2 = ((u - ex) / (self.eye_r * 1.6)).powi(2) + ((v - ey) / self.eye_r).powi(2);
+                        let d2 = ((u - ex) / (self.eye_r * 1.6)).powi(2)
+                            + ((v - ey) / self.eye_r).powi(2);
                         if d2 < 1.0 {
-                            c = if (u - ex).powi(2) + (v - ey).powi(2) < (self.eye_r * 0.7).powi(2) { self.iris } else { [235.0, 235.0, 230.0] };
+                            c = if (u - ex).powi(2) + (v - ey).powi(2) < (self.eye_r * 0.7).powi(2)
+                            {
+                                self.iris
+                            } else {
+                                [235.0, 235.0, 230.0]
+                            };
                             if (u - ex).powi(2) + (v - ey).powi(2) < (self.eye_r * 0.3).powi(2) {
                                 c = [15.0, 15.0, 15.0];
                             }
@@ -129,14 +152,29 @@ impl Identity {
                     let shade = 1.0 + light_amp * (u * light_dir.cos() + v * light_dir.sin()) * 2.0;
                     c = c.map(|ch| ch * shade);
                 }
-                let px = c.map(|ch| (ch * gain + r.random_range(-noise..noise)).clamp(0.0, 255.0) as u8);
+                let px =
+                    c.map(|ch| (ch * gain + r.random_range(-noise..noise)).clamp(0.0, 255.0) as u8);
                 img.put_pixel(x, y, Rgb(px));
             }
         }
-        let corners = [to_px(-self.face_w, -self.face_h), to_px(self.face_w, -self.face_h), to_px(-self.face_w, self.face_h), to_px(self.face_w, self.face_h)];
-        let (x1, x2) = corners.iter().fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p[0]), b.max(p[0])));
-        let (y1, y2) = corners.iter().fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p[1]), b.max(p[1])));
-        let face_box = FaceBox { x1: x1.max(0.0), y1: y1.max(0.0), x2: x2.min(s), y2: y2.min(s) };
+        let corners = [
+            to_px(-self.face_w, -self.face_h),
+            to_px(self.face_w, -self.face_h),
+            to_px(-self.face_w, self.face_h),
+            to_px(self.face_w, self.face_h),
+        ];
+        let (x1, x2) = corners
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p[0]), b.max(p[0])));
+        let (y1, y2) = corners
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p[1]), b.max(p[1])));
+        let face_box = FaceBox {
+            x1: x1.max(0.0),
+            y1: y1.max(0.0),
+            x2: x2.min(s),
+            y2: y2.min(s),
+        };
         let pts = [
             to_px(-self.eye_dx, self.eye_y),
             to_px(self.eye_dx, self.eye_y),
@@ -155,20 +193,38 @@ impl Identity {
 
 /// Writes `identities` x `per_identity` JPEGs under `dir/images/idNNNNN/` and `dir/image_list.json`;
 /// identity k is drawn from `seed + k`, so disjoint ranges give disjoint identities.
-pub fn generate(dir: &Path, first_identity: u64, identities: u64, per_identity: u32, size: u32, seed: u64) -> Result<Vec<ImageEntry>> {
+pub fn generate(
+    dir: &Path,
+    first_identity: u64,
+    identities: u64,
+    per_identity: u32,
+    size: u32,
+    seed: u64,
+) -> Result<Vec<ImageEntry>> {
     let root = dir.join("images");
-    let jobs: Vec<(u64, u32)> = (first_identity..first_identity + identities).flat_map(|id| (0..per_identity).map(move |i| (id, i))).collect();
+    let jobs: Vec<(u64, u32)> = (first_identity..first_identity + identities)
+        .flat_map(|id| (0..per_identity).map(move |i| (id, i)))
+        .collect();
     let entries: Vec<Result<ImageEntry>> = jobs
         .par_iter()
         .map(|&(id, i)| {
             let ident = Identity::new(seed.wrapping_add(id));
-            let (img, face_box, lm) = ident.render(size, seed.wrapping_mul(31).wrapping_add(id * 1000 + i as u64) ^ 0xabcdef);
+            let (img, face_box, lm) = ident.render(
+                size,
+                seed.wrapping_mul(31).wrapping_add(id * 1000 + i as u64) ^ 0xabcdef,
+            );
             let rel = format!("id{id:05}/{i:03}.jpg");
             let path = root.join(&rel);
-            std::fs::create_dir_all(path.parent().expect("has parent")).map_err(|e| DataError::io(&path, e))?;
+            std::fs::create_dir_all(path.parent().expect("has parent"))
+                .map_err(|e| DataError::io(&path, e))?;
             let jpeg = encode_jpeg(&img, 92).map_err(DataError::Invalid)?;
             std::fs::write(&path, jpeg).map_err(|e| DataError::io(&path, e))?;
-            Ok(ImageEntry { path: rel, label: id, face_box: Some(face_box), landmarks: Some(lm) })
+            Ok(ImageEntry {
+                path: rel,
+                label: id,
+                face_box: Some(face_box),
+                landmarks: Some(lm),
+            })
         })
         .collect();
     let entries = entries.into_iter().collect::<Result<Vec<_>>>()?;
@@ -190,7 +246,12 @@ mod tests {
         // The landmarks lie inside the box, left eye left of right eye.
         let (bx, lm) = (a.1, a.2);
         for p in lm.chunks_exact(2) {
-            assert!(p[0] >= bx.x1 - 1.0 && p[0] <= bx.x2 + 1.0 && p[1] >= bx.y1 - 1.0 && p[1] <= bx.y2 + 1.0);
+            assert!(
+                p[0] >= bx.x1 - 1.0
+                    && p[0] <= bx.x2 + 1.0
+                    && p[1] >= bx.y1 - 1.0
+                    && p[1] <= bx.y2 + 1.0
+            );
         }
         assert!(lm[0] < lm[2]);
     }

@@ -27,7 +27,12 @@ impl RecordWriter {
     /// Creates (truncates) `path`.
     pub fn create(path: &Path) -> Result<Self> {
         let file = File::create(path).map_err(|e| DataError::io(path, e))?;
-        Ok(RecordWriter { out: BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), bytes_written: 0, records: 0 })
+        Ok(RecordWriter {
+            out: BufWriter::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            bytes_written: 0,
+            records: 0,
+        })
     }
 
     /// Writes one record.
@@ -58,7 +63,10 @@ impl RecordWriter {
     /// Flushes and syncs the file to disk.
     pub fn finish(mut self) -> Result<()> {
         self.out.flush().map_err(|e| DataError::io(&self.path, e))?;
-        self.out.get_ref().sync_all().map_err(|e| DataError::io(&self.path, e))
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| DataError::io(&self.path, e))
     }
 }
 
@@ -112,7 +120,11 @@ impl RecordReader {
     }
 
     fn corrupt(&self, offset: u64, what: impl Into<String>) -> DataError {
-        DataError::Corrupt { path: self.path.clone(), offset, what: what.into() }
+        DataError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            what: what.into(),
+        }
     }
 
     /// Reads exactly `buf.len()` bytes; `Ok(false)` at a clean end of file before any byte.
@@ -121,7 +133,11 @@ impl RecordReader {
         while filled < buf.len() {
             match self.input.read(&mut buf[filled..]) {
                 Ok(0) if filled == 0 => return Ok(false),
-                Ok(0) => return Err(self.corrupt(self.offset, "truncated record: the file ends inside it")),
+                Ok(0) => {
+                    return Err(
+                        self.corrupt(self.offset, "truncated record: the file ends inside it")
+                    );
+                }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(DataError::io(&self.path, e)),
@@ -154,7 +170,9 @@ impl RecordReader {
         }
         let mut data = vec![0u8; len as usize];
         let mut crc = [0u8; 4];
-        let complete = self.read_full(&mut data).and_then(|ok| Ok(ok || len == 0))?
+        let complete = self
+            .read_full(&mut data)
+            .and_then(|ok| Ok(ok || len == 0))?
             && self.read_full(&mut crc)?;
         if !complete {
             self.done = true;
@@ -166,7 +184,11 @@ impl RecordReader {
         if masked_crc32c(&data) != u32::from_le_bytes(crc) {
             return Err(self.corrupt(start, format!("data checksum mismatch in record {index}")));
         }
-        Ok(Some(RawRecord { data, offset: start, index }))
+        Ok(Some(RawRecord {
+            data,
+            offset: start,
+            index,
+        }))
     }
 }
 
@@ -227,7 +249,10 @@ mod tests {
         assert_eq!(bytes.len(), 16 * 3 + 5 + 6);
         assert_eq!(&bytes[..8], &5u64.to_le_bytes());
         assert_eq!(&bytes[12..17], b"hello");
-        let got: Vec<Vec<u8>> = RecordReader::open(&p).unwrap().map(|r| r.unwrap().data).collect();
+        let got: Vec<Vec<u8>> = RecordReader::open(&p)
+            .unwrap()
+            .map(|r| r.unwrap().data)
+            .collect();
         assert_eq!(got, vec![b"hello".to_vec(), vec![], b"world!".to_vec()]);
     }
 
@@ -239,8 +264,16 @@ mod tests {
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[20 + 12] ^= 0xff; // first data byte of record 1, which starts at offset 20
         std::fs::write(&p, &bytes).unwrap();
-        let err = RecordReader::open(&p).unwrap().nth(1).unwrap().unwrap_err().to_string();
-        assert!(err.contains("b.tfrecord: byte offset 20: data checksum mismatch in record 1"), "{err}");
+        let err = RecordReader::open(&p)
+            .unwrap()
+            .nth(1)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("b.tfrecord: byte offset 20: data checksum mismatch in record 1"),
+            "{err}"
+        );
         let mut reader = RecordReader::open(&p).unwrap().skip_corrupt(true);
         let got: Vec<Vec<u8>> = reader.by_ref().map(|r| r.unwrap().data).collect();
         assert_eq!(got, vec![b"aaaa".to_vec(), b"cccc".to_vec()]);
@@ -268,7 +301,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("notes.txt");
         std::fs::write(&p, b"this is plainly a text file, not records").unwrap();
-        let err = RecordReader::open(&p).unwrap().next().unwrap().unwrap_err().to_string();
-        assert!(err.contains("notes.txt: byte offset 0: not a TFRecord file"), "{err}");
+        let err = RecordReader::open(&p)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notes.txt: byte offset 0: not a TFRecord file"),
+            "{err}"
+        );
     }
 }

@@ -42,8 +42,17 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
         }
-        let got: Vec<String> = files_under(dir.path()).unwrap().iter().map(|p| p.display().to_string()).collect();
+        let got: Vec<String> = files_under(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         assert_eq!(got, ["a.txt", "b/1.jpg", "b/2.jpg", "b/c/3.png", "d/4.jpg"]);
-        assert!(files_under(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+        assert!(
+            files_under(&dir.path().join("missing"))
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
     }
 }

@@ -7,7 +7,9 @@ use ffem_data::{AugmentConfig, PackOptions, Pipeline, PipelineConfig, RecordSour
 
 #[test]
 fn lfw_subset_round_trips_through_records_and_pipeline() {
-    let Some(data) = ffem_data::shared_data_dir() else { return };
+    let Some(data) = ffem_data::shared_data_dir() else {
+        return;
+    };
     let lfw = data.join("lfw");
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();
     assert_eq!(list.entries.len(), 13_233);
@@ -33,10 +35,17 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
         let r = r.unwrap();
         let path = r.path.clone().unwrap();
         let e = by_path[&path];
-        assert_eq!(r.jpeg, std::fs::read(lfw.join("lfw-deepfunneled").join(&path)).unwrap(), "{path}");
+        assert_eq!(
+            r.jpeg,
+            std::fs::read(lfw.join("lfw-deepfunneled").join(&path)).unwrap(),
+            "{path}"
+        );
         assert_eq!(r.label as u64, label_map[&e.label]);
         let b = e.face_box.unwrap();
-        assert_eq!(r.face_box, [b.x1, b.y1, b.x2, b.y2].map(|v| v.clamp(0.0, 250.0).round() as i64));
+        assert_eq!(
+            r.face_box,
+            [b.x1, b.y1, b.x2, b.y2].map(|v| v.clamp(0.0, 250.0).round() as i64)
+        );
         assert_eq!(r.landmarks, e.landmarks);
         n += 1;
     }
@@ -49,7 +58,11 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
         num_classes: Some(report.manifest.identities),
         ..Default::default()
     };
-    let batches: Vec<_> = Pipeline::new(src, cfg).unwrap().epoch(0, 0).map(Result::unwrap).collect();
+    let batches: Vec<_> = Pipeline::new(src, cfg)
+        .unwrap()
+        .epoch(0, 0)
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(batches.len(), 12);
     assert!(batches.iter().all(|b| b.images.len() == 50 * 3 * 112 * 112));
     // Real faces are not flat: each aligned crop has real contrast.
@@ -63,7 +76,9 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
 #[test]
 fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
     use ffem_data::align::{ARCFACE_TEMPLATE, Similarity};
-    let Some(data) = ffem_data::shared_data_dir() else { return };
+    let Some(data) = ffem_data::shared_data_dir() else {
+        return;
+    };
     let lfw = data.join("lfw");
     let root = lfw.join("lfw-deepfunneled");
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();
@@ -82,11 +97,20 @@ fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
     assert_eq!(report.manifest.aligned, Some(n as u64 - 1));
 
     let by_path: HashMap<_, _> = subset.iter().map(|e| (e.path.clone(), e)).collect();
-    for r in RecordSource::open(&out).unwrap().records(false).map(Result::unwrap) {
+    for r in RecordSource::open(&out)
+        .unwrap()
+        .records(false)
+        .map(Result::unwrap)
+    {
         let e = by_path[r.path.as_ref().unwrap()];
-        let original = ffem_data::imageops::decode_rgb(&std::fs::read(root.join(&e.path)).unwrap()).unwrap();
+        let original =
+            ffem_data::imageops::decode_rgb(&std::fs::read(root.join(&e.path)).unwrap()).unwrap();
         let Some(lm) = e.landmarks else {
-            assert_eq!(r.jpeg, std::fs::read(root.join(&e.path)).unwrap(), "no landmarks: the photo as it was");
+            assert_eq!(
+                r.jpeg,
+                std::fs::read(root.join(&e.path)).unwrap(),
+                "no landmarks: the photo as it was"
+            );
             continue;
         };
         let crop = ffem_data::imageops::decode_rgb(&r.jpeg).unwrap();
@@ -95,9 +119,25 @@ fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
         // The stored landmarks sit on the template up to the least-squares residual of a similarity
         // fit to a real face (a few pixels), and the eyes come out level.
         let stored = r.landmarks.unwrap();
-        let err: f32 = (0..5).map(|i| (stored[2 * i] - ARCFACE_TEMPLATE[i][0]).hypot(stored[2 * i + 1] - ARCFACE_TEMPLATE[i][1])).sum::<f32>() / 5.0;
-        assert!(err < 6.0, "{}: landmarks {err:.2} px from the template", e.path);
-        assert!((stored[1] - stored[3]).abs() < 3.0, "{}: eyes at y {} and {}", e.path, stored[1], stored[3]);
+        let err: f32 = (0..5)
+            .map(|i| {
+                (stored[2 * i] - ARCFACE_TEMPLATE[i][0])
+                    .hypot(stored[2 * i + 1] - ARCFACE_TEMPLATE[i][1])
+            })
+            .sum::<f32>()
+            / 5.0;
+        assert!(
+            err < 6.0,
+            "{}: landmarks {err:.2} px from the template",
+            e.path
+        );
+        assert!(
+            (stored[1] - stored[3]).abs() < 3.0,
+            "{}: eyes at y {} and {}",
+            e.path,
+            stored[1],
+            stored[3]
+        );
         // Pixel check, independent of the packer's inverse: fit the map from the template back to
         // the photo directly and compare what the crop shows with the photo there.
         let pts: Vec<[f32; 2]> = lm.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
@@ -111,13 +151,20 @@ fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
                 if xi < original.width() && yi < original.height() {
                     let a = crop.get_pixel(u, v).0;
                     let b = original.get_pixel(xi, yi).0;
-                    diff += (0..3).map(|c| (a[c] as f32 - b[c] as f32).abs()).sum::<f32>() / 3.0;
+                    diff += (0..3)
+                        .map(|c| (a[c] as f32 - b[c] as f32).abs())
+                        .sum::<f32>()
+                        / 3.0;
                     count += 1;
                 }
             }
         }
         let mean = diff / count as f32;
         // Measured 2-11 grey levels (JPEG, nearest-pixel lookup); a wrong warp gives several times more.
-        assert!(mean < 15.0, "{}: aligned crop differs from the photo by {mean:.1} grey levels on average", e.path);
+        assert!(
+            mean < 15.0,
+            "{}: aligned crop differs from the photo by {mean:.1} grey levels on average",
+            e.path
+        );
     }
 }

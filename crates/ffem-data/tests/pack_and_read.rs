@@ -8,14 +8,23 @@ use ffem_data::{PackOptions, RecordSource, pack};
 use image::RgbImage;
 
 fn face_jpeg(seed: u8) -> Vec<u8> {
-    let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3 + seed, y as u8 * 4, seed]));
+    let img = RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([x as u8 * 3 + seed, y as u8 * 4, seed])
+    });
     encode_jpeg(&img, 90).unwrap()
 }
 
 fn fixture(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("images");
     std::fs::create_dir_all(root.join("p")).unwrap();
-    for (name, seed) in [("a.jpg", 1), ("b.jpg", 2), ("c.jpg", 3), ("d.jpg", 4), ("e.jpg", 5), ("f.jpg", 6)] {
+    for (name, seed) in [
+        ("a.jpg", 1),
+        ("b.jpg", 2),
+        ("c.jpg", 3),
+        ("d.jpg", 4),
+        ("e.jpg", 5),
+        ("f.jpg", 6),
+    ] {
         std::fs::write(root.join("p").join(name), face_jpeg(seed)).unwrap();
     }
     std::fs::write(root.join("p/text.jpg"), b"just some text").unwrap();
@@ -54,7 +63,12 @@ fn pack_skips_and_reports_every_bad_entry_and_keeps_the_good_ones() {
     assert_eq!(m.identities, 3);
     assert_eq!(m.label_map, vec![(10, 0), (20, 1), (30, 2)]);
     let reason = |key: &str| -> String {
-        m.skipped.iter().filter(|s| s.key == key).map(|s| s.reason.clone()).collect::<Vec<_>>().join("|")
+        m.skipped
+            .iter()
+            .filter(|s| s.key == key)
+            .map(|s| s.reason.clone())
+            .collect::<Vec<_>>()
+            .join("|")
     };
     assert_eq!(m.skipped.len(), 8, "{:?}", m.skipped);
     assert!(reason("p/missing.jpg").contains("image file not found"));
@@ -66,24 +80,41 @@ fn pack_skips_and_reports_every_bad_entry_and_keeps_the_good_ones() {
     assert!(reason("p/f.jpg").contains("negative"));
     assert!(reason("p/b.jpg").contains("duplicate"));
     assert!(reason("p/a2.jpg").contains("not a non-negative integer"));
-    assert!(!dir.path().join(".packed.tmp-".to_string() + &std::process::id().to_string()).exists());
+    assert!(
+        !dir.path()
+            .join(".packed.tmp-".to_string() + &std::process::id().to_string())
+            .exists()
+    );
 
     let src = RecordSource::open(&out).unwrap();
     let recs: Vec<_> = src.records(false).map(Result::unwrap).collect();
     let paths: Vec<_> = recs.iter().map(|r| r.path.clone().unwrap()).collect();
     assert_eq!(paths, ["p/a.jpg", "p/b.jpg", "p/c.jpg"]);
     assert_eq!(recs.iter().map(|r| r.label).collect::<Vec<_>>(), [2, 0, 1]);
-    assert_eq!(recs[0].jpeg, std::fs::read(dir.path().join("images/p/a.jpg")).unwrap());
+    assert_eq!(
+        recs[0].jpeg,
+        std::fs::read(dir.path().join("images/p/a.jpg")).unwrap()
+    );
     assert_eq!(recs[0].face_box, [10, 5, 50, 40]);
     assert_eq!(recs[0].landmarks.unwrap()[0], 20.0);
     // The box is stored clipped to the image.
     assert_eq!(recs[2].face_box, [0, 0, 30, 30]);
 
     let stats = inspect(&src, false).unwrap();
-    assert_eq!((stats.records, stats.identities, stats.with_landmarks, stats.pack_skipped.len()), (3, 3, 1, 8));
+    assert_eq!(
+        (
+            stats.records,
+            stats.identities,
+            stats.with_landmarks,
+            stats.pack_skipped.len()
+        ),
+        (3, 3, 1, 8)
+    );
 
     // The output exists now: packing again without --overwrite refuses, with it succeeds.
-    let err = pack(&PackOptions::new(dir.path().join("images"), &json, &out)).unwrap_err().to_string();
+    let err = pack(&PackOptions::new(dir.path().join("images"), &json, &out))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("already exists"), "{err}");
     let mut again = PackOptions::new(dir.path().join("images"), &json, &out);
     again.overwrite = true;
@@ -99,9 +130,16 @@ fn strict_fails_and_writes_nothing() {
     let mut opts = PackOptions::new(dir.path().join("images"), &json, &out);
     opts.strict = true;
     let err = pack(&opts).unwrap_err().to_string();
-    assert!(err.contains("--strict: 8 of 11 entries are bad, nothing was written"), "{err}");
+    assert!(
+        err.contains("--strict: 8 of 11 entries are bad, nothing was written"),
+        "{err}"
+    );
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no staging left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "no staging left behind"
+    );
 }
 
 #[test]
@@ -112,14 +150,23 @@ fn crop_mode_translates_box_and_landmarks() {
     let mut opts = PackOptions::new(dir.path().join("images"), &json, &out);
     opts.crop_margin = Some(0.25);
     pack(&opts).unwrap();
-    let recs: Vec<_> = RecordSource::open(&out).unwrap().records(false).map(Result::unwrap).collect();
+    let recs: Vec<_> = RecordSource::open(&out)
+        .unwrap()
+        .records(false)
+        .map(Result::unwrap)
+        .collect();
     // Box 10,5-50,40 (40x35) grown by 10 and 8.75 px: crop origin (0, 0) after clipping at the top-left,
     // so coordinates stay; the crop is 60 x 48 (clipped at 64 x 48).
     let img = ffem_data::imageops::decode_rgb(&recs[0].jpeg).unwrap();
     assert_eq!(img.dimensions(), (60, 48));
     assert_eq!(recs[0].face_box, [10, 5, 50, 40]);
     // Box 0,0-30,30 grown by 7.5 -> 0..37.5: crop 38 x 38.
-    assert_eq!(ffem_data::imageops::decode_rgb(&recs[2].jpeg).unwrap().dimensions(), (38, 38));
+    assert_eq!(
+        ffem_data::imageops::decode_rgb(&recs[2].jpeg)
+            .unwrap()
+            .dimensions(),
+        (38, 38)
+    );
 }
 
 #[test]
@@ -127,10 +174,14 @@ fn empty_and_malformed_lists_fail_with_position() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bad.json");
     std::fs::write(&json, "{\"a.jpg\": {\"label\": 1 \"x1\": 2}}").unwrap();
-    let err = pack(&PackOptions::new(dir.path(), &json, dir.path().join("o"))).unwrap_err().to_string();
+    let err = pack(&PackOptions::new(dir.path(), &json, dir.path().join("o")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad.json: line 1, column 23"), "{err}");
     std::fs::write(&json, "").unwrap();
-    let err = pack(&PackOptions::new(dir.path(), &json, dir.path().join("o"))).unwrap_err().to_string();
+    let err = pack(&PackOptions::new(dir.path(), &json, dir.path().join("o")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the file is empty"), "{err}");
 }
 
@@ -142,8 +193,15 @@ fn rec_pack_with_label_gaps_is_relabelled_onto_0_to_n() {
     let mut w = RecWriter::create(&rec, &idx).unwrap();
     // im2rec style (no header record): labels 7, 3, 7, 3, 12 -> packed 1, 0, 1, 0, 2.
     for (key, label) in [7.0f32, 3.0, 7.0, 3.0, 12.0].into_iter().enumerate() {
-        let h = IrHeader { flag: 0, label, id: key as u64, id2: 0, labels: vec![] };
-        w.write(key as u64, &pack_payload(&h, &face_jpeg(key as u8))).unwrap();
+        let h = IrHeader {
+            flag: 0,
+            label,
+            id: key as u64,
+            id2: 0,
+            labels: vec![],
+        };
+        w.write(key as u64, &pack_payload(&h, &face_jpeg(key as u8)))
+            .unwrap();
     }
     w.finish().unwrap();
     let out = dir.path().join("packed");
@@ -152,13 +210,32 @@ fn rec_pack_with_label_gaps_is_relabelled_onto_0_to_n() {
     let report = ffem_data::pack_from_rec(&rec, &opts).unwrap();
     assert_eq!(report.manifest.label_map, vec![(3, 0), (7, 1), (12, 2)]);
     assert_eq!(report.manifest.identities, 3);
-    let recs: Vec<_> = RecordSource::open(&out).unwrap().records(false).map(Result::unwrap).collect();
-    assert_eq!(recs.iter().map(|r| r.label).collect::<Vec<_>>(), vec![1, 0, 1, 0, 2]);
-    assert_eq!(recs[4].jpeg, face_jpeg(4), "payload bytes survive the rewrite");
+    let recs: Vec<_> = RecordSource::open(&out)
+        .unwrap()
+        .records(false)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        recs.iter().map(|r| r.label).collect::<Vec<_>>(),
+        vec![1, 0, 1, 0, 2]
+    );
+    assert_eq!(
+        recs[4].jpeg,
+        face_jpeg(4),
+        "payload bytes survive the rewrite"
+    );
     // Only the shards and the manifest are left: no staging or rewrite directories.
-    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    assert!(names.len() >= 3 && names[0] == "manifest.json" && names[1..].iter().all(|n| n.ends_with(".tfrecord")), "{names:?}");
+    assert!(
+        names.len() >= 3
+            && names[0] == "manifest.json"
+            && names[1..].iter().all(|n| n.ends_with(".tfrecord")),
+        "{names:?}"
+    );
     assert_eq!(report.manifest.shards.len(), names.len() - 1);
     assert!(!ffem_data::atomic::temp_path(&out).exists());
 }

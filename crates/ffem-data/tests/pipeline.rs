@@ -11,7 +11,13 @@ fn write_dataset(dir: &std::path::Path, n: usize) -> RecordSource {
     let mut w = RecordWriter::create(&path).unwrap();
     for i in 0..n {
         // Left half dark, right half bright: a flip is visible in the output.
-        let img = RgbImage::from_fn(40, 40, |x, _| if x < 20 { image::Rgb([20, 20, 20]) } else { image::Rgb([230, 230, 230]) });
+        let img = RgbImage::from_fn(40, 40, |x, _| {
+            if x < 20 {
+                image::Rgb([20, 20, 20])
+            } else {
+                image::Rgb([230, 230, 230])
+            }
+        });
         let rec = FaceRecord {
             jpeg: encode_jpeg(&img, 95).unwrap(),
             label: i as i64,
@@ -26,7 +32,14 @@ fn write_dataset(dir: &std::path::Path, n: usize) -> RecordSource {
 }
 
 fn config(seed: u64, workers: usize) -> PipelineConfig {
-    PipelineConfig { image_size: 16, batch_size: 8, shuffle_buffer: 10, seed, workers, ..Default::default() }
+    PipelineConfig {
+        image_size: 16,
+        batch_size: 8,
+        shuffle_buffer: 10,
+        seed,
+        workers,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -35,7 +48,10 @@ fn same_seed_same_batches_whatever_the_worker_count() {
     let src = write_dataset(dir.path(), 30);
     let run = |seed, workers| -> Vec<(Vec<i64>, Vec<f32>)> {
         let p = Pipeline::new(src.clone(), config(seed, workers)).unwrap();
-        p.epoch(0, 0).map(|b| b.unwrap()).map(|b| (b.labels, b.images)).collect()
+        p.epoch(0, 0)
+            .map(|b| b.unwrap())
+            .map(|b| (b.labels, b.images))
+            .collect()
     };
     let a = run(7, 1);
     assert_eq!(a.len(), 3, "30 images, batch 8, drop_last: 3 batches");
@@ -47,7 +63,11 @@ fn same_seed_same_batches_whatever_the_worker_count() {
     labels.dedup();
     assert_eq!(labels.len(), 24, "no duplicates");
     // Every value is normalised into [-1, 1].
-    assert!(a.iter().flat_map(|(_, i)| i).all(|v| (-1.0..=1.0).contains(v)));
+    assert!(
+        a.iter()
+            .flat_map(|(_, i)| i)
+            .all(|v| (-1.0..=1.0).contains(v))
+    );
 }
 
 #[test]
@@ -58,14 +78,22 @@ fn epochs_end_cleanly_and_resume_skips_batches() {
     cfg.drop_last = false;
     let p = Pipeline::new(src, cfg).unwrap();
     let all: Vec<_> = p.epoch(3, 0).map(Result::unwrap).collect();
-    assert_eq!(all.iter().map(|b| b.len()).collect::<Vec<_>>(), [8, 8, 8, 6]);
+    assert_eq!(
+        all.iter().map(|b| b.len()).collect::<Vec<_>>(),
+        [8, 8, 8, 6]
+    );
     let resumed: Vec<_> = p.epoch(3, 2).map(Result::unwrap).collect();
     assert_eq!(resumed.len(), 2);
     assert_eq!(resumed[0].labels, all[2].labels);
     assert_eq!(resumed[1].images, all[3].images);
     // A different epoch has a different order.
     let other: Vec<i64> = p.epoch(4, 0).flat_map(|b| b.unwrap().labels).collect();
-    assert_ne!(other, all.iter().flat_map(|b| b.labels.clone()).collect::<Vec<_>>());
+    assert_ne!(
+        other,
+        all.iter()
+            .flat_map(|b| b.labels.clone())
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -74,13 +102,26 @@ fn flips_are_drawn_per_image_not_once_per_run() {
     let src = write_dataset(dir.path(), 64);
     let mut cfg = config(5, 2);
     cfg.batch_size = 64;
-    cfg.augment = AugmentConfig { flip: true, ..AugmentConfig::none() };
+    cfg.augment = AugmentConfig {
+        flip: true,
+        ..AugmentConfig::none()
+    };
     cfg.augment.probability = 0.5;
-    let batch = Pipeline::new(src, cfg).unwrap().epoch(0, 0).next().unwrap().unwrap();
+    let batch = Pipeline::new(src, cfg)
+        .unwrap()
+        .epoch(0, 0)
+        .next()
+        .unwrap()
+        .unwrap();
     let plane = 16 * 16;
     // Pixel (row 8, col 0) of the red channel: dark when not flipped, bright when flipped.
-    let flipped = (0..64).filter(|i| batch.images[i * 3 * plane + 8 * 16] > 0.0).count();
-    assert!((16..=48).contains(&flipped), "{flipped} of 64 flipped: coin flips must be per image");
+    let flipped = (0..64)
+        .filter(|i| batch.images[i * 3 * plane + 8 * 16] > 0.0)
+        .count();
+    assert!(
+        (16..=48).contains(&flipped),
+        "{flipped} of 64 flipped: coin flips must be per image"
+    );
 }
 
 #[test]
@@ -91,8 +132,15 @@ fn label_outside_num_classes_is_an_error_naming_the_record() {
     cfg.shuffle_buffer = 0;
     cfg.num_classes = Some(5);
     let results: Vec<_> = Pipeline::new(src, cfg).unwrap().epoch(0, 0).collect();
-    let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error").to_string();
-    assert!(err.contains("record img5 has label 5, outside 0..5"), "{err}");
+    let err = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error")
+        .to_string();
+    assert!(
+        err.contains("record img5 has label 5, outside 0..5"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -102,7 +150,12 @@ fn without_augmentation_the_crop_is_the_plain_resize() {
     let mut cfg = config(0, 1);
     cfg.augment = AugmentConfig::none();
     cfg.shuffle_buffer = 0;
-    let b = Pipeline::new(src.clone(), cfg).unwrap().epoch(0, 0).next().unwrap().unwrap();
+    let b = Pipeline::new(src.clone(), cfg)
+        .unwrap()
+        .epoch(0, 0)
+        .next()
+        .unwrap()
+        .unwrap();
     let rec = src.records(false).next().unwrap().unwrap();
     let img = ffem_data::imageops::decode_rgb(&rec.jpeg).unwrap();
     let mut hwc = vec![0f32; 16 * 16 * 3];

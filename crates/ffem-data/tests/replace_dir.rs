@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use ffem_data::atomic::{remove_stale_staging, replace_dir, replace_dir_without_cleanup, temp_path};
+use ffem_data::atomic::{
+    remove_stale_staging, replace_dir, replace_dir_without_cleanup, temp_path,
+};
 
 fn make(dir: &Path, content: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -13,7 +15,11 @@ fn make(dir: &Path, content: &str) {
 
 fn content(dir: &Path) -> String {
     let state = std::fs::read_to_string(dir.join("state.json")).unwrap();
-    assert_eq!(std::fs::read_to_string(dir.join("weights.bin")).unwrap(), state.repeat(100), "a mixed directory");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("weights.bin")).unwrap(),
+        state.repeat(100),
+        "a mixed directory"
+    );
     state
 }
 
@@ -36,13 +42,20 @@ fn a_crash_at_any_point_leaves_a_complete_target() {
     replace_dir_without_cleanup(&staged, &target).unwrap();
     assert_eq!(content(&target), "new");
     assert!(remove_stale_staging(&target).unwrap() >= 1);
-    assert_eq!(content(&target), "new", "cleaning up never touches the target");
+    assert_eq!(
+        content(&target),
+        "new",
+        "cleaning up never touches the target"
+    );
 
     // Run to the end: the new one in place, nothing left beside it.
     make(&staged, "newer");
     replace_dir(&staged, &target).unwrap();
     assert_eq!(content(&target), "newer");
-    let leftovers: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("checkpoint")]);
 
     // No target yet: a plain rename.

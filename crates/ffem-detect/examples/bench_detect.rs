@@ -5,9 +5,13 @@ use std::time::Instant;
 use ffem_data::image_list::ImageList;
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
     let data = ffem_data::shared_data_dir().expect("face data (FFEM_DATA or ../shared/data)");
-    let weights = ffem_detect::test_weights_dir().expect("MTCNN weights: run scripts/fetch-mtcnn.sh");
+    let weights =
+        ffem_detect::test_weights_dir().expect("MTCNN weights: run scripts/fetch-mtcnn.sh");
     let det = ffem_detect::Mtcnn::load(&weights).unwrap();
     let list = ImageList::load(&data.join("lfw/image_list.json")).unwrap();
     let images: Vec<_> = list
@@ -15,11 +19,19 @@ fn main() {
         .iter()
         .step_by((list.entries.len() / n).max(1))
         .take(n)
-        .map(|e| ffem_data::imageops::decode_rgb(&std::fs::read(data.join("lfw/lfw-deepfunneled").join(&e.path)).unwrap()).unwrap())
+        .map(|e| {
+            ffem_data::imageops::decode_rgb(
+                &std::fs::read(data.join("lfw/lfw-deepfunneled").join(&e.path)).unwrap(),
+            )
+            .unwrap()
+        })
         .collect();
     let _ = det.detect(&images[0]).unwrap();
     let t = Instant::now();
-    let faces: usize = images.iter().map(|img| det.detect(img).unwrap().len()).sum();
+    let faces: usize = images
+        .iter()
+        .map(|img| det.detect(img).unwrap().len())
+        .sum();
     let secs = t.elapsed().as_secs_f64();
     println!(
         "MTCNN (tract, 1 thread) on {} LFW images (250x250): {:.1} images/s, {:.2} faces per image",

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ffem_data::image_list::{FACE_SUFFIX, FaceBox, ImageEntry, ImageList, Rejected, split_face_key, write_image_list};
+use ffem_data::image_list::{
+    FACE_SUFFIX, FaceBox, ImageEntry, ImageList, Rejected, split_face_key, write_image_list,
+};
 use rayon::prelude::*;
 
 use crate::error::{DetectError, Result};
@@ -14,7 +16,6 @@ use crate::mtcnn::{Face, Mtcnn};
 
 /// File extensions treated as images.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
-
 
 /// What `detect_folder` does.
 #[derive(Debug, Clone)]
@@ -55,7 +56,12 @@ pub struct DetectReport {
 fn walk(root: &Path) -> Result<Vec<String>> {
     let mut out: Vec<String> = ffem_data::walk::files_under(root)?
         .iter()
-        .map(|p| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"))
+        .map(|p| {
+            p.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
         .collect();
     out.sort();
     Ok(out)
@@ -63,12 +69,17 @@ fn walk(root: &Path) -> Result<Vec<String>> {
 
 fn is_image(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    IMAGE_EXTENSIONS.iter().any(|e| lower.ends_with(&format!(".{e}")))
+    IMAGE_EXTENSIONS
+        .iter()
+        .any(|e| lower.ends_with(&format!(".{e}")))
 }
 
 /// The skip list's path: `image_list.json` -> `image_list.skipped.json`.
 pub fn skipped_path(output: &Path) -> PathBuf {
-    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image_list".into());
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image_list".into());
     output.with_file_name(format!("{stem}.skipped.json"))
 }
 
@@ -83,10 +94,22 @@ pub fn detect_folder(detector: &Mtcnn, opts: &DetectOptions) -> Result<DetectRep
     let files = walk(&opts.root)?;
     let (images, others): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| is_image(f));
     let identities: BTreeMap<&str, u64> = {
-        let names: std::collections::BTreeSet<&str> = images.iter().filter_map(|p| p.split_once('/').map(|(id, _)| id)).collect();
-        names.into_iter().enumerate().map(|(i, n)| (n, i as u64)).collect()
+        let names: std::collections::BTreeSet<&str> = images
+            .iter()
+            .filter_map(|p| p.split_once('/').map(|(id, _)| id))
+            .collect();
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, i as u64))
+            .collect()
     };
-    tracing::info!("{} images of {} identities under {}", images.len(), identities.len(), opts.root.display());
+    tracing::info!(
+        "{} images of {} identities under {}",
+        images.len(),
+        identities.len(),
+        opts.root.display()
+    );
     let bar = ffem_data::progress::bar(images.len() as u64, "detect", "img", opts.progress);
     let results: Vec<std::result::Result<Vec<ImageEntry>, Rejected>> = images
         .par_iter()
@@ -106,7 +129,10 @@ pub fn detect_folder(detector: &Mtcnn, opts: &DetectOptions) -> Result<DetectRep
         }
     }
     if opts.strict && !skipped.is_empty() {
-        return Err(DetectError::Strict { count: skipped.len(), first: format!("{}: {}", skipped[0].key, skipped[0].reason) });
+        return Err(DetectError::Strict {
+            count: skipped.len(),
+            first: format!("{}: {}", skipped[0].key, skipped[0].reason),
+        });
     }
     if entries.is_empty() {
         return Err(DetectError::Image {
@@ -148,25 +174,54 @@ fn detect_one(
     identities: &BTreeMap<&str, u64>,
     all_faces: bool,
 ) -> std::result::Result<Vec<ImageEntry>, Rejected> {
-    let reject = |reason: String| Rejected { key: rel.to_string(), reason };
-    let Some(label) = rel.split_once('/').and_then(|(id, _)| identities.get(id)).copied() else {
-        return Err(reject("not inside an identity folder (expected ROOT/<identity>/<image>); no label to give it".into()));
+    let reject = |reason: String| Rejected {
+        key: rel.to_string(),
+        reason,
+    };
+    let Some(label) = rel
+        .split_once('/')
+        .and_then(|(id, _)| identities.get(id))
+        .copied()
+    else {
+        return Err(reject(
+            "not inside an identity folder (expected ROOT/<identity>/<image>); no label to give it"
+                .into(),
+        ));
     };
     let path = root.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| reject(format!("cannot read {}: {e}", path.display())))?;
-    let img = ffem_data::imageops::decode_rgb(&bytes).map_err(|e| reject(format!("{}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| reject(format!("cannot read {}: {e}", path.display())))?;
+    let img = ffem_data::imageops::decode_rgb(&bytes)
+        .map_err(|e| reject(format!("{}: {e}", path.display())))?;
     let mut faces = detector.detect(&img).map_err(|e| reject(e.to_string()))?;
     if faces.is_empty() {
         return Err(reject("no face found".into()));
     }
     let (w, h) = img.dimensions();
-    faces.sort_by(|a, b| a.centre_distance2(w, h).total_cmp(&b.centre_distance2(w, h)));
+    faces.sort_by(|a, b| {
+        a.centre_distance2(w, h)
+            .total_cmp(&b.centre_distance2(w, h))
+    });
     let entry = |key: String, f: &Face| {
-        let b = FaceBox { x1: f.bbox[0], y1: f.bbox[1], x2: f.bbox[2], y2: f.bbox[3] };
-        ImageEntry { path: key, label, face_box: Some(b.clip(w, h).unwrap_or(b)), landmarks: Some(f.landmarks) }
+        let b = FaceBox {
+            x1: f.bbox[0],
+            y1: f.bbox[1],
+            x2: f.bbox[2],
+            y2: f.bbox[3],
+        };
+        ImageEntry {
+            path: key,
+            label,
+            face_box: Some(b.clip(w, h).unwrap_or(b)),
+            landmarks: Some(f.landmarks),
+        }
     };
     Ok(if all_faces {
-        faces.iter().enumerate().map(|(i, f)| entry(format!("{rel}{FACE_SUFFIX}{i}"), f)).collect()
+        faces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| entry(format!("{rel}{FACE_SUFFIX}{i}"), f))
+            .collect()
     } else {
         vec![entry(rel.to_string(), &faces[0])]
     })
@@ -214,11 +269,19 @@ pub fn compare_lists(candidate: &ImageList, reference: &ImageList) -> Comparison
             ious.push(a.iou(&b) as f64);
         }
         if let (Some(a), Some(b)) = (c.landmarks, r.landmarks) {
-            let d: f64 = (0..5).map(|i| ((a[2 * i] - b[2 * i]) as f64).hypot((a[2 * i + 1] - b[2 * i + 1]) as f64)).sum();
+            let d: f64 = (0..5)
+                .map(|i| ((a[2 * i] - b[2 * i]) as f64).hypot((a[2 * i + 1] - b[2 * i + 1]) as f64))
+                .sum();
             lm.push(d / 5.0);
         }
     }
-    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     let mut sorted = ious.clone();
     sorted.sort_by(f64::total_cmp);
     Comparison {
@@ -226,7 +289,11 @@ pub fn compare_lists(candidate: &ImageList, reference: &ImageList) -> Comparison
         missing,
         mean_iou: mean(&ious),
         median_iou: sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
-        iou_above_half: if ious.is_empty() { 0.0 } else { ious.iter().filter(|&&v| v >= 0.5).count() as f64 / ious.len() as f64 },
+        iou_above_half: if ious.is_empty() {
+            0.0
+        } else {
+            ious.iter().filter(|&&v| v >= 0.5).count() as f64 / ious.len() as f64
+        },
         mean_landmark_px: mean(&lm),
         landmark_pairs: lm.len(),
     }
@@ -252,14 +319,28 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, b: [f32; 4], lm: [f32; 10]) -> ImageEntry {
-        ImageEntry { path: path.into(), label: 0, face_box: Some(FaceBox { x1: b[0], y1: b[1], x2: b[2], y2: b[3] }), landmarks: Some(lm) }
+        ImageEntry {
+            path: path.into(),
+            label: 0,
+            face_box: Some(FaceBox {
+                x1: b[0],
+                y1: b[1],
+                x2: b[2],
+                y2: b[3],
+            }),
+            landmarks: Some(lm),
+        }
     }
 
     #[test]
     fn comparison_by_hand() {
         let lm = [0.0; 10];
         let reference = ImageList {
-            entries: vec![entry("a.jpg", [0.0, 0.0, 10.0, 10.0], lm), entry("b.jpg", [0.0, 0.0, 10.0, 10.0], lm), entry("c.jpg", [0.0; 4], lm)],
+            entries: vec![
+                entry("a.jpg", [0.0, 0.0, 10.0, 10.0], lm),
+                entry("b.jpg", [0.0, 0.0, 10.0, 10.0], lm),
+                entry("c.jpg", [0.0; 4], lm),
+            ],
             rejected: vec![],
         };
         // a: identical box, landmarks each moved by (3, 4) -> 5 px. b: shifted by 5 in x: overlap
@@ -286,6 +367,9 @@ mod tests {
 
     #[test]
     fn skipped_list_sits_beside_the_output() {
-        assert_eq!(skipped_path(Path::new("/x/image_list.json")), PathBuf::from("/x/image_list.skipped.json"));
+        assert_eq!(
+            skipped_path(Path::new("/x/image_list.json")),
+            PathBuf::from("/x/image_list.skipped.json")
+        );
     }
 }

@@ -26,8 +26,14 @@ pub fn test_weights_dir() -> Option<std::path::PathBuf> {
         return Some(dir);
     }
     if std::env::var("FFEM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!("FFEM_REQUIRE_DATA=1 but the MTCNN weights are not in {}: run scripts/fetch-mtcnn.sh", dir.display());
+        panic!(
+            "FFEM_REQUIRE_DATA=1 but the MTCNN weights are not in {}: run scripts/fetch-mtcnn.sh",
+            dir.display()
+        );
     }
-    eprintln!("skipping: no MTCNN weights in {} (run scripts/fetch-mtcnn.sh)", dir.display());
+    eprintln!(
+        "skipping: no MTCNN weights in {} (run scripts/fetch-mtcnn.sh)",
+        dir.display()
+    );
     None
 }

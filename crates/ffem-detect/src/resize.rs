@@ -28,13 +28,25 @@ fn area_taps(src_len: usize, dst_len: usize, scale: f64) -> Vec<Tap> {
         // OpenCV stores the weights as f32.
         let w = |v: f64| (v as f32) as f64;
         if s1 as f64 - fs1 > 1e-3 {
-            taps.push(Tap { dst: d, src: (s1 - 1) as usize, weight: w((s1 as f64 - fs1) / cell) });
+            taps.push(Tap {
+                dst: d,
+                src: (s1 - 1) as usize,
+                weight: w((s1 as f64 - fs1) / cell),
+            });
         }
         for s in s1..s2 {
-            taps.push(Tap { dst: d, src: s as usize, weight: w(1.0 / cell) });
+            taps.push(Tap {
+                dst: d,
+                src: s as usize,
+                weight: w(1.0 / cell),
+            });
         }
         if fs2 - s2 as f64 > 1e-3 {
-            taps.push(Tap { dst: d, src: s2 as usize, weight: w((fs2 - s2 as f64).min(1.0).min(cell) / cell) });
+            taps.push(Tap {
+                dst: d,
+                src: s2 as usize,
+                weight: w((fs2 - s2 as f64).min(1.0).min(cell) / cell),
+            });
         }
     }
     taps
@@ -65,8 +77,15 @@ fn area_mode_linear(src_len: usize, dst_len: usize, scale: f64) -> Vec<(usize, u
 
 /// Resizes an interleaved RGB image to `dw` x `dh` as `cv2.resize(..., interpolation=INTER_AREA)`.
 pub fn resize_area(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
-    assert_eq!(src.len(), sw * sh * 3, "image buffer does not match {sw}x{sh}x3");
-    assert!(sw > 0 && sh > 0 && dw > 0 && dh > 0, "empty image in resize");
+    assert_eq!(
+        src.len(),
+        sw * sh * 3,
+        "image buffer does not match {sw}x{sh}x3"
+    );
+    assert!(
+        sw > 0 && sh > 0 && dw > 0 && dh > 0,
+        "empty image in resize"
+    );
     if sw == dw && sh == dh {
         return src.to_vec();
     }
@@ -87,7 +106,10 @@ pub fn resize_area(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> V
                 let s = &src[t.src * sw * 3..(t.src + 1) * sw * 3];
                 for x in &xt {
                     let w = x.weight as f32;
-                    let (d, p) = (&mut row[x.dst * 3..x.dst * 3 + 3], &s[x.src * 3..x.src * 3 + 3]);
+                    let (d, p) = (
+                        &mut row[x.dst * 3..x.dst * 3 + 3],
+                        &s[x.src * 3..x.src * 3 + 3],
+                    );
                     d[0] += p[0] * w;
                     d[1] += p[1] * w;
                     d[2] += p[2] * w;
@@ -95,7 +117,10 @@ pub fn resize_area(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> V
                 last = t.src;
             }
             let w = t.weight as f32;
-            for (o, r) in out[t.dst * dw * 3..(t.dst + 1) * dw * 3].iter_mut().zip(&row) {
+            for (o, r) in out[t.dst * dw * 3..(t.dst + 1) * dw * 3]
+                .iter_mut()
+                .zip(&row)
+            {
                 *o += w * r;
             }
         }
@@ -139,7 +164,10 @@ mod tests {
         // 4x2 -> 2x1: each output is the mean of a 2x2 block, computed by hand.
         let img = gray(&[1.0, 3.0, 5.0, 7.0, 2.0, 4.0, 6.0, 8.0]);
         let out = resize_area(&img, 4, 2, 2, 1);
-        assert_eq!(out, gray(&[(1.0 + 3.0 + 2.0 + 4.0) / 4.0, (5.0 + 7.0 + 6.0 + 8.0) / 4.0]));
+        assert_eq!(
+            out,
+            gray(&[(1.0 + 3.0 + 2.0 + 4.0) / 4.0, (5.0 + 7.0 + 6.0 + 8.0) / 4.0])
+        );
     }
 
     #[test]
@@ -149,7 +177,10 @@ mod tests {
         let out = resize_area(&img, 3, 1, 2, 1);
         let first = 3.0 * (1.0 / 1.5) + 6.0 * (0.5 / 1.5);
         let second = 6.0 * (0.5 / 1.5) + 9.0 * (1.0 / 1.5);
-        assert!((out[0] - first).abs() < 1e-5 && (out[3] - second).abs() < 1e-5, "{out:?}");
+        assert!(
+            (out[0] - first).abs() < 1e-5 && (out[3] - second).abs() < 1e-5,
+            "{out:?}"
+        );
         assert!((out[0] - 4.0).abs() < 1e-5 && (out[3] - 8.0).abs() < 1e-5);
     }
 
@@ -186,9 +217,16 @@ mod tests {
         // Any area resize is a weighted average whose weights per output pixel sum to one, and
         // over the whole image each source pixel is used with total weight (dw*dh)/(sw*sh).
         let (sw, sh, dw, dh) = (53, 41, 17, 12);
-        let img: Vec<f32> = (0..sw * sh * 3).map(|i| ((i * 7919) % 251) as f32).collect();
+        let img: Vec<f32> = (0..sw * sh * 3)
+            .map(|i| ((i * 7919) % 251) as f32)
+            .collect();
         let out = resize_area(&img, sw, sh, dw, dh);
         let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-        assert!((mean(&out) - mean(&img)).abs() < 1e-3, "{} vs {}", mean(&out), mean(&img));
+        assert!(
+            (mean(&out) - mean(&img)).abs() < 1e-3,
+            "{} vs {}",
+            mean(&out),
+            mean(&img)
+        );
     }
 }

@@ -28,19 +28,39 @@ pub fn read_bin(path: &Path) -> Result<BinSet> {
 
 /// Parses the bytes of a `.bin` set; errors carry the byte offset.
 pub fn parse_bin(bytes: &[u8]) -> std::result::Result<BinSet, (usize, String)> {
-    let top = Unpickler { data: bytes, pos: 0, stack: vec![], marks: vec![], memo: Default::default() }.run()?;
+    let top = Unpickler {
+        data: bytes,
+        pos: 0,
+        stack: vec![],
+        marks: vec![],
+        memo: Default::default(),
+    }
+    .run()?;
     let end = bytes.len();
     let items = match &top {
         Py::Tuple(t) if t.len() == 2 => t.clone(),
         Py::List(l) if l.borrow().len() == 2 => Rc::new(l.borrow().clone()),
-        other => return Err((end, format!("expected a pickled (bins, issame_list) pair, found {}", other.kind()))),
+        other => {
+            return Err((
+                end,
+                format!(
+                    "expected a pickled (bins, issame_list) pair, found {}",
+                    other.kind()
+                ),
+            ));
+        }
     };
     let images = seq(&items[0]).ok_or((end, "bins is not a list".to_string()))?;
     let issame = seq(&items[1]).ok_or((end, "issame_list is not a list".to_string()))?;
     let images: Vec<Vec<u8>> = images
         .iter()
         .enumerate()
-        .map(|(i, v)| image_bytes(v).ok_or((end, format!("image {i} is a {}, not bytes or a uint8 array", v.kind()))))
+        .map(|(i, v)| {
+            image_bytes(v).ok_or((
+                end,
+                format!("image {i} is a {}, not bytes or a uint8 array", v.kind()),
+            ))
+        })
         .collect::<std::result::Result<_, _>>()?;
     let issame: Vec<bool> = issame
         .iter()
@@ -48,11 +68,21 @@ pub fn parse_bin(bytes: &[u8]) -> std::result::Result<BinSet, (usize, String)> {
         .map(|(i, v)| match v {
             Py::Bool(b) => Ok(*b),
             Py::Int(n) => Ok(*n != 0),
-            other => Err((end, format!("issame[{i}] is a {}, not a bool", other.kind()))),
+            other => Err((
+                end,
+                format!("issame[{i}] is a {}, not a bool", other.kind()),
+            )),
         })
         .collect::<std::result::Result<_, _>>()?;
     if images.len() != 2 * issame.len() {
-        return Err((end, format!("{} images for {} pairs: expected exactly twice as many images", images.len(), issame.len())));
+        return Err((
+            end,
+            format!(
+                "{} images for {} pairs: expected exactly twice as many images",
+                images.len(),
+                issame.len()
+            ),
+        ));
     }
     Ok(BinSet { images, issame })
 }
@@ -81,15 +111,36 @@ fn image_bytes(v: &Py) -> Option<Vec<u8>> {
 }
 
 fn ndarray_bytes(v: &Py) -> Option<Vec<u8>> {
-    let Py::Object { callable, args, state } = v else { return None };
-    let Py::Global(module, name) = &**callable else { return None };
+    let Py::Object {
+        callable,
+        args,
+        state,
+    } = v
+    else {
+        return None;
+    };
+    let Py::Global(module, name) = &**callable else {
+        return None;
+    };
     if name == "_reconstruct" && module.ends_with("multiarray") {
         // State: (version, shape, dtype, is_fortran, rawdata).
-        let Some(Py::Tuple(s)) = state.as_deref() else { return None };
+        let Some(Py::Tuple(s)) = state.as_deref() else {
+            return None;
+        };
         return match s.get(4)? {
             Py::Bytes(b) => Some(b.to_vec()),
             Py::Str(s) => Some(s.chars().map(|c| c as u32 as u8).collect()),
-            Py::List(items) => items.borrow().iter().map(|i| if let Py::Int(n) = i { Some(*n as u8) } else { None }).collect(),
+            Py::List(items) => items
+                .borrow()
+                .iter()
+                .map(|i| {
+                    if let Py::Int(n) = i {
+                        Some(*n as u8)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
             _ => None,
         };
     }
@@ -115,7 +166,11 @@ enum Py {
     Tuple(Rc<Vec<Py>>),
     Dict(Rc<RefCell<Vec<(Py, Py)>>>),
     Global(String, String),
-    Object { callable: Rc<Py>, args: Rc<Py>, state: Option<Rc<Py>> },
+    Object {
+        callable: Rc<Py>,
+        args: Rc<Py>,
+        state: Option<Rc<Py>>,
+    },
 }
 
 impl Py {
@@ -166,9 +221,12 @@ impl<'a> Unpickler<'a> {
     }
     fn line(&mut self) -> Step<&'a str> {
         let rest = &self.data[self.pos..];
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else { return self.err("truncated pickle: unterminated line") };
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return self.err("truncated pickle: unterminated line");
+        };
         self.pos += end + 1;
-        std::str::from_utf8(&rest[..end]).map_err(|_| (self.pos, "non-text line in pickle".to_string()))
+        std::str::from_utf8(&rest[..end])
+            .map_err(|_| (self.pos, "non-text line in pickle".to_string()))
     }
     fn pop(&mut self) -> Step<Py> {
         match self.stack.pop() {
@@ -177,7 +235,9 @@ impl<'a> Unpickler<'a> {
         }
     }
     fn pop_mark(&mut self) -> Step<Vec<Py>> {
-        let Some(m) = self.marks.pop() else { return self.err("malformed pickle: no MARK") };
+        let Some(m) = self.marks.pop() else {
+            return self.err("malformed pickle: no MARK");
+        };
         if m > self.stack.len() {
             return self.err("malformed pickle: bad MARK");
         }
@@ -185,7 +245,9 @@ impl<'a> Unpickler<'a> {
     }
     fn top(&mut self) -> Step<&mut Py> {
         let pos = self.pos;
-        self.stack.last_mut().ok_or((pos, "malformed pickle: empty stack".to_string()))
+        self.stack
+            .last_mut()
+            .ok_or((pos, "malformed pickle: empty stack".to_string()))
     }
 
     fn run(mut self) -> Step<Py> {
@@ -212,7 +274,10 @@ impl<'a> Unpickler<'a> {
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let pairs = items.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                    let pairs = items
+                        .chunks_exact(2)
+                        .map(|c| (c[0].clone(), c[1].clone()))
+                        .collect();
                     self.stack.push(Py::Dict(Rc::new(RefCell::new(pairs))));
                 }
                 b'a' => {
@@ -240,7 +305,9 @@ impl<'a> Unpickler<'a> {
                 b'u' => {
                     let items = self.pop_mark()?;
                     match self.top()? {
-                        Py::Dict(d) => d.borrow_mut().extend(items.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone()))),
+                        Py::Dict(d) => d
+                            .borrow_mut()
+                            .extend(items.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone()))),
                         _ => return self.err("SETITEMS on a non-dict"),
                     }
                 }
@@ -288,13 +355,18 @@ impl<'a> Unpickler<'a> {
                     let v = match l {
                         "01" => Py::Bool(true),
                         "00" => Py::Bool(false),
-                        s => Py::Int(s.parse().map_err(|_| (self.pos, format!("bad INT `{s}`")))?),
+                        s => Py::Int(
+                            s.parse()
+                                .map_err(|_| (self.pos, format!("bad INT `{s}`")))?,
+                        ),
                     };
                     self.stack.push(v);
                 }
                 b'G' => {
                     let b = self.take(8)?;
-                    self.stack.push(Py::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))));
+                    self.stack.push(Py::Float(f64::from_be_bytes(
+                        b.try_into().expect("8 bytes"),
+                    )));
                 }
                 b'T' | b'U' | b'B' | b'C' | 0x8e | 0x96 => {
                     let n = match op {
@@ -319,7 +391,10 @@ impl<'a> Unpickler<'a> {
                     let key = match op {
                         b'q' => self.uint(1)?,
                         b'r' => self.uint(4)?,
-                        b'p' => self.line()?.parse().map_err(|_| (self.pos, "bad PUT".to_string()))?,
+                        b'p' => self
+                            .line()?
+                            .parse()
+                            .map_err(|_| (self.pos, "bad PUT".to_string()))?,
                         _ => self.memo.len() as u64,
                     };
                     let v = self.top()?.clone();
@@ -329,9 +404,14 @@ impl<'a> Unpickler<'a> {
                     let key = match op {
                         b'h' => self.uint(1)?,
                         b'j' => self.uint(4)?,
-                        _ => self.line()?.parse().map_err(|_| (self.pos, "bad GET".to_string()))?,
+                        _ => self
+                            .line()?
+                            .parse()
+                            .map_err(|_| (self.pos, "bad GET".to_string()))?,
                     };
-                    let Some(v) = self.memo.get(&key).cloned() else { return self.err(format!("memo key {key} was never stored")) };
+                    let Some(v) = self.memo.get(&key).cloned() else {
+                        return self.err(format!("memo key {key} was never stored"));
+                    };
                     self.stack.push(v);
                 }
                 b'c' => {
@@ -343,7 +423,9 @@ impl<'a> Unpickler<'a> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Py::Str(m), Py::Str(n)) => self.stack.push(Py::Global(m.to_string(), n.to_string())),
+                        (Py::Str(m), Py::Str(n)) => {
+                            self.stack.push(Py::Global(m.to_string(), n.to_string()))
+                        }
                         _ => return self.err("STACK_GLOBAL needs two strings"),
                     }
                 }
@@ -369,7 +451,14 @@ impl<'a> Unpickler<'a> {
                     let v = self.top()?.clone();
                     self.stack.push(v);
                 }
-                other => return Err((self.pos - 1, format!("unsupported pickle opcode 0x{other:02x}: is this an insightface .bin file?"))),
+                other => {
+                    return Err((
+                        self.pos - 1,
+                        format!(
+                            "unsupported pickle opcode 0x{other:02x}: is this an insightface .bin file?"
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -377,7 +466,11 @@ impl<'a> Unpickler<'a> {
 
 fn reduce(callable: Py, args: Py) -> Py {
     if let Py::Global(module, name) = &callable {
-        let a = if let Py::Tuple(t) = &args { t.clone() } else { Rc::new(vec![]) };
+        let a = if let Py::Tuple(t) = &args {
+            t.clone()
+        } else {
+            Rc::new(vec![])
+        };
         match (module.as_str(), name.as_str()) {
             // Protocol 2 writes Python 3 bytes as _codecs.encode(latin-1 text, 'latin1').
             ("_codecs", "encode") => {
@@ -394,7 +487,11 @@ fn reduce(callable: Py, args: Py) -> Py {
             _ => {}
         }
     }
-    Py::Object { callable: Rc::new(callable), args: Rc::new(args), state: None }
+    Py::Object {
+        callable: Rc::new(callable),
+        args: Rc::new(args),
+        state: None,
+    }
 }
 
 /// Writes a `.bin` set as protocol-4 pickle of `(list of bytes, list of bool)`, as insightface does.
@@ -450,22 +547,41 @@ mod tests {
         // Protocol 5 uses numpy._core.numeric._frombuffer(buffer, dtype, shape, order).
         let p5 = b"\x80\x05\x95x\x00\x00\x00\x00\x00\x00\x00]\x94\x8c\x13numpy._core.numeric\x94\x8c\x0b_frombuffer\x94\x93\x94(C\x02xy\x94\x8c\x05numpy\x94\x8c\x05dtype\x94\x93\x94\x8c\x02u1\x94\x89\x88\x87\x94R\x94(K\x03\x8c\x01|\x94NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t\x94bK\x02\x85\x94\x8c\x01C\x94t\x94R\x94a]\x94\x88a\x86\x94.";
         // That pickles one image for one pair: check the image, then the pair-count error.
-        assert!(parse_bin(p5).unwrap_err().1.contains("1 images for 1 pairs"));
+        assert!(
+            parse_bin(p5)
+                .unwrap_err()
+                .1
+                .contains("1 images for 1 pairs")
+        );
     }
 
     #[test]
     fn writer_round_trips_and_errors_carry_offsets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.bin");
-        let set = BinSet { images: vec![vec![1, 2, 3], vec![], vec![9; 300], vec![4]], issame: vec![true, false] };
+        let set = BinSet {
+            images: vec![vec![1, 2, 3], vec![], vec![9; 300], vec![4]],
+            issame: vec![true, false],
+        };
         write_bin(&path, &set).unwrap();
         assert_eq!(read_bin(&path).unwrap(), set);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..20]).unwrap();
         let err = read_bin(&path).unwrap_err().to_string();
-        assert!(err.contains("t.bin: byte") && err.contains("truncated pickle"), "{err}");
-        let odd = BinSet { images: vec![vec![1]], issame: vec![true] };
+        assert!(
+            err.contains("t.bin: byte") && err.contains("truncated pickle"),
+            "{err}"
+        );
+        let odd = BinSet {
+            images: vec![vec![1]],
+            issame: vec![true],
+        };
         write_bin(&path, &odd).unwrap();
-        assert!(read_bin(&path).unwrap_err().to_string().contains("1 images for 1 pairs"));
+        assert!(
+            read_bin(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("1 images for 1 pairs")
+        );
     }
 }

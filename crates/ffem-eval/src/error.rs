@@ -32,11 +32,22 @@ pub enum EvalError {
 impl EvalError {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        EvalError::Io { path: path.into(), source }
+        EvalError::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// A format error at a location.
-    pub fn format(path: impl Into<PathBuf>, location: impl Into<String>, message: impl Into<String>) -> Self {
-        EvalError::Format { path: path.into(), location: location.into(), message: message.into() }
+    pub fn format(
+        path: impl Into<PathBuf>,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        EvalError::Format {
+            path: path.into(),
+            location: location.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -21,7 +21,12 @@ pub struct IdentificationReport {
 }
 
 /// Runs the protocol on `n x dim` embeddings (normalised here) with their labels.
-pub fn identify(embeddings: &[f32], labels: &[i64], dim: usize, max_rank: usize) -> IdentificationReport {
+pub fn identify(
+    embeddings: &[f32],
+    labels: &[i64],
+    dim: usize,
+    max_rank: usize,
+) -> IdentificationReport {
     let n = labels.len();
     assert_eq!(embeddings.len(), n * dim, "one embedding per label");
     let mut e = embeddings.to_vec();
@@ -45,9 +50,15 @@ pub fn identify(embeddings: &[f32], labels: &[i64], dim: usize, max_rank: usize)
         for (j, s) in sims.iter_mut().enumerate() {
             *s = dot(qv, &e[j * dim..][..dim]);
         }
-        let best_same = (0..n).filter(|&j| j != q && labels[j] == labels[q]).map(|j| sims[j]).fold(f32::MIN, f32::max);
+        let best_same = (0..n)
+            .filter(|&j| j != q && labels[j] == labels[q])
+            .map(|j| sims[j])
+            .fold(f32::MIN, f32::max);
         // Rank = 1 + impostors strictly more similar than the best genuine match.
-        let rank = 1 + (0..n).filter(|&j| j != q && labels[j] != labels[q] && sims[j] > best_same).count();
+        let rank = 1
+            + (0..n)
+                .filter(|&j| j != q && labels[j] != labels[q] && sims[j] > best_same)
+                .count();
         if rank <= max_rank {
             hist[rank - 1] += 1;
         }
@@ -56,10 +67,25 @@ pub fn identify(embeddings: &[f32], labels: &[i64], dim: usize, max_rank: usize)
     let mut acc = 0;
     for h in hist {
         acc += h;
-        cmc.push(if queries > 0 { acc as f64 / queries as f64 } else { 0.0 });
+        cmc.push(if queries > 0 {
+            acc as f64 / queries as f64
+        } else {
+            0.0
+        });
     }
-    let at = |k: usize| cmc.get(k - 1).copied().unwrap_or(*cmc.last().unwrap_or(&0.0));
-    IdentificationReport { queries, gallery: n.saturating_sub(1), recall_at_1: at(1), recall_at_5: at(5), recall_at_10: at(10), cmc }
+    let at = |k: usize| {
+        cmc.get(k - 1)
+            .copied()
+            .unwrap_or(*cmc.last().unwrap_or(&0.0))
+    };
+    IdentificationReport {
+        queries,
+        gallery: n.saturating_sub(1),
+        recall_at_1: at(1),
+        recall_at_5: at(5),
+        recall_at_10: at(10),
+        cmc,
+    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -86,7 +112,10 @@ mod tests {
     fn ranks_by_hand() {
         // 2-D unit vectors at angles; labels chosen so each query's rank is known.
         let ang = [0.0f32, 10.0, 20.0, 100.0, 105.0, 200.0];
-        let e: Vec<f32> = ang.iter().flat_map(|a| [a.to_radians().cos(), a.to_radians().sin()]).collect();
+        let e: Vec<f32> = ang
+            .iter()
+            .flat_map(|a| [a.to_radians().cos(), a.to_radians().sin()])
+            .collect();
         let labels = [1, 2, 1, 3, 3, 9];
         let r = identify(&e, &labels, 2, 5);
         // Queries: 0 (best genuine 2 at 20deg, impostor 1 at 10deg closer) -> rank 2;

@@ -8,7 +8,8 @@ use crate::error::{EvalError, Result};
 /// Writes a `rows x cols` float32 matrix as `.npy`, atomically (temporary name, then rename).
 pub fn write_f32(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<()> {
     assert_eq!(data.len(), rows * cols, "matrix shape does not match data");
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Pad so that magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -44,39 +45,79 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
             if bytes.len() < 12 {
                 return Err(bad("truncated header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(bad(&format!("unsupported .npy version {v}"))),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?)
-        .map_err(|_| bad("header is not text"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start + hlen)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header is not text"))?;
     let field = |key: &str| -> Option<&str> {
         let i = header.find(&format!("'{key}'"))?;
-        let rest = header[i + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+        let rest = header[i + key.len() + 2..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
         Some(rest)
     };
-    let descr = field("descr").and_then(|r| r.split('\'').nth(1)).ok_or_else(|| bad("no 'descr'"))?;
+    let descr = field("descr")
+        .and_then(|r| r.split('\'').nth(1))
+        .ok_or_else(|| bad("no 'descr'"))?;
     let width = match descr {
         "<f4" | "=f4" => 4,
         "<f8" | "=f8" => 8,
-        other => return Err(bad(&format!("dtype {other} is not supported: save float32 (np.float32) embeddings"))),
+        other => {
+            return Err(bad(&format!(
+                "dtype {other} is not supported: save float32 (np.float32) embeddings"
+            )));
+        }
     };
     if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
-        return Err(bad("Fortran-ordered arrays are not supported: save with np.ascontiguousarray"));
+        return Err(bad(
+            "Fortran-ordered arrays are not supported: save with np.ascontiguousarray",
+        ));
     }
-    let shape_txt = field("shape").and_then(|r| r.strip_prefix('(')).and_then(|r| r.split(')').next()).ok_or_else(|| bad("no 'shape'"))?;
-    let dims: Vec<usize> = shape_txt.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|_| bad("bad shape"))).collect::<Result<_>>()?;
+    let shape_txt = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| bad("no 'shape'"))?;
+    let dims: Vec<usize> = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad("bad shape")))
+        .collect::<Result<_>>()?;
     let [rows, cols] = dims[..] else {
-        return Err(bad(&format!("expected a 2-D array [pairs*2, dim], found shape {dims:?}")));
+        return Err(bad(&format!(
+            "expected a 2-D array [pairs*2, dim], found shape {dims:?}"
+        )));
     };
     let body = &bytes[start + hlen..];
     if body.len() != rows * cols * width {
-        return Err(EvalError::format(path, "data", format!("expected {} bytes for shape ({rows}, {cols}), found {}", rows * cols * width, body.len())));
+        return Err(EvalError::format(
+            path,
+            "data",
+            format!(
+                "expected {} bytes for shape ({rows}, {cols}), found {}",
+                rows * cols * width,
+                body.len()
+            ),
+        ));
     }
     let data = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
-        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect()
     };
     Ok((data, rows, cols))
 }
@@ -92,7 +133,10 @@ mod tests {
         write_f32(&p, &[1.0, -2.5, 3.0, 4.0, 5.0, 6.0], 3, 2).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!((bytes.len() - 24) % 64, 0);
-        assert_eq!(read_f32(&p).unwrap(), (vec![1.0, -2.5, 3.0, 4.0, 5.0, 6.0], 3, 2));
+        assert_eq!(
+            read_f32(&p).unwrap(),
+            (vec![1.0, -2.5, 3.0, 4.0, 5.0, 6.0], 3, 2)
+        );
     }
 
     #[test]
@@ -109,6 +153,11 @@ mod tests {
         b.extend(h.as_bytes());
         b.extend(7i64.to_le_bytes());
         std::fs::write(&p, b).unwrap();
-        assert!(read_f32(&p).unwrap_err().to_string().contains("dtype <i8 is not supported"));
+        assert!(
+            read_f32(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("dtype <i8 is not supported")
+        );
     }
 }

@@ -7,7 +7,10 @@ use plotters::prelude::*;
 
 use crate::error::{EvalError, Result};
 
-const FONT_PATHS: [&str; 2] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+const FONT_PATHS: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
 
 fn font_available() -> bool {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -33,15 +36,30 @@ pub struct Series<'a> {
 }
 
 /// Draws line series into a PNG; `log_x` uses a log10 x axis (x must be > 0).
-pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], log_x: bool) -> Result<()> {
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_x: bool,
+) -> Result<()> {
     let text = font_available();
     let err = |e: String| EvalError::Invalid(format!("{}: cannot draw chart: {e}", path.display()));
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| !log_x || p.0 > 0.0).collect();
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|p| !log_x || p.0 > 0.0)
+        .collect();
     if pts.is_empty() {
         return Err(err("no points to draw".into()));
     }
-    let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut y0, mut y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (mut x0, mut x1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut y0, mut y1) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
@@ -60,32 +78,65 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
         ($chart:expr) => {{
             let mut chart = $chart;
             if text {
-                chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| err(e.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .draw()
+                    .map_err(|e| err(e.to_string()))?;
             } else {
-                chart.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw().map_err(|e| err(e.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .disable_x_mesh()
+                    .disable_y_mesh()
+                    .x_labels(0)
+                    .y_labels(0)
+                    .draw()
+                    .map_err(|e| err(e.to_string()))?;
             }
             for (i, s) in series.iter().enumerate() {
                 let c = colors[i % colors.len()];
-                let line = LineSeries::new(s.points.iter().copied().filter(|p| !log_x || p.0 > 0.0), c.stroke_width(2));
+                let line = LineSeries::new(
+                    s.points.iter().copied().filter(|p| !log_x || p.0 > 0.0),
+                    c.stroke_width(2),
+                );
                 let drawn = chart.draw_series(line).map_err(|e| err(e.to_string()))?;
                 if text {
-                    drawn.label(s.name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+                    drawn
+                        .label(s.name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
                 }
             }
             if text && series.len() > 1 {
-                chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(|e| err(e.to_string()))?;
             }
         }};
     }
     let mut builder = ChartBuilder::on(&root);
     builder.margin(15);
     if text {
-        builder.caption(title, ("sans-serif", 24)).x_label_area_size(45).y_label_area_size(60);
+        builder
+            .caption(title, ("sans-serif", 24))
+            .x_label_area_size(45)
+            .y_label_area_size(60);
     }
     if log_x {
-        draw!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(|e| err(e.to_string()))?);
+        draw!(
+            builder
+                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(|e| err(e.to_string()))?
+        );
     } else {
-        draw!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(e.to_string()))?);
+        draw!(
+            builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(e.to_string()))?
+        );
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())

@@ -73,7 +73,10 @@ pub fn pair_distances(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
         .map(|(x, y)| {
             let nx = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             let ny = y.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            x.iter().zip(y).map(|(p, q)| (p / nx - q / ny).powi(2)).sum()
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p / nx - q / ny).powi(2))
+                .sum()
         })
         .collect()
 }
@@ -86,7 +89,12 @@ struct FoldCounts {
     diff: Vec<u32>,
 }
 
-fn fold_counts(dist: &[f32], issame: &[bool], ranges: &[std::ops::Range<usize>], thresholds: &[f64]) -> FoldCounts {
+fn fold_counts(
+    dist: &[f32],
+    issame: &[bool],
+    ranges: &[std::ops::Range<usize>],
+    thresholds: &[f64],
+) -> FoldCounts {
     let t = thresholds.len();
     let mut c = FoldCounts {
         same_lt: vec![vec![0; t + 1]; ranges.len()],
@@ -122,9 +130,17 @@ fn arange(stop: f64, step: f64) -> Vec<f64> {
 }
 
 /// Scores a pair list: `dist[i]` is the squared L2 distance of pair i.
-pub fn evaluate(dist: &[f32], issame: &[bool], folds: usize, embedding_norm: Option<f64>) -> VerificationReport {
+pub fn evaluate(
+    dist: &[f32],
+    issame: &[bool],
+    folds: usize,
+    embedding_norm: Option<f64>,
+) -> VerificationReport {
     assert_eq!(dist.len(), issame.len(), "one distance per pair");
-    assert!(folds >= 2 && dist.len() >= folds, "need at least as many pairs as folds");
+    assert!(
+        folds >= 2 && dist.len() >= folds,
+        "need at least as many pairs as folds"
+    );
     let ranges = kfold_ranges(dist.len(), folds);
 
     // Accuracy with the 0.01 grid.
@@ -165,7 +181,11 @@ pub fn evaluate(dist: &[f32], issame: &[bool], folds: usize, embedding_norm: Opt
         let far_train: Vec<f64> = (0..val_thresholds.len())
             .map(|k| {
                 let fa = vc.diff_lt.iter().map(|v| v[k]).sum::<u32>() - vc.diff_lt[f][k];
-                if diff_train > 0.0 { fa as f64 / diff_train } else { 0.0 }
+                if diff_train > 0.0 {
+                    fa as f64 / diff_train
+                } else {
+                    0.0
+                }
             })
             .collect();
         let threshold = if far_train.iter().cloned().fold(f64::MIN, f64::max) >= far_target {
@@ -176,15 +196,19 @@ pub fn evaluate(dist: &[f32], issame: &[bool], folds: usize, embedding_norm: Opt
         let (mut ta, mut fa) = (0u32, 0u32);
         for i in ranges[f].clone() {
             if (dist[i] as f64) < threshold {
-                if issame[i] {
-                    ta += 1
-                } else {
-                    fa += 1
-                }
+                if issame[i] { ta += 1 } else { fa += 1 }
             }
         }
-        vals.push(if vc.same[f] > 0 { ta as f64 / vc.same[f] as f64 } else { 0.0 });
-        fars.push(if vc.diff[f] > 0 { fa as f64 / vc.diff[f] as f64 } else { 0.0 });
+        vals.push(if vc.same[f] > 0 {
+            ta as f64 / vc.same[f] as f64
+        } else {
+            0.0
+        });
+        fars.push(if vc.diff[f] > 0 {
+            fa as f64 / vc.diff[f] as f64
+        } else {
+            0.0
+        });
     }
     let (val, val_std) = mean_std(&vals);
     let (far, _) = mean_std(&fars);
@@ -193,7 +217,11 @@ pub fn evaluate(dist: &[f32], issame: &[bool], folds: usize, embedding_norm: Opt
     let mut tar_at_far = Vec::new();
     for far in [1e-1, 1e-2, 1e-3, 1e-4] {
         if diff_total as f64 * far >= 1.0 - 1e-9 {
-            let tar = roc.iter().filter(|p| p.0 <= far + 1e-12).map(|p| p.1).fold(0.0, f64::max);
+            let tar = roc
+                .iter()
+                .filter(|p| p.0 <= far + 1e-12)
+                .map(|p| p.1)
+                .fold(0.0, f64::max);
             tar_at_far.push((far, tar));
         }
     }
@@ -267,7 +295,9 @@ pub fn pooled_roc(dist: &[f32], issame: &[bool]) -> Vec<(f64, f64)> {
 /// counting one half (the Mann-Whitney statistic, equal to the trapezoid area of [`pooled_roc`]).
 pub fn auc(dist: &[f32], issame: &[bool]) -> f64 {
     let roc = pooled_roc(dist, issame);
-    roc.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum()
+    roc.windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+        .sum()
 }
 
 /// Equal error rate: where FPR equals the false-reject rate 1 - TPR, interpolated linearly
@@ -287,10 +317,22 @@ pub fn eer(roc: &[(f64, f64)]) -> f64 {
 impl VerificationReport {
     /// A readable table.
     pub fn table(&self, title: &str) -> String {
-        let mut s = format!("{title}: {} pairs ({} same), {}-fold\n", self.pairs, self.same_pairs, self.folds);
-        s += &format!("  accuracy          {:.4} +- {:.4}\n", self.accuracy, self.std);
-        s += &format!("  best threshold    {:.4} (squared L2), {:.4} (cosine)\n", self.threshold_mean, self.threshold_cosine);
-        s += &format!("  VAL@FAR={:<8}  {:.4} +- {:.4} (FAR {:.5})\n", self.far_target, self.val, self.val_std, self.far);
+        let mut s = format!(
+            "{title}: {} pairs ({} same), {}-fold\n",
+            self.pairs, self.same_pairs, self.folds
+        );
+        s += &format!(
+            "  accuracy          {:.4} +- {:.4}\n",
+            self.accuracy, self.std
+        );
+        s += &format!(
+            "  best threshold    {:.4} (squared L2), {:.4} (cosine)\n",
+            self.threshold_mean, self.threshold_cosine
+        );
+        s += &format!(
+            "  VAL@FAR={:<8}  {:.4} +- {:.4} (FAR {:.5})\n",
+            self.far_target, self.val, self.val_std, self.far
+        );
         s += &format!("  AUC               {:.4}\n", self.auc);
         s += &format!("  EER               {:.4}\n", self.eer);
         for (far, tar) in &self.tar_at_far {
@@ -300,7 +342,12 @@ impl VerificationReport {
             s += &format!("  mean norm         {n:.3}\n");
         }
         s += "  folds             ";
-        s += &self.fold_accuracies.iter().map(|a| format!("{a:.3}")).collect::<Vec<_>>().join(" ");
+        s += &self
+            .fold_accuracies
+            .iter()
+            .map(|a| format!("{a:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         s.push('\n');
         s
     }
@@ -323,7 +370,10 @@ mod tests {
         let y = [0.0, 1.0, 2.0, 3.0, 4.0];
         // Last x <= 0.25 is index 1 (x=0, y=1); next is (0.5, 2): 1 + 0.25 * (1 / 0.5) = 1.5.
         assert!((interp_slinear(&x, &y, 0.25) - 1.5).abs() < 1e-12);
-        assert!((interp_slinear(&x, &y, 0.5) - 3.5).abs() < 1e-12 || interp_slinear(&x, &y, 0.5) == 3.0 + 0.0 * 0.5);
+        assert!(
+            (interp_slinear(&x, &y, 0.5) - 3.5).abs() < 1e-12
+                || interp_slinear(&x, &y, 0.5) == 3.0 + 0.0 * 0.5
+        );
         assert_eq!(interp_slinear(&x, &y, 1.0), 4.0);
     }
 
@@ -334,7 +384,10 @@ mod tests {
         let s = [true, false, true, false];
         assert!((auc(&d, &s) - 0.75).abs() < 1e-12);
         // ROC: (0,0) (0,.5) (.5,.5) (.5,1) (1,1); FPR = 1 - TPR at (0.5, 0.5) -> EER 0.5.
-        assert_eq!(pooled_roc(&d, &s), vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        assert_eq!(
+            pooled_roc(&d, &s),
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
         assert!((eer(&pooled_roc(&d, &s)) - 0.5).abs() < 1e-12);
         // Ties count one half.
         assert!((auc(&[0.2, 0.2], &[true, false]) - 0.5).abs() < 1e-12);

@@ -64,7 +64,10 @@ fn every_printed_number_by_hand() {
     assert!((r.eer - 0.1).abs() < 1e-12);
     // Ten different pairs allow FAR 0.1 only: the best TPR with FPR <= 0.1 is 0.9.
     assert_eq!(r.tar_at_far, vec![(0.1, 0.9)]);
-    assert_eq!((r.pairs, r.same_pairs, r.folds, r.embedding_norm), (20, 10, 10, Some(3.0)));
+    assert_eq!(
+        (r.pairs, r.same_pairs, r.folds, r.embedding_norm),
+        (20, 10, 10, Some(3.0))
+    );
 
     let table = r.table("hand");
     for needle in [

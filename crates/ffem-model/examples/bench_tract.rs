@@ -11,7 +11,10 @@ fn main() {
     let head = a.get(2).cloned().unwrap_or_else(|| "flatten".into());
     let minimal = a.iter().any(|x| x == "--minimalistic");
     let batch: usize = a.iter().filter_map(|x| x.parse().ok()).next().unwrap_or(64);
-    let mut o = vec![format!("backbone=\"mobilenet_v3_{backbone}\""), format!("head=\"{head}\"")];
+    let mut o = vec![
+        format!("backbone=\"mobilenet_v3_{backbone}\""),
+        format!("head=\"{head}\""),
+    ];
     if minimal {
         o.push("minimalistic=true".into());
     }
@@ -38,5 +41,9 @@ fn main() {
         let _ = plan.run(tvec!(input.clone().into())).unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("tract inference [{backbone}{} + {head}, {s}x{s}, batch {batch}]: {:.1} images/s", if minimal { " minimalistic" } else { "" }, (reps * batch) as f64 / secs);
+    println!(
+        "tract inference [{backbone}{} + {head}, {s}x{s}, batch {batch}]: {:.1} images/s",
+        if minimal { " minimalistic" } else { "" },
+        (reps * batch) as f64 / secs
+    );
 }

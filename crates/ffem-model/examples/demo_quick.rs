@@ -12,5 +12,8 @@ fn main() {
     };
     let r = ffem_model::demo::run_demo(&opts).unwrap();
     println!("{}", r.verification.table("demo"));
-    println!("train {:.1} img/s, total {:.1} s", r.images_per_sec, r.seconds);
+    println!(
+        "train {:.1} img/s, total {:.1} s",
+        r.images_per_sec, r.seconds
+    );
 }

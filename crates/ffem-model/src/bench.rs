@@ -23,12 +23,21 @@ use crate::precision::{Precision, forward_embeddings};
 use crate::train::{TrainModule, device_for};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 /// Per-layer profile: forward and forward+backward milliseconds of each part of each block of the
 /// backbone, on its real input shape for `batch` images (`--profile`).
-pub fn profile_layers(cfg: &TrainConfig, device: &burn::tensor::Device, batch: usize, repeats: usize) -> String {
+pub fn profile_layers(
+    cfg: &TrainConfig,
+    device: &burn::tensor::Device,
+    batch: usize,
+    repeats: usize,
+) -> String {
     use crate::backbones::mobilenet_v3::conv_out;
     let ad = device.clone().autodiff();
     let mcfg = cfg.model();
@@ -42,28 +51,81 @@ pub fn profile_layers(cfg: &TrainConfig, device: &burn::tensor::Device, batch: u
         }
         t.elapsed().as_secs_f64() * 1000.0 / repeats as f64
     };
-    let mut out = format!("{:<34} {:>12} {:>12} {:>16}\n", "layer (input shape)", "fwd ms", "fwd+bwd ms", "share of fwd+bwd");
+    let mut out = format!(
+        "{:<34} {:>12} {:>12} {:>16}\n",
+        "layer (input shape)", "fwd ms", "fwd+bwd ms", "share of fwd+bwd"
+    );
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
     let mut size = conv_out(mcfg.image_size, 3, mcfg.backbone.stem_stride);
     let (blocks, _, _) = mcfg.backbone.blocks();
     for (i, (b, block)) in blocks.iter().zip(&net.blocks).enumerate() {
-        let x = Tensor::<4>::random([batch, b.input, size, size], Distribution::Uniform(-1.0, 1.0), &ad);
+        let x = Tensor::<4>::random(
+            [batch, b.input, size, size],
+            Distribution::Uniform(-1.0, 1.0),
+            &ad,
+        );
         let dsize = conv_out(size, b.kernel, b.stride);
-        let mut parts: Vec<(String, Box<dyn Fn() -> Tensor<4> + '_>, Box<dyn Fn() -> Tensor<4> + '_>)> = Vec::new();
-        let xe = Tensor::<4>::random([batch, b.expanded, size, size], Distribution::Uniform(-1.0, 1.0), &ad).require_grad();
-        let xd = Tensor::<4>::random([batch, b.expanded, dsize, dsize], Distribution::Uniform(-1.0, 1.0), &ad).require_grad();
+        let mut parts: Vec<(
+            String,
+            Box<dyn Fn() -> Tensor<4> + '_>,
+            Box<dyn Fn() -> Tensor<4> + '_>,
+        )> = Vec::new();
+        let xe = Tensor::<4>::random(
+            [batch, b.expanded, size, size],
+            Distribution::Uniform(-1.0, 1.0),
+            &ad,
+        )
+        .require_grad();
+        let xd = Tensor::<4>::random(
+            [batch, b.expanded, dsize, dsize],
+            Distribution::Uniform(-1.0, 1.0),
+            &ad,
+        )
+        .require_grad();
         if let Some(e) = &block.expand {
             let (xa, xb) = (x.clone().require_grad(), x.clone().inner());
-            parts.push((format!("b{:02} expand 1x1 {}->{} @{size}", i + 1, b.input, b.expanded), Box::new(move || e.forward(xa.clone())), Box::new(move || e.valid().forward(xb.clone()))));
+            parts.push((
+                format!(
+                    "b{:02} expand 1x1 {}->{} @{size}",
+                    i + 1,
+                    b.input,
+                    b.expanded
+                ),
+                Box::new(move || e.forward(xa.clone())),
+                Box::new(move || e.valid().forward(xb.clone())),
+            ));
         }
         let (xa, xb) = (xe.clone(), xe.clone().inner());
-        parts.push((format!("b{:02} depthwise {k}x{k} s{} c{} @{size}", i + 1, b.stride, b.expanded, k = b.kernel), Box::new(move || block.depthwise.forward(xa.clone())), Box::new(move || block.depthwise.valid().forward(xb.clone()))));
+        parts.push((
+            format!(
+                "b{:02} depthwise {k}x{k} s{} c{} @{size}",
+                i + 1,
+                b.stride,
+                b.expanded,
+                k = b.kernel
+            ),
+            Box::new(move || block.depthwise.forward(xa.clone())),
+            Box::new(move || block.depthwise.valid().forward(xb.clone())),
+        ));
         if let Some(se) = &block.se {
             let (xa, xb) = (xd.clone(), xd.clone().inner());
-            parts.push((format!("b{:02} squeeze-excite c{} @{dsize}", i + 1, b.expanded), Box::new(move || se.forward(xa.clone())), Box::new(move || se.valid().forward(xb.clone()))));
+            parts.push((
+                format!("b{:02} squeeze-excite c{} @{dsize}", i + 1, b.expanded),
+                Box::new(move || se.forward(xa.clone())),
+                Box::new(move || se.valid().forward(xb.clone())),
+            ));
         }
         let (xa, xb) = (xd.clone(), xd.clone().inner());
-        parts.push((format!("b{:02} project 1x1 {}->{} @{dsize}", i + 1, b.expanded, b.out), Box::new(move || block.project.forward(xa.clone())), Box::new(move || block.project.valid().forward(xb.clone()))));
+        parts.push((
+            format!(
+                "b{:02} project 1x1 {}->{} @{dsize}",
+                i + 1,
+                b.expanded,
+                b.out
+            ),
+            Box::new(move || block.project.forward(xa.clone())),
+            Box::new(move || block.project.valid().forward(xb.clone())),
+        ));
         for (name, train_fwd, infer_fwd) in parts {
             let fwd = time(&|| infer_fwd().sum().into_scalar::<f32>());
             let both = time(&|| {
@@ -78,9 +140,17 @@ pub fn profile_layers(cfg: &TrainConfig, device: &burn::tensor::Device, batch: u
     }
     let total: f64 = rows.iter().map(|r| r.2).sum();
     for (name, f, b) in &rows {
-        out += &format!("{name:<34} {f:>12.2} {b:>12.2} {:>15.1}%\n", 100.0 * b / total);
+        out += &format!(
+            "{name:<34} {f:>12.2} {b:>12.2} {:>15.1}%\n",
+            100.0 * b / total
+        );
     }
-    let sum_kind = |k: &str| rows.iter().filter(|r| r.0.contains(k)).map(|r| r.2).sum::<f64>();
+    let sum_kind = |k: &str| {
+        rows.iter()
+            .filter(|r| r.0.contains(k))
+            .map(|r| r.2)
+            .sum::<f64>()
+    };
     out += &format!(
         "total fwd+bwd of the blocks: {total:.1} ms per batch of {batch}; depthwise {:.0}%, 1x1 convs {:.0}%, squeeze-excite {:.0}%\n",
         100.0 * sum_kind("depthwise") / total,
@@ -100,7 +170,10 @@ pub fn bench_train(args: &[String]) -> String {
     let warmup: usize = arg(&args, "--warmup", "2").parse().unwrap();
     let precision = Precision::parse(&arg(&args, "--precision", "f32")).expect("precision");
     let mut overrides = vec![
-        format!("backbone=\"mobilenet_v3_{}\"", arg(&args, "--backbone", "large")),
+        format!(
+            "backbone=\"mobilenet_v3_{}\"",
+            arg(&args, "--backbone", "large")
+        ),
         format!("head=\"{}\"", arg(&args, "--head", "gnap")),
         format!("loss=\"{}\"", arg(&args, "--loss", "arcface")),
         format!("image_size={image}"),
@@ -116,7 +189,11 @@ pub fn bench_train(args: &[String]) -> String {
         "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {}{}",
         device_name,
         cfg.model().backbone.variant,
-        if cfg.minimalistic { " minimalistic" } else { "" },
+        if cfg.minimalistic {
+            " minimalistic"
+        } else {
+            ""
+        },
         cfg.head,
         image,
         image,
@@ -124,32 +201,46 @@ pub fn bench_train(args: &[String]) -> String {
         cfg.loss,
         if burn_ops { ", burn's operations" } else { "" }
     );
-    if let Some(dir) = args.iter().position(|a| a == "--save-model").and_then(|i| args.get(i + 1)) {
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--save-model")
+        .and_then(|i| args.get(i + 1))
+    {
         // A freshly initialised model of this architecture, for end-to-end `ffem embed` timing.
         let model = cfg.model().init(&device).valid();
-        crate::model::save_model(std::path::Path::new(dir), &cfg.model(), &model).unwrap_or_else(|e| panic!("--save-model {dir}: {e}"));
+        crate::model::save_model(std::path::Path::new(dir), &cfg.model(), &model)
+            .unwrap_or_else(|e| panic!("--save-model {dir}: {e}"));
         return format!("saved an untrained [{label}] model to {dir}");
     }
     if args.iter().any(|a| a == "--profile") {
         return profile_layers(&cfg, &device, batch, steps.max(1));
     }
-    let x = Tensor::<4>::random([batch, 3, image, image], Distribution::Uniform(-1.0, 1.0), &device);
+    let x = Tensor::<4>::random(
+        [batch, 3, image, image],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
 
     if args.iter().any(|a| a == "--infer") {
         let model = cfg.model().init(&device).valid();
-        let (run, engine): (Box<dyn Fn()>, String) = if arg(args, "--engine", "burn") == "onnxruntime" {
-            let images = x.clone().into_data().try_into_vec::<f32>().expect("f32 images");
-            match onnxruntime_batch(&cfg, &model, images, batch) {
-                Ok(run) => (run, format!(", onnxruntime {ORT_VERSION}")),
-                Err(message) => return message,
-            }
-        } else {
-            let run = move || {
-                let e = model.forward(x.clone());
-                let _ = e.sum().into_scalar::<f32>();
+        let (run, engine): (Box<dyn Fn()>, String) =
+            if arg(args, "--engine", "burn") == "onnxruntime" {
+                let images = x
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 images");
+                match onnxruntime_batch(&cfg, &model, images, batch) {
+                    Ok(run) => (run, format!(", onnxruntime {ORT_VERSION}")),
+                    Err(message) => return message,
+                }
+            } else {
+                let run = move || {
+                    let e = model.forward(x.clone());
+                    let _ = e.sum().into_scalar::<f32>();
+                };
+                (Box::new(run), String::new())
             };
-            (Box::new(run), String::new())
-        };
         for _ in 0..warmup {
             run();
         }
@@ -158,21 +249,44 @@ pub fn bench_train(args: &[String]) -> String {
             run();
         }
         let s = t.elapsed().as_secs_f64();
-        return format!("ffem inference [{label}{engine}]: {:.1} images/s ({steps} batches in {s:.2} s)", (steps * batch) as f64 / s);
+        return format!(
+            "ffem inference [{label}{engine}]: {:.1} images/s ({steps} batches in {s:.2} s)",
+            (steps * batch) as f64 / s
+        );
     }
 
     let ad = device.clone().autodiff();
     let x = x.to_device(&ad);
-    let y = Tensor::<1, Int>::from_data(TensorData::new((0..batch as i64).map(|i| i % classes as i64).collect::<Vec<_>>(), [batch]), &ad);
-    let mut module = TrainModule { model: cfg.model().init(&ad), classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad) };
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            (0..batch as i64)
+                .map(|i| i % classes as i64)
+                .collect::<Vec<_>>(),
+            [batch],
+        ),
+        &ad,
+    );
+    let mut module = TrainModule {
+        model: cfg.model().init(&ad),
+        classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad),
+    };
     crate::precision::materialize(&module);
     let mut optim = if arg(&args, "--optimizer", "sgd") == "adam" {
         AdamConfig::new().init()
     } else {
-        SgdConfig::new().with_momentum(Some(MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: true })).init()
+        SgdConfig::new()
+            .with_momentum(Some(MomentumConfig {
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+            }))
+            .init()
     };
     let mut step = |module: TrainModule| -> (TrainModule, f32) {
-        let out = module.classifier.forward(forward_embeddings(&module.model, x.clone(), precision), y.clone());
+        let out = module.classifier.forward(
+            forward_embeddings(&module.model, x.clone(), precision),
+            y.clone(),
+        );
         let loss = out.loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(out.loss.backward(), &module);
         (optim.step(1e-3, module, grads), loss)
@@ -188,20 +302,36 @@ pub fn bench_train(args: &[String]) -> String {
         last = l;
     }
     let s = t.elapsed().as_secs_f64();
-    format!("ffem training [{label}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})", (steps * batch) as f64 / s)
+    format!(
+        "ffem training [{label}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})",
+        (steps * batch) as f64 / s
+    )
 }
 
 /// One inference batch of `model` exported to ONNX and run by ONNX Runtime (`--infer --engine
 /// onnxruntime`), or the message to print when that cannot be.
 #[cfg(feature = "onnxruntime")]
-fn onnxruntime_batch(cfg: &TrainConfig, model: &crate::EmbeddingModel, images: Vec<f32>, batch: usize) -> Result<Box<dyn Fn()>, String> {
-    let engine = crate::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0).map_err(|e| e.to_string())?;
+fn onnxruntime_batch(
+    cfg: &TrainConfig,
+    model: &crate::EmbeddingModel,
+    images: Vec<f32>,
+    batch: usize,
+) -> Result<Box<dyn Fn()>, String> {
+    let engine =
+        crate::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0).map_err(|e| e.to_string())?;
     Ok(Box::new(move || {
-        engine.embed_prepared(&images, batch).unwrap_or_else(|e| panic!("{e}"));
+        engine
+            .embed_prepared(&images, batch)
+            .unwrap_or_else(|e| panic!("{e}"));
     }))
 }
 
 #[cfg(not(feature = "onnxruntime"))]
-fn onnxruntime_batch(_: &TrainConfig, _: &crate::EmbeddingModel, _: Vec<f32>, _: usize) -> Result<Box<dyn Fn()>, String> {
+fn onnxruntime_batch(
+    _: &TrainConfig,
+    _: &crate::EmbeddingModel,
+    _: Vec<f32>,
+    _: usize,
+) -> Result<Box<dyn Fn()>, String> {
     Err("--engine onnxruntime: build with --features onnxruntime (and run scripts/fetch-onnxruntime.sh)".into())
 }

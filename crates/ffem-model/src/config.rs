@@ -169,7 +169,9 @@ pub struct ConfigError(pub String);
 /// Sets `key=value` pairs (values in TOML syntax; bare words are strings) in a TOML table.
 pub fn apply_overrides(table: &mut toml::Table, overrides: &[String]) -> Result<(), ConfigError> {
     for o in overrides {
-        let (k, v) = o.split_once('=').ok_or_else(|| ConfigError(format!("override `{o}` must look like key=value")))?;
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| ConfigError(format!("override `{o}` must look like key=value")))?;
         let value = match format!("v = {v}").parse::<toml::Table>() {
             Ok(mut t) => t.remove("v").expect("parsed"),
             Err(_) => toml::Value::String(v.to_string()),
@@ -184,14 +186,21 @@ impl TrainConfig {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
         let mut table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
             }
             None => toml::Table::new(),
         };
         apply_overrides(&mut table, overrides)?;
         let cfg: TrainConfig = table.try_into().map_err(|e: toml::de::Error| {
-            ConfigError(format!("{}{}", path.map(|p| format!("{}: ", p.display())).unwrap_or_default(), e.message()))
+            ConfigError(format!(
+                "{}{}",
+                path.map(|p| format!("{}: ", p.display()))
+                    .unwrap_or_default(),
+                e.message()
+            ))
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -204,19 +213,34 @@ impl TrainConfig {
             return bad("batch_size must be at least 1".into());
         }
         if !["mobilenet_v3_large", "mobilenet_v3_small"].contains(&self.backbone.as_str()) {
-            return bad(format!("backbone `{}`: use mobilenet_v3_large or mobilenet_v3_small", self.backbone));
+            return bad(format!(
+                "backbone `{}`: use mobilenet_v3_large or mobilenet_v3_small",
+                self.backbone
+            ));
         }
         if !["l2softmax", "arcface", "cosface", "combined"].contains(&self.loss.as_str()) {
-            return bad(format!("loss `{}`: use l2softmax, arcface, cosface or combined", self.loss));
+            return bad(format!(
+                "loss `{}`: use l2softmax, arcface, cosface or combined",
+                self.loss
+            ));
         }
         if !["adam", "adamw", "sgd"].contains(&self.optimizer.as_str()) {
-            return bad(format!("optimizer `{}`: use adam, adamw or sgd", self.optimizer));
+            return bad(format!(
+                "optimizer `{}`: use adam, adamw or sgd",
+                self.optimizer
+            ));
         }
         if !["f32", "bf16", "f16"].contains(&self.precision.as_str()) {
-            return bad(format!("precision `{}`: use f32, bf16 or f16", self.precision));
+            return bad(format!(
+                "precision `{}`: use f32, bf16 or f16",
+                self.precision
+            ));
         }
         if self.loss == "arcface" && self.margin > std::f64::consts::PI {
-            return bad(format!("margin {} rad is more than pi: ArcFace's margin is an angle (0.5 is usual); did you swap margin and scale?", self.margin));
+            return bad(format!(
+                "margin {} rad is more than pi: ArcFace's margin is an angle (0.5 is usual); did you swap margin and scale?",
+                self.margin
+            ));
         }
         self.schedule()?;
         Ok(())
@@ -226,7 +250,11 @@ impl TrainConfig {
     pub fn model(&self) -> ModelConfig {
         ModelConfig {
             backbone: MobileNetV3Config {
-                variant: if self.backbone == "mobilenet_v3_small" { Variant::Small } else { Variant::Large },
+                variant: if self.backbone == "mobilenet_v3_small" {
+                    Variant::Small
+                } else {
+                    Variant::Large
+                },
                 activation: self.activation,
                 minimalistic: self.minimalistic,
                 width: self.width,
@@ -245,8 +273,20 @@ impl TrainConfig {
         match self.loss.as_str() {
             "l2softmax" => LossConfig::L2Softmax { scale: self.scale },
             "cosface" => LossConfig::cosface(self.margin, self.scale),
-            "combined" => LossConfig::Margin { m1: self.margins[0], m2: self.margins[1], m3: self.margins[2], scale: self.scale, easy_margin: false },
-            _ => LossConfig::Margin { m1: 1.0, m2: self.margin, m3: 0.0, scale: self.scale, easy_margin: self.easy_margin },
+            "combined" => LossConfig::Margin {
+                m1: self.margins[0],
+                m2: self.margins[1],
+                m3: self.margins[2],
+                scale: self.scale,
+                easy_margin: false,
+            },
+            _ => LossConfig::Margin {
+                m1: 1.0,
+                m2: self.margin,
+                m3: 0.0,
+                scale: self.scale,
+                easy_margin: self.easy_margin,
+            },
         }
     }
 
@@ -254,12 +294,34 @@ impl TrainConfig {
     pub fn schedule_with_total(&self, total: u64) -> Result<Schedule, ConfigError> {
         let kind = match self.schedule.as_str() {
             "constant" => ScheduleKind::Constant,
-            "exponential" => ScheduleKind::Exponential { rate: self.lr_decay, steps: self.lr_decay_steps, staircase: false },
-            "step" => ScheduleKind::Step { gamma: self.lr_decay, milestones: self.lr_milestones.clone() },
-            "cosine" => ScheduleKind::Cosine { total, min_lr: self.min_lr },
-            "polynomial" => ScheduleKind::Polynomial { total, power: 2.0, end_lr: self.min_lr },
-            "plateau" => ScheduleKind::Plateau { factor: self.lr_decay, patience: 2, min_lr: self.min_lr },
-            other => return Err(ConfigError(format!("schedule `{other}`: use constant, exponential, step, cosine, polynomial or plateau"))),
+            "exponential" => ScheduleKind::Exponential {
+                rate: self.lr_decay,
+                steps: self.lr_decay_steps,
+                staircase: false,
+            },
+            "step" => ScheduleKind::Step {
+                gamma: self.lr_decay,
+                milestones: self.lr_milestones.clone(),
+            },
+            "cosine" => ScheduleKind::Cosine {
+                total,
+                min_lr: self.min_lr,
+            },
+            "polynomial" => ScheduleKind::Polynomial {
+                total,
+                power: 2.0,
+                end_lr: self.min_lr,
+            },
+            "plateau" => ScheduleKind::Plateau {
+                factor: self.lr_decay,
+                patience: 2,
+                min_lr: self.min_lr,
+            },
+            other => {
+                return Err(ConfigError(format!(
+                    "schedule `{other}`: use constant, exponential, step, cosine, polynomial or plateau"
+                )));
+            }
         };
         Ok(Schedule::new(self.lr, self.warmup_steps, kind))
     }
@@ -280,11 +342,26 @@ mod tests {
 
     #[test]
     fn overrides_typos_and_swapped_margin() {
-        let cfg = TrainConfig::load(None, &["lr=0.01".into(), "loss=arcface".into(), "batch_size = 8".into()]).unwrap();
-        assert_eq!((cfg.lr, cfg.batch_size, cfg.loss.as_str()), (0.01, 8, "arcface"));
-        let err = TrainConfig::load(None, &["learning_rate=0.1".into()]).unwrap_err().to_string();
+        let cfg = TrainConfig::load(
+            None,
+            &[
+                "lr=0.01".into(),
+                "loss=arcface".into(),
+                "batch_size = 8".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.lr, cfg.batch_size, cfg.loss.as_str()),
+            (0.01, 8, "arcface")
+        );
+        let err = TrainConfig::load(None, &["learning_rate=0.1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `learning_rate`"), "{err}");
-        let err = TrainConfig::load(None, &["margin=60".into(), "scale=30".into()]).unwrap_err().to_string();
+        let err = TrainConfig::load(None, &["margin=60".into(), "scale=30".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("did you swap margin and scale"), "{err}");
         assert!(TrainConfig::load(None, &["optimizer=rmsprop".into()]).is_err());
     }
@@ -301,7 +378,8 @@ mod tests {
         for (i, cfg) in configs.iter().enumerate() {
             let path = tmp.path().join(format!("c{i}.toml"));
             std::fs::write(&path, cfg.to_toml()).unwrap();
-            let back = TrainConfig::load(Some(&path), &[]).unwrap_or_else(|e| panic!("config {i}: {e}\n{}", cfg.to_toml()));
+            let back = TrainConfig::load(Some(&path), &[])
+                .unwrap_or_else(|e| panic!("config {i}: {e}\n{}", cfg.to_toml()));
             assert_eq!(&back, cfg, "config {i}");
         }
     }
@@ -309,11 +387,20 @@ mod tests {
     #[test]
     fn shipped_configs_parse() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
-        for name in ["step1_l2softmax.toml", "step2_arcface.toml", "cfp_step1.toml", "cfp_step2.toml"] {
-            let cfg = TrainConfig::load(Some(&Path::new(dir).join(name)), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for name in [
+            "step1_l2softmax.toml",
+            "step2_arcface.toml",
+            "cfp_step1.toml",
+            "cfp_step2.toml",
+        ] {
+            let cfg = TrainConfig::load(Some(&Path::new(dir).join(name)), &[])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(cfg.lr > 0.0, "{name}");
         }
         let s2 = TrainConfig::load(Some(&Path::new(dir).join("step2_arcface.toml")), &[]).unwrap();
-        assert_eq!((s2.margin, s2.scale, s2.optimizer.as_str(), s2.nesterov), (0.5, 60.0, "sgd", true));
+        assert_eq!(
+            (s2.margin, s2.scale, s2.optimizer.as_str(), s2.nesterov),
+            (0.5, 60.0, "sgd", true)
+        );
     }
 }

@@ -78,29 +78,77 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
     let train_dir = opts.dir.join("synthetic-train");
     let test_dir = opts.dir.join("synthetic-test");
     let records = opts.dir.join("records");
-    tracing::info!("generating {} + {} synthetic identities", opts.train_identities, opts.test_identities);
-    ffem_data::synth::generate(&train_dir, 0, opts.train_identities, opts.per_identity, 96, opts.seed).map_err(|e| err(&e))?;
-    ffem_data::synth::generate(&test_dir, 1_000_000, opts.test_identities, opts.per_identity, 96, opts.seed).map_err(|e| err(&e))?;
-    let mut pack_opts = PackOptions::new(train_dir.join("images"), train_dir.join("image_list.json"), &records);
+    tracing::info!(
+        "generating {} + {} synthetic identities",
+        opts.train_identities,
+        opts.test_identities
+    );
+    ffem_data::synth::generate(
+        &train_dir,
+        0,
+        opts.train_identities,
+        opts.per_identity,
+        96,
+        opts.seed,
+    )
+    .map_err(|e| err(&e))?;
+    ffem_data::synth::generate(
+        &test_dir,
+        1_000_000,
+        opts.test_identities,
+        opts.per_identity,
+        96,
+        opts.seed,
+    )
+    .map_err(|e| err(&e))?;
+    let mut pack_opts = PackOptions::new(
+        train_dir.join("images"),
+        train_dir.join("image_list.json"),
+        &records,
+    );
     pack_opts.overwrite = true;
     pack_opts.progress = opts.progress;
     pack(&pack_opts).map_err(|e| err(&e))?;
 
     let cfg = {
-        let mut table: toml::Table = toml::from_str(&demo_config(&records).to_toml()).expect("round trip");
+        let mut table: toml::Table =
+            toml::from_str(&demo_config(&records).to_toml()).expect("round trip");
         crate::config::apply_overrides(&mut table, &opts.overrides).map_err(|e| err(&e))?;
-        let c: TrainConfig = table.try_into().map_err(|e: toml::de::Error| TrainError(e.message().to_string()))?;
+        let c: TrainConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError(e.message().to_string()))?;
         c.validate().map_err(|e| err(&e))?;
         c
     };
     let run_dir = opts.dir.join("run");
-    let summary = train(&cfg, &run_dir, false, &TrainOptions { progress: opts.progress, ..Default::default() })?;
+    let summary = train(
+        &cfg,
+        &run_dir,
+        false,
+        &TrainOptions {
+            progress: opts.progress,
+            ..Default::default()
+        },
+    )?;
 
     let device = device_for(&cfg.device)?;
     let (model_cfg, model) = load_model(&summary.model_dir, &device).map_err(|e| err(&e))?;
     let embedder = Embedder::new(&model, model_cfg, &device);
     let list = ImageList::load(&test_dir.join("image_list.json")).map_err(|e| err(&e))?;
-    let set = PairSet::from_list("synthetic held-out", &test_dir.join("images"), &list, 1000, opts.seed).map_err(|e| err(&e))?;
-    let emb = embed_set(&embedder, &set.faces, cfg.align, true, opts.progress).map_err(|e| err(&e))?;
-    Ok(DemoReport { verification: verify_set(&set, &emb), model_dir: summary.model_dir, images_per_sec: summary.images_per_sec, seconds: started.elapsed().as_secs_f64() })
+    let set = PairSet::from_list(
+        "synthetic held-out",
+        &test_dir.join("images"),
+        &list,
+        1000,
+        opts.seed,
+    )
+    .map_err(|e| err(&e))?;
+    let emb =
+        embed_set(&embedder, &set.faces, cfg.align, true, opts.progress).map_err(|e| err(&e))?;
+    Ok(DemoReport {
+        verification: verify_set(&set, &emb),
+        model_dir: summary.model_dir,
+        images_per_sec: summary.images_per_sec,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

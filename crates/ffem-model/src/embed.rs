@@ -36,8 +36,19 @@ pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, S
             [x0, y0, x0 + side, y0 + side]
         }
     };
-    let rec = FaceRecord { jpeg: face.bytes.clone(), label: 0, face_box, landmarks: face.landmarks, path: None };
-    let cfg = PipelineConfig { image_size: size, align, augment: AugmentConfig::none(), ..Default::default() };
+    let rec = FaceRecord {
+        jpeg: face.bytes.clone(),
+        label: 0,
+        face_box,
+        landmarks: face.landmarks,
+        path: None,
+    };
+    let cfg = PipelineConfig {
+        image_size: size,
+        align,
+        augment: AugmentConfig::none(),
+        ..Default::default()
+    };
     let mut out = vec![0f32; 3 * size * size];
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     preprocess(&rec, &cfg, &mut rng, &mut out).map_err(|e| format!("{}: {e}", face.name))?;
@@ -80,8 +91,15 @@ impl Embedder {
     /// Runs the forward passes in ONNX Runtime from now on (the model exported in memory), with
     /// `threads` intra-op threads (0: one per core).
     #[cfg(feature = "onnxruntime")]
-    pub fn use_onnxruntime(&mut self, threads: usize) -> Result<(), crate::ort_engine::OrtEngineError> {
-        self.ort = Some(crate::ort_engine::OrtEmbedder::new(&self.model, &self.config, threads)?);
+    pub fn use_onnxruntime(
+        &mut self,
+        threads: usize,
+    ) -> Result<(), crate::ort_engine::OrtEngineError> {
+        self.ort = Some(crate::ort_engine::OrtEmbedder::new(
+            &self.model,
+            &self.config,
+            threads,
+        )?);
         Ok(())
     }
 
@@ -105,10 +123,17 @@ impl Embedder {
             #[cfg(feature = "onnxruntime")]
             if let Some(ort) = &self.ort {
                 let batch = ort.embed_prepared(&images[start * plane..(start + m) * plane], m);
-                out.extend(batch.unwrap_or_else(|e| panic!("ONNX Runtime failed on a batch the session accepted: {e}")));
+                out.extend(batch.unwrap_or_else(|e| {
+                    panic!("ONNX Runtime failed on a batch the session accepted: {e}")
+                }));
                 continue;
             }
-            let x = images_tensor(&images[start * plane..(start + m) * plane], m, size, &self.device);
+            let x = images_tensor(
+                &images[start * plane..(start + m) * plane],
+                m,
+                size,
+                &self.device,
+            );
             out.extend(to_vec2(self.model.forward(x)));
         }
         out
@@ -118,7 +143,10 @@ impl Embedder {
     pub fn embed_prepared_flip(&self, images: &[f32], n: usize) -> Vec<f32> {
         let size = self.config.image_size;
         let plane = 3 * size * size;
-        let mirrored: Vec<f32> = images.chunks_exact(plane).flat_map(|img| mirror(img, size)).collect();
+        let mirrored: Vec<f32> = images
+            .chunks_exact(plane)
+            .flat_map(|img| mirror(img, size))
+            .collect();
         let a = self.embed_prepared(images, n);
         let b = self.embed_prepared(&mirrored, n);
         a.iter().zip(&b).map(|(x, y)| x + y).collect()

@@ -32,17 +32,26 @@ pub struct EvalSetError(pub String);
 
 /// Reads the images at `paths` (relative to `root`), with boxes and landmarks from `list` when it
 /// has the path.
-pub fn load_faces(root: &Path, list: Option<&ImageList>, paths: &[String]) -> Result<Vec<FaceInput>, EvalSetError> {
-    let by_path: HashMap<&str, &ffem_data::ImageEntry> = list.map(|l| l.entries.iter().map(|e| (e.path.as_str(), e)).collect()).unwrap_or_default();
+pub fn load_faces(
+    root: &Path,
+    list: Option<&ImageList>,
+    paths: &[String],
+) -> Result<Vec<FaceInput>, EvalSetError> {
+    let by_path: HashMap<&str, &ffem_data::ImageEntry> = list
+        .map(|l| l.entries.iter().map(|e| (e.path.as_str(), e)).collect())
+        .unwrap_or_default();
     paths
         .par_iter()
         .map(|p| {
             let full = root.join(ffem_data::image_list::file_of_key(p));
-            let bytes = std::fs::read(&full).map_err(|e| EvalSetError(format!("{}: {e}", full.display())))?;
+            let bytes = std::fs::read(&full)
+                .map_err(|e| EvalSetError(format!("{}: {e}", full.display())))?;
             let entry = by_path.get(p.as_str());
             Ok(FaceInput {
                 bytes,
-                face_box: entry.and_then(|e| e.face_box).map(|b| [b.x1, b.y1, b.x2, b.y2]),
+                face_box: entry
+                    .and_then(|e| e.face_box)
+                    .map(|b| [b.x1, b.y1, b.x2, b.y2]),
                 landmarks: entry.and_then(|e| e.landmarks),
                 name: p.clone(),
             })
@@ -50,7 +59,12 @@ pub fn load_faces(root: &Path, list: Option<&ImageList>, paths: &[String]) -> Re
         .collect()
 }
 
-fn index_pairs(name: &str, pairs: Vec<ffem_eval::pairs::Pair>, root: &Path, list: Option<&ImageList>) -> Result<PairSet, EvalSetError> {
+fn index_pairs(
+    name: &str,
+    pairs: Vec<ffem_eval::pairs::Pair>,
+    root: &Path,
+    list: Option<&ImageList>,
+) -> Result<PairSet, EvalSetError> {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut paths = Vec::new();
     let mut idx = |p: &String| -> usize {
@@ -59,24 +73,39 @@ fn index_pairs(name: &str, pairs: Vec<ffem_eval::pairs::Pair>, root: &Path, list
             paths.len() - 1
         })
     };
-    let pairs: Vec<(usize, usize, bool)> = pairs.iter().map(|p| (idx(&p.a), idx(&p.b), p.same)).collect();
+    let pairs: Vec<(usize, usize, bool)> = pairs
+        .iter()
+        .map(|p| (idx(&p.a), idx(&p.b), p.same))
+        .collect();
     let faces = load_faces(root, list, &paths)?;
-    Ok(PairSet { name: name.into(), faces, pairs })
+    Ok(PairSet {
+        name: name.into(),
+        faces,
+        pairs,
+    })
 }
 
 impl PairSet {
     /// LFW: `DIR/pairs.txt`, `DIR/image_list.json`, images under `DIR/lfw-deepfunneled`.
     pub fn lfw(dir: &Path) -> Result<PairSet, EvalSetError> {
-        let pairs = read_lfw_pairs(&dir.join("pairs.txt")).map_err(|e| EvalSetError(e.to_string()))?;
-        let list = ImageList::load(&dir.join("image_list.json")).map_err(|e| EvalSetError(e.to_string()))?;
+        let pairs =
+            read_lfw_pairs(&dir.join("pairs.txt")).map_err(|e| EvalSetError(e.to_string()))?;
+        let list = ImageList::load(&dir.join("image_list.json"))
+            .map_err(|e| EvalSetError(e.to_string()))?;
         index_pairs("lfw", pairs, &dir.join("lfw-deepfunneled"), Some(&list))
     }
 
     /// CFP: `DIR/Protocol`, `DIR/image_list.json`, images under `DIR/Data/Images`.
     pub fn cfp(dir: &Path, which: CfpProtocol) -> Result<PairSet, EvalSetError> {
-        let pairs = read_cfp_pairs(&dir.join("Protocol"), which).map_err(|e| EvalSetError(e.to_string()))?;
-        let list = ImageList::load(&dir.join("image_list.json")).map_err(|e| EvalSetError(e.to_string()))?;
-        let name = if which == CfpProtocol::FP { "cfp_fp" } else { "cfp_ff" };
+        let pairs = read_cfp_pairs(&dir.join("Protocol"), which)
+            .map_err(|e| EvalSetError(e.to_string()))?;
+        let list = ImageList::load(&dir.join("image_list.json"))
+            .map_err(|e| EvalSetError(e.to_string()))?;
+        let name = if which == CfpProtocol::FP {
+            "cfp_fp"
+        } else {
+            "cfp_ff"
+        };
         index_pairs(name, pairs, &dir.join("Data/Images"), Some(&list))
     }
 
@@ -88,26 +117,54 @@ impl PairSet {
             .into_iter()
             .enumerate()
             .map(|(i, bytes)| {
-                let dims = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().ok().and_then(|r| r.into_dimensions().ok());
+                let dims = image::ImageReader::new(std::io::Cursor::new(&bytes))
+                    .with_guessed_format()
+                    .ok()
+                    .and_then(|r| r.into_dimensions().ok());
                 let face_box = dims.map(|(w, h)| [0.0, 0.0, w as f32, h as f32]);
-                FaceInput { bytes, face_box, landmarks: None, name: format!("{}[{i}]", path.display()) }
+                FaceInput {
+                    bytes,
+                    face_box,
+                    landmarks: None,
+                    name: format!("{}[{i}]", path.display()),
+                }
             })
             .collect();
-        let pairs = set.issame.iter().enumerate().map(|(i, &s)| (2 * i, 2 * i + 1, s)).collect();
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bin".into());
+        let pairs = set
+            .issame
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (2 * i, 2 * i + 1, s))
+            .collect();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bin".into());
         Ok(PairSet { name, faces, pairs })
     }
 
     /// Draws `n` same and `n` different pairs (interleaved by fold) from a labelled list.
-    pub fn from_list(name: &str, root: &Path, list: &ImageList, n: usize, seed: u64) -> Result<PairSet, EvalSetError> {
+    pub fn from_list(
+        name: &str,
+        root: &Path,
+        list: &ImageList,
+        n: usize,
+        seed: u64,
+    ) -> Result<PairSet, EvalSetError> {
         let mut by_label: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
         for (i, e) in list.entries.iter().enumerate() {
             by_label.entry(e.label).or_default().push(i);
         }
         let labels: Vec<u64> = by_label.keys().copied().collect();
-        let multi: Vec<u64> = by_label.iter().filter(|(_, v)| v.len() >= 2).map(|(k, _)| *k).collect();
+        let multi: Vec<u64> = by_label
+            .iter()
+            .filter(|(_, v)| v.len() >= 2)
+            .map(|(k, _)| *k)
+            .collect();
         if multi.is_empty() || labels.len() < 2 {
-            return Err(EvalSetError(format!("{name}: need identities with two or more images to draw pairs")));
+            return Err(EvalSetError(format!(
+                "{name}: need identities with two or more images to draw pairs"
+            )));
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut same = Vec::new();
@@ -138,19 +195,29 @@ impl PairSet {
         }
         let paths: Vec<String> = list.entries.iter().map(|e| e.path.clone()).collect();
         let faces = load_faces(root, Some(list), &paths)?;
-        Ok(PairSet { name: name.into(), faces, pairs })
+        Ok(PairSet {
+            name: name.into(),
+            faces,
+            pairs,
+        })
     }
 
     /// Parses `kind:path` (`lfw:DIR`, `cfp_fp:DIR`, `cfp_ff:DIR`, `bin:FILE`).
     pub fn from_spec(spec: &str) -> Result<PairSet, EvalSetError> {
-        let (kind, path) = spec.split_once(':').ok_or_else(|| EvalSetError(format!("pair set `{spec}`: write kind:path, e.g. lfw:../shared/data/lfw")))?;
+        let (kind, path) = spec.split_once(':').ok_or_else(|| {
+            EvalSetError(format!(
+                "pair set `{spec}`: write kind:path, e.g. lfw:../shared/data/lfw"
+            ))
+        })?;
         let path = Path::new(path);
         match kind {
             "lfw" => Self::lfw(path),
             "cfp_fp" => Self::cfp(path, CfpProtocol::FP),
             "cfp_ff" => Self::cfp(path, CfpProtocol::FF),
             "bin" => Self::bin(path),
-            other => Err(EvalSetError(format!("pair set kind `{other}`: use lfw, cfp_fp, cfp_ff or bin"))),
+            other => Err(EvalSetError(format!(
+                "pair set kind `{other}`: use lfw, cfp_fp, cfp_ff or bin"
+            ))),
         }
     }
 }
@@ -169,7 +236,13 @@ pub struct SetEmbeddings {
 
 /// Embeds every image of `set` (flip TTA when `flip`); the first face that cannot be prepared
 /// fails the whole set.
-pub fn embed_set(embedder: &Embedder, faces: &[FaceInput], align: bool, flip: bool, progress: bool) -> Result<SetEmbeddings, EvalSetError> {
+pub fn embed_set(
+    embedder: &Embedder,
+    faces: &[FaceInput],
+    align: bool,
+    flip: bool,
+    progress: bool,
+) -> Result<SetEmbeddings, EvalSetError> {
     embed_faces(embedder, faces, align, flip, progress, false).map(|(e, _, _)| e)
 }
 
@@ -202,7 +275,8 @@ fn embed_faces(
     let mut norm_sum = 0f64;
     let (mut kept, mut skipped) = (Vec::with_capacity(faces.len()), Vec::new());
     for (g, group) in faces.chunks(chunk).enumerate() {
-        let prepared: Vec<Result<Vec<f32>, String>> = group.par_iter().map(|f| prepare(f, size, align)).collect();
+        let prepared: Vec<Result<Vec<f32>, String>> =
+            group.par_iter().map(|f| prepare(f, size, align)).collect();
         let mut images = Vec::with_capacity(group.len() * 3 * size * size);
         for (j, p) in prepared.into_iter().enumerate() {
             let index = g * chunk + j;
@@ -223,9 +297,15 @@ fn embed_faces(
         }
         let plain = embedder.embed_prepared(&images, n);
         // The reported norm is the plain image's, before flip summing and normalisation.
-        norm_sum += plain.chunks_exact(dim).map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt()).sum::<f64>();
+        norm_sum += plain
+            .chunks_exact(dim)
+            .map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
+            .sum::<f64>();
         if flip {
-            let mirrored: Vec<f32> = images.chunks_exact(3 * size * size).flat_map(|img| crate::embed::mirror(img, size)).collect();
+            let mirrored: Vec<f32> = images
+                .chunks_exact(3 * size * size)
+                .flat_map(|img| crate::embed::mirror(img, size))
+                .collect();
             let m = embedder.embed_prepared(&mirrored, n);
             out.extend(plain.iter().zip(&m).map(|(a, b)| a + b));
         } else {
@@ -234,18 +314,42 @@ fn embed_faces(
     }
     bar.finish_and_clear();
     if centre_cropped > 0 {
-        tracing::warn!("{centre_cropped} images had no face box and were embedded from the centre crop");
+        tracing::warn!(
+            "{centre_cropped} images had no face box and were embedded from the centre crop"
+        );
     }
     normalize_rows(&mut out, dim);
-    let mean_norm = if kept.is_empty() { 0.0 } else { norm_sum / kept.len() as f64 };
-    Ok((SetEmbeddings { embeddings: out, dim, mean_norm, centre_cropped }, kept, skipped))
+    let mean_norm = if kept.is_empty() {
+        0.0
+    } else {
+        norm_sum / kept.len() as f64
+    };
+    Ok((
+        SetEmbeddings {
+            embeddings: out,
+            dim,
+            mean_norm,
+            centre_cropped,
+        },
+        kept,
+        skipped,
+    ))
 }
 
 /// Squared L2 distance of each pair of a set, from its normalised embeddings.
 pub fn set_distances(set: &PairSet, emb: &SetEmbeddings) -> Vec<f32> {
     let d = emb.dim;
     let row = |i: usize| &emb.embeddings[i * d..][..d];
-    set.pairs.iter().map(|&(a, b, _)| row(a).iter().zip(row(b)).map(|(x, y)| (x - y) * (x - y)).sum()).collect()
+    set.pairs
+        .iter()
+        .map(|&(a, b, _)| {
+            row(a)
+                .iter()
+                .zip(row(b))
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum()
+        })
+        .collect()
 }
 
 /// Scores a pair set with the insightface protocol.

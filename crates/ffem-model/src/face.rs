@@ -37,7 +37,11 @@ impl FaceModel {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v["threshold_cosine"].as_f64())
             .map(|t| t as f32);
-        Ok(FaceModel { embedder: Embedder::new(&model, config.clone(), &device), config, threshold })
+        Ok(FaceModel {
+            embedder: Embedder::new(&model, config.clone(), &device),
+            config,
+            threshold,
+        })
     }
 
     /// Embedding width.
@@ -47,8 +51,17 @@ impl FaceModel {
 
     /// Embeds an encoded image (JPEG, PNG, ...) with an optional face box (left, top, right,
     /// bottom); without a box the centre crop is used. Returns a unit vector (flip TTA applied).
-    pub fn embed_encoded(&self, bytes: &[u8], face_box: Option<[f32; 4]>) -> Result<Vec<f32>, FaceError> {
-        let face = FaceInput { bytes: bytes.to_vec(), face_box, landmarks: None, name: "image".into() };
+    pub fn embed_encoded(
+        &self,
+        bytes: &[u8],
+        face_box: Option<[f32; 4]>,
+    ) -> Result<Vec<f32>, FaceError> {
+        let face = FaceInput {
+            bytes: bytes.to_vec(),
+            face_box,
+            landmarks: None,
+            name: "image".into(),
+        };
         if face_box.is_none() {
             tracing::warn!("no face box given: embedding the centre crop");
         }
@@ -62,7 +75,12 @@ impl FaceModel {
     pub fn embed_rgb(&self, rgb: &image::RgbImage) -> Result<Vec<f32>, FaceError> {
         let size = self.config.image_size;
         let mut hwc = vec![0f32; size * size * 3];
-        ffem_data::imageops::crop_resize(rgb, [0.0, 0.0, rgb.width() as f32, rgb.height() as f32], size, &mut hwc);
+        ffem_data::imageops::crop_resize(
+            rgb,
+            [0.0, 0.0, rgb.width() as f32, rgb.height() as f32],
+            size,
+            &mut hwc,
+        );
         let plane = size * size;
         let mut chw = vec![0f32; 3 * plane];
         for (i, px) in hwc.chunks_exact(3).enumerate() {

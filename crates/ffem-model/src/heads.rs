@@ -43,8 +43,14 @@ impl GnapHead {
     /// Builds the head for `channels` -> `dim`.
     pub fn new(channels: usize, dim: usize, device: &burn::tensor::Device) -> Self {
         GnapHead {
-            bn_in: BatchNormConfig::new(channels).with_epsilon(2e-5).init(device),
-            fc: (channels != dim).then(|| LinearConfig::new(channels, dim).with_bias(false).init(device)),
+            bn_in: BatchNormConfig::new(channels)
+                .with_epsilon(2e-5)
+                .init(device),
+            fc: (channels != dim).then(|| {
+                LinearConfig::new(channels, dim)
+                    .with_bias(false)
+                    .init(device)
+            }),
             bn_out: BatchNormConfig::new(dim).with_epsilon(2e-5).init(device),
         }
     }
@@ -82,10 +88,19 @@ pub struct GdcHead {
 
 impl GdcHead {
     /// Builds the head for `channels` at `size` x `size` -> `dim`.
-    pub fn new(channels: usize, size: usize, dim: usize, act: Act, device: &burn::tensor::Device) -> Self {
+    pub fn new(
+        channels: usize,
+        size: usize,
+        dim: usize,
+        act: Act,
+        device: &burn::tensor::Device,
+    ) -> Self {
         GdcHead {
             reduce: ConvBn::new(channels, 512, 1, 1, 1, Some(act), device),
-            gdconv: Conv2dConfig::new([512, 512], [size, size]).with_groups(512).with_bias(false).init(device),
+            gdconv: Conv2dConfig::new([512, 512], [size, size])
+                .with_groups(512)
+                .with_bias(false)
+                .init(device),
             bn_dw: BatchNormConfig::new(512).init(device),
             fc: LinearConfig::new(512, dim).with_bias(false).init(device),
             bn_out: BatchNormConfig::new(dim).init(device),
@@ -94,7 +109,10 @@ impl GdcHead {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = batch_norm(&self.bn_dw, crate::conv::conv2d(&self.gdconv, self.reduce.forward(x)));
+        let x = batch_norm(
+            &self.bn_dw,
+            crate::conv::conv2d(&self.gdconv, self.reduce.forward(x)),
+        );
         let n = x.dims()[0];
         batch_norm(&self.bn_out, self.fc.forward(x.reshape([n, 512])))
     }
@@ -113,7 +131,13 @@ pub struct FlattenHead {
 
 impl FlattenHead {
     /// Builds the head for a `channels` x `size` x `size` map -> `dim`.
-    pub fn new(channels: usize, size: usize, dim: usize, dropout: f64, device: &burn::tensor::Device) -> Self {
+    pub fn new(
+        channels: usize,
+        size: usize,
+        dim: usize,
+        dropout: f64,
+        device: &burn::tensor::Device,
+    ) -> Self {
         FlattenHead {
             dropout: DropoutConfig::new(dropout).init(),
             fc: LinearConfig::new(channels * size * size, dim).init(device),
@@ -124,7 +148,11 @@ impl FlattenHead {
     /// Forward pass. Flattens in NHWC order, as Keras' `Flatten` does on channels-last maps.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let [n, c, h, w] = x.dims();
-        let x = self.dropout.forward(x).permute([0, 2, 3, 1]).reshape([n, h * w * c]);
+        let x = self
+            .dropout
+            .forward(x)
+            .permute([0, 2, 3, 1])
+            .reshape([n, h * w * c]);
         batch_norm(&self.bn_out, self.fc.forward(x))
     }
 }

@@ -27,7 +27,11 @@ pub fn backbone_rows(cfg: &MobileNetV3Config, input: usize) -> Vec<LayerRow> {
     let mut rows = Vec::new();
     let stem_out = make_divisible(16.0 * cfg.width, 8);
     let mut s = conv_out(input, 3, cfg.stem_stride);
-    rows.push(LayerRow { name: "stem conv3x3".into(), output: format!("{stem_out}x{s}x{s}"), macs: conv_macs(3, stem_out, 3, 1, s) });
+    rows.push(LayerRow {
+        name: "stem conv3x3".into(),
+        output: format!("{stem_out}x{s}x{s}"),
+        macs: conv_macs(3, stem_out, 3, 1, s),
+    });
     let (blocks, last, _) = cfg.blocks();
     for (i, b) in blocks.iter().enumerate() {
         let s_in = s;
@@ -43,12 +47,23 @@ pub fn backbone_rows(cfg: &MobileNetV3Config, input: usize) -> Vec<LayerRow> {
         }
         macs += conv_macs(b.expanded, b.out, 1, 1, s);
         rows.push(LayerRow {
-            name: format!("block{:02} k{} e{} {}{}", i + 1, b.kernel, b.expanded, if b.se { "SE " } else { "" }, if b.hs { "HS" } else { "RE" }),
+            name: format!(
+                "block{:02} k{} e{} {}{}",
+                i + 1,
+                b.kernel,
+                b.expanded,
+                if b.se { "SE " } else { "" },
+                if b.hs { "HS" } else { "RE" }
+            ),
             output: format!("{}x{s}x{s}", b.out),
             macs,
         });
     }
-    rows.push(LayerRow { name: "last conv1x1".into(), output: format!("{last}x{s}x{s}"), macs: conv_macs(blocks.last().expect("blocks").out, last, 1, 1, s) });
+    rows.push(LayerRow {
+        name: "last conv1x1".into(),
+        output: format!("{last}x{s}x{s}"),
+        macs: conv_macs(blocks.last().expect("blocks").out, last, 1, 1, s),
+    });
     rows
 }
 
@@ -59,9 +74,21 @@ pub fn describe(cfg: &ModelConfig) -> (Vec<LayerRow>, usize, u64) {
     let s = cfg.backbone.feature_size(cfg.image_size);
     let d = cfg.embedding_dim;
     let head = match cfg.head {
-        HeadKind::Gnap => LayerRow { name: "GNAP head".into(), output: format!("{d}"), macs: if c != d { (c * d) as u64 } else { 0 } },
-        HeadKind::Gdc => LayerRow { name: "GDC head".into(), output: format!("{d}"), macs: conv_macs(c, 512, 1, 1, s) + (512 * s * s) as u64 + (512 * d) as u64 },
-        HeadKind::Flatten => LayerRow { name: "flatten + dense head".into(), output: format!("{d}"), macs: (c * s * s * d) as u64 },
+        HeadKind::Gnap => LayerRow {
+            name: "GNAP head".into(),
+            output: format!("{d}"),
+            macs: if c != d { (c * d) as u64 } else { 0 },
+        },
+        HeadKind::Gdc => LayerRow {
+            name: "GDC head".into(),
+            output: format!("{d}"),
+            macs: conv_macs(c, 512, 1, 1, s) + (512 * s * s) as u64 + (512 * d) as u64,
+        },
+        HeadKind::Flatten => LayerRow {
+            name: "flatten + dense head".into(),
+            output: format!("{d}"),
+            macs: (c * s * s * d) as u64,
+        },
     };
     rows.push(head);
     let params = trainable_params(&cfg.init(&Device::flex()));
@@ -73,20 +100,38 @@ pub fn describe(cfg: &ModelConfig) -> (Vec<LayerRow>, usize, u64) {
 pub fn describe_imagenet(cfg: &MobileNetV3Config) -> (Vec<LayerRow>, usize, u64) {
     let mut rows = backbone_rows(cfg, 224);
     let (_, last, hidden) = cfg.blocks();
-    rows.push(LayerRow { name: "pool + fc + fc".into(), output: "1000".into(), macs: (last * hidden + hidden * 1000) as u64 });
+    rows.push(LayerRow {
+        name: "pool + fc + fc".into(),
+        output: "1000".into(),
+        macs: (last * hidden + hidden * 1000) as u64,
+    });
     let device = Device::flex();
-    let params = trainable_params(&cfg.init(&device)) + trainable_params(&ImageNetTop::new(cfg, &device));
+    let params =
+        trainable_params(&cfg.init(&device)) + trainable_params(&ImageNetTop::new(cfg, &device));
     let macs = rows.iter().map(|r| r.macs).sum();
     (rows, params, macs)
 }
 
 /// Formats the table.
 pub fn format_table(title: &str, rows: &[LayerRow], params: usize, macs: u64) -> String {
-    let mut s = format!("{title}\n{:<32} {:>14} {:>12}\n", "layer", "output", "MMACs");
+    let mut s = format!(
+        "{title}\n{:<32} {:>14} {:>12}\n",
+        "layer", "output", "MMACs"
+    );
     for r in rows {
-        s += &format!("{:<32} {:>14} {:>12.2}\n", r.name, r.output, r.macs as f64 / 1e6);
+        s += &format!(
+            "{:<32} {:>14} {:>12.2}\n",
+            r.name,
+            r.output,
+            r.macs as f64 / 1e6
+        );
     }
-    s += &format!("parameters: {params}  ({:.2} M)\nMACs: {:.1} M  (FLOPs ~ {:.1} M)\n", params as f64 / 1e6, macs as f64 / 1e6, 2.0 * macs as f64 / 1e6);
+    s += &format!(
+        "parameters: {params}  ({:.2} M)\nMACs: {:.1} M  (FLOPs ~ {:.1} M)\n",
+        params as f64 / 1e6,
+        macs as f64 / 1e6,
+        2.0 * macs as f64 / 1e6
+    );
     s
 }
 

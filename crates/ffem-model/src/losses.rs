@@ -44,11 +44,23 @@ pub enum LossConfig {
 impl LossConfig {
     /// ArcFace with margin `m` and scale `s`.
     pub fn arcface(m: f64, s: f64) -> Self {
-        LossConfig::Margin { m1: 1.0, m2: m, m3: 0.0, scale: s, easy_margin: false }
+        LossConfig::Margin {
+            m1: 1.0,
+            m2: m,
+            m3: 0.0,
+            scale: s,
+            easy_margin: false,
+        }
     }
     /// CosFace with margin `m` and scale `s`.
     pub fn cosface(m: f64, s: f64) -> Self {
-        LossConfig::Margin { m1: 1.0, m2: 0.0, m3: m, scale: s, easy_margin: false }
+        LossConfig::Margin {
+            m1: 1.0,
+            m2: 0.0,
+            m3: m,
+            scale: s,
+            easy_margin: false,
+        }
     }
 }
 
@@ -83,7 +95,8 @@ impl ClassifierLoss {
         let init = Initializer::XavierUniform { gain: 1.0 };
         ClassifierLoss {
             weight: init.init_with([classes, dim], Some(dim), Some(classes), device),
-            bias: matches!(config, LossConfig::L2Softmax { .. }).then(|| Initializer::Zeros.init([classes], device)),
+            bias: matches!(config, LossConfig::L2Softmax { .. })
+                .then(|| Initializer::Zeros.init([classes], device)),
             config,
         }
     }
@@ -105,9 +118,17 @@ impl ClassifierLoss {
                 }
                 (z.clone(), z)
             }
-            LossConfig::Margin { m1, m2, m3, scale, easy_margin } => {
+            LossConfig::Margin {
+                m1,
+                m2,
+                m3,
+                scale,
+                easy_margin,
+            } => {
                 let eps = 1e-7;
-                let cos = l2_normalize(emb).matmul(l2_normalize(self.weight.val()).transpose()).clamp(-1.0 + eps, 1.0 - eps);
+                let cos = l2_normalize(emb)
+                    .matmul(l2_normalize(self.weight.val()).transpose())
+                    .clamp(-1.0 + eps, 1.0 - eps);
                 let target = cos.clone().gather(1, labels.clone().reshape([n, 1])); // (N, 1)
                 let phi = if m1 == 1.0 && m3 == 0.0 {
                     let sin = (target.clone().square().neg() + 1.0).clamp_min(0.0).sqrt();
@@ -130,6 +151,9 @@ impl ClassifierLoss {
         };
         let logp = log_softmax(logits, 1);
         let picked = logp.gather(1, labels.reshape([n, 1]));
-        LossOutput { loss: picked.mean().neg(), logits: plain }
+        LossOutput {
+            loss: picked.mean().neg(),
+            logits: plain,
+        }
     }
 }

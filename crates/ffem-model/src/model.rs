@@ -32,7 +32,14 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { backbone: MobileNetV3Config::large(), head: HeadKind::Gnap, embedding_dim: 512, image_size: 112, dropout: 0.2, align: false }
+        ModelConfig {
+            backbone: MobileNetV3Config::large(),
+            head: HeadKind::Gnap,
+            embedding_dim: 512,
+            image_size: 112,
+            dropout: 0.2,
+            align: false,
+        }
     }
 }
 
@@ -47,9 +54,12 @@ impl ModelConfig {
         };
         EmbeddingModel {
             backbone: self.backbone.init(device),
-            gnap: (self.head == HeadKind::Gnap).then(|| GnapHead::new(c, self.embedding_dim, device)),
-            gdc: (self.head == HeadKind::Gdc).then(|| GdcHead::new(c, s, self.embedding_dim, act, device)),
-            flatten: (self.head == HeadKind::Flatten).then(|| FlattenHead::new(c, s, self.embedding_dim, self.dropout, device)),
+            gnap: (self.head == HeadKind::Gnap)
+                .then(|| GnapHead::new(c, self.embedding_dim, device)),
+            gdc: (self.head == HeadKind::Gdc)
+                .then(|| GdcHead::new(c, s, self.embedding_dim, act, device)),
+            flatten: (self.head == HeadKind::Flatten)
+                .then(|| FlattenHead::new(c, s, self.embedding_dim, self.dropout, device)),
         }
     }
 }
@@ -110,7 +120,8 @@ impl ImageNetTop {
     pub fn forward(&self, f: Tensor<4>) -> Tensor<2> {
         let [n, c, _, _] = f.dims();
         let x = adaptive_avg_pool2d(f, [1, 1]).reshape([n, c]);
-        self.fc2.forward(self.dropout.forward(hard_swish(self.fc1.forward(x))))
+        self.fc2
+            .forward(self.dropout.forward(hard_swish(self.fc1.forward(x))))
     }
 }
 
@@ -133,7 +144,10 @@ pub enum ModelError {
 }
 
 fn file_err(path: &Path, message: impl Into<String>) -> ModelError {
-    ModelError::File { path: path.display().to_string(), message: message.into() }
+    ModelError::File {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
 }
 
 /// Writes `bytes` to `path` via a temporary name and a rename.
@@ -142,18 +156,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 }
 
 /// Saves config and weights into directory `dir` (each file written atomically).
-pub fn save_model(dir: &Path, config: &ModelConfig, model: &EmbeddingModel) -> Result<(), ModelError> {
-    let bytes = model.clone().into_record().into_bytes().map_err(|e| file_err(dir, format!("cannot serialise weights: {e:?}")))?;
+pub fn save_model(
+    dir: &Path,
+    config: &ModelConfig,
+    model: &EmbeddingModel,
+) -> Result<(), ModelError> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| file_err(dir, format!("cannot serialise weights: {e:?}")))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
-    write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(config).expect("config serialises").as_bytes())
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(config)
+            .expect("config serialises")
+            .as_bytes(),
+    )
 }
 
 /// Loads a model directory written by [`save_model`].
-pub fn load_model(dir: &Path, device: &Device) -> Result<(ModelConfig, EmbeddingModel), ModelError> {
+pub fn load_model(
+    dir: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, EmbeddingModel), ModelError> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| file_err(&cfg_path, format!("{e}: pass a model directory written by `ffem train` (it holds {CONFIG_FILE} and {WEIGHTS_FILE})")))?;
-    let config: ModelConfig = serde_json::from_str(&text).map_err(|e| file_err(&cfg_path, format!("not a model configuration: {e}")))?;
+    let config: ModelConfig = serde_json::from_str(&text)
+        .map_err(|e| file_err(&cfg_path, format!("not a model configuration: {e}")))?;
     let model = load_weights(&dir.join(WEIGHTS_FILE), config.init(device))?;
     Ok((config, model))
 }
@@ -163,7 +194,9 @@ pub fn load_weights<M: Module>(path: &Path, model: M) -> Result<M, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, e.to_string()))?;
     let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
         .map_err(|e| file_err(path, format!("not a weights file: {e:?}")))?;
-    model.try_load_record(record).map_err(|e| file_err(path, format!("weights do not fit the model: {e:?}")))
+    model
+        .try_load_record(record)
+        .map_err(|e| file_err(path, format!("weights do not fit the model: {e:?}")))
 }
 
 /// A batch of NCHW f32 images as a tensor on `device`.
@@ -173,7 +206,10 @@ pub fn images_tensor(images: &[f32], n: usize, size: usize, device: &Device) -> 
 
 /// Copies a 2-D tensor to a Vec.
 pub fn to_vec2(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor")
 }
 
 /// Counts trainable parameters: burn's `num_params` also counts BatchNorm running statistics,
@@ -197,7 +233,10 @@ pub fn trainable_params<M: Module>(module: &M) -> usize {
             }
         }
     }
-    let mut c = Counter { path: Vec::new(), total: 0 };
+    let mut c = Counter {
+        path: Vec::new(),
+        total: 0,
+    };
     module.visit(&mut c);
     c.total
 }

@@ -86,7 +86,11 @@ impl Graph {
     }
 
     fn tensor_f32(&mut self, base: &str, dims: &[usize], data: &[f32]) -> String {
-        assert_eq!(dims.iter().product::<usize>(), data.len(), "{base}: shape and data disagree");
+        assert_eq!(
+            dims.iter().product::<usize>(),
+            data.len(),
+            "{base}: shape and data disagree"
+        );
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializer(base, dims, 1, &raw)
     }
@@ -113,7 +117,10 @@ impl Graph {
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor")
 }
 
 fn param<const D: usize>(p: &Param<Tensor<D>>) -> (Vec<f32>, Vec<usize>) {
@@ -128,8 +135,17 @@ fn bn_affine(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
     let beta = param(&bn.beta).0;
     let mean = values(bn.running_mean.value());
     let var = values(bn.running_var.value());
-    let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + bn.epsilon as f32).sqrt()).collect();
-    let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+        .collect();
+    let shift: Vec<f32> = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
     (scale, shift)
 }
 
@@ -137,29 +153,46 @@ fn conv_node(g: &mut Graph, x: &str, conv: &Conv2d, fold: Option<&BatchNorm>) ->
     let (mut w, dims) = param(&conv.weight);
     let cout = dims[0];
     let per_out = w.len() / cout;
-    let mut b = conv.bias.as_ref().map(|b| param(b).0).unwrap_or_else(|| vec![0.0; cout]);
+    let mut b = conv
+        .bias
+        .as_ref()
+        .map(|b| param(b).0)
+        .unwrap_or_else(|| vec![0.0; cout]);
     if let Some(bn) = fold {
         let (scale, shift) = bn_affine(bn);
         for o in 0..cout {
-            w[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= scale[o]);
+            w[o * per_out..(o + 1) * per_out]
+                .iter_mut()
+                .for_each(|v| *v *= scale[o]);
             b[o] = b[o] * scale[o] + shift[o];
         }
     }
     let wn = g.tensor_f32("w", &dims, &w);
     let bn_ = g.tensor_f32("b", &[cout], &b);
     let p = match &conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(t, l, bo, r) => vec![*t as i64, *l as i64, *bo as i64, *r as i64],
+        burn::nn::PaddingConfig2d::Explicit(t, l, bo, r) => {
+            vec![*t as i64, *l as i64, *bo as i64, *r as i64]
+        }
         _ => vec![0, 0, 0, 0],
     };
     g.node(
         "Conv",
         &[x, &wn, &bn_],
         &[
-            ("kernel_shape", Attr::Ints(vec![dims[2] as i64, dims[3] as i64])),
-            ("strides", Attr::Ints(conv.stride.iter().map(|&s| s as i64).collect())),
+            (
+                "kernel_shape",
+                Attr::Ints(vec![dims[2] as i64, dims[3] as i64]),
+            ),
+            (
+                "strides",
+                Attr::Ints(conv.stride.iter().map(|&s| s as i64).collect()),
+            ),
             ("pads", Attr::Ints(p)),
             ("group", Attr::Int(conv.groups as i64)),
-            ("dilations", Attr::Ints(conv.dilation.iter().map(|&d| d as i64).collect())),
+            (
+                "dilations",
+                Attr::Ints(conv.dilation.iter().map(|&d| d as i64).collect()),
+            ),
         ],
     )
 }
@@ -232,7 +265,11 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> Vec<u8> {
 /// Serialises the model as ONNX bytes.
 pub fn to_onnx(model: &EmbeddingModel, cfg: &ModelConfig) -> Vec<u8> {
     let model = burn::module::Module::valid(model);
-    let mut g = Graph { nodes: vec![], inits: vec![], counter: 0 };
+    let mut g = Graph {
+        nodes: vec![],
+        inits: vec![],
+        counter: 0,
+    };
     let mut x = conv_bn(&mut g, "data", &model.backbone.stem);
     for b in &model.backbone.blocks {
         let input = x.clone();
@@ -246,11 +283,22 @@ pub fn to_onnx(model: &EmbeddingModel, cfg: &ModelConfig) -> Vec<u8> {
             let s = conv_node(&mut g, &s, &se.fc1, None);
             let s = g.node("Relu", &[&s], &[]);
             let s = conv_node(&mut g, &s, &se.fc2, None);
-            let s = g.node("HardSigmoid", &[&s], &[("alpha", Attr::Float(1.0 / 6.0)), ("beta", Attr::Float(0.5))]);
+            let s = g.node(
+                "HardSigmoid",
+                &[&s],
+                &[
+                    ("alpha", Attr::Float(1.0 / 6.0)),
+                    ("beta", Attr::Float(0.5)),
+                ],
+            );
             y = g.node("Mul", &[&y, &s], &[]);
         }
         y = conv_bn(&mut g, &y, &b.project);
-        x = if b.residual { g.node("Add", &[&y, &input], &[]) } else { y };
+        x = if b.residual {
+            g.node("Add", &[&y, &input], &[])
+        } else {
+            y
+        };
     }
     x = conv_bn(&mut g, &x, &model.backbone.last);
     let c = cfg.backbone.out_channels();
@@ -261,7 +309,11 @@ pub fn to_onnx(model: &EmbeddingModel, cfg: &ModelConfig) -> Vec<u8> {
         let axes1 = g.tensor_i64("axes", &[1]);
         let ss = g.node("ReduceSum", &[&sq, &axes1], &[("keepdims", Attr::Int(1))]);
         let norm = g.node("Sqrt", &[&ss], &[]);
-        let mean = g.node("ReduceMean", &[&norm], &[("axes", Attr::Ints(vec![2, 3])), ("keepdims", Attr::Int(1))]);
+        let mean = g.node(
+            "ReduceMean",
+            &[&norm],
+            &[("axes", Attr::Ints(vec![2, 3])), ("keepdims", Attr::Int(1))],
+        );
         let eps = g.tensor_f32("eps", &[], &[1e-6]);
         let denom = g.node("Add", &[&norm, &eps], &[]);
         let w = g.node("Div", &[&mean, &denom], &[]);
@@ -281,7 +333,11 @@ pub fn to_onnx(model: &EmbeddingModel, cfg: &ModelConfig) -> Vec<u8> {
         bn_mul_add(&mut g, &e, &h.bn_out, &[1, d])
     } else {
         let h = model.flatten.as_ref().expect("a head");
-        let t = g.node("Transpose", &[&x], &[("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
+        let t = g.node(
+            "Transpose",
+            &[&x],
+            &[("perm", Attr::Ints(vec![0, 2, 3, 1]))],
+        );
         let flat = g.node("Flatten", &[&t], &[("axis", Attr::Int(1))]);
         let e = linear(&mut g, &flat, &h.fc);
         bn_mul_add(&mut g, &e, &h.bn_out, &[1, d])
@@ -303,7 +359,11 @@ pub fn to_onnx(model: &EmbeddingModel, cfg: &ModelConfig) -> Vec<u8> {
     for t in &g.inits {
         field_bytes(&mut graph, 5, t);
     }
-    field_bytes(&mut graph, 11, &value_info("data", &[None, Some(3), Some(s), Some(s)]));
+    field_bytes(
+        &mut graph,
+        11,
+        &value_info("data", &[None, Some(3), Some(s), Some(s)]),
+    );
     field_bytes(&mut graph, 12, &value_info("embedding", &[None, Some(d)]));
     let mut model_bytes = Vec::new();
     field_varint(&mut model_bytes, 1, 8); // ir_version
@@ -318,6 +378,10 @@ pub fn to_onnx(model: &EmbeddingModel, cfg: &ModelConfig) -> Vec<u8> {
 }
 
 /// Writes the model as ONNX to `path` (atomically).
-pub fn export_onnx(path: &Path, model: &EmbeddingModel, cfg: &ModelConfig) -> Result<(), ModelError> {
+pub fn export_onnx(
+    path: &Path,
+    model: &EmbeddingModel,
+    cfg: &ModelConfig,
+) -> Result<(), ModelError> {
     write_atomic(path, &to_onnx(model, cfg))
 }

@@ -67,15 +67,24 @@ impl ModuleMapper for Cast {
 /// A low-precision copy of `module` whose parameters are casts of the f32 masters. BatchNorm
 /// layers are not cast: they run in f32 and update the running statistics the masters share.
 pub fn compute_copy<M: Module>(module: &M, p: Precision) -> M {
-    module.clone().map(&mut Cast { dtype: p.dtype(), path: vec![] })
+    module.clone().map(&mut Cast {
+        dtype: p.dtype(),
+        path: vec![],
+    })
 }
 
 /// The model's embeddings of `images` computed in `p` (on a cast copy unless f32), returned in f32.
-pub fn forward_embeddings(model: &crate::model::EmbeddingModel, images: Tensor<4>, p: Precision) -> Tensor<2> {
+pub fn forward_embeddings(
+    model: &crate::model::EmbeddingModel,
+    images: Tensor<4>,
+    p: Precision,
+) -> Tensor<2> {
     if p == Precision::F32 {
         model.forward(images)
     } else {
-        compute_copy(model, p).forward(images.cast(p.dtype())).cast(DType::F32)
+        compute_copy(model, p)
+            .forward(images.cast(p.dtype()))
+            .cast(DType::F32)
     }
 }
 
@@ -106,7 +115,11 @@ impl Default for LossScale {
     fn default() -> Self {
         // 2^12 rather than PyTorch's 2^16: fewer skipped steps while the scale settles; growth
         // restores a larger scale within a few thousand steps if the gradients allow it.
-        LossScale { scale: 4096.0, good_steps: 0, growth_interval: 1000 }
+        LossScale {
+            scale: 4096.0,
+            good_steps: 0,
+            growth_interval: 1000,
+        }
     }
 }
 
@@ -127,7 +140,11 @@ impl LossScale {
 }
 
 /// Divides every gradient of `module`'s parameters by `factor`; returns false if any is non-finite.
-pub fn unscale_and_check<M: Module>(module: &M, grads: GradientsParams, factor: f32) -> (GradientsParams, bool) {
+pub fn unscale_and_check<M: Module>(
+    module: &M,
+    grads: GradientsParams,
+    factor: f32,
+) -> (GradientsParams, bool) {
     struct V {
         grads: GradientsParams,
         factor: f32,
@@ -136,7 +153,11 @@ pub fn unscale_and_check<M: Module>(module: &M, grads: GradientsParams, factor: 
     impl ModuleVisitor for V {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.remove::<D>(param.id) {
-                let g = if self.factor != 1.0 { g * (1.0 / self.factor) } else { g };
+                let g = if self.factor != 1.0 {
+                    g * (1.0 / self.factor)
+                } else {
+                    g
+                };
                 let nonfinite = g.clone().is_finite().bool_not().int().sum().float();
                 self.bad = Some(match self.bad.take() {
                     Some(b) => b + nonfinite,
@@ -146,7 +167,11 @@ pub fn unscale_and_check<M: Module>(module: &M, grads: GradientsParams, factor: 
             }
         }
     }
-    let mut v = V { grads, factor, bad: None };
+    let mut v = V {
+        grads,
+        factor,
+        bad: None,
+    };
     module.visit(&mut v);
     let ok = v.bad.is_none_or(|b| b.into_scalar::<f32>() == 0.0);
     (v.grads, ok)

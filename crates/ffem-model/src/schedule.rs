@@ -71,7 +71,14 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule starting at `lr`.
     pub fn new(lr: f64, warmup: u64, kind: ScheduleKind) -> Self {
-        Schedule { lr, warmup, kind, plateau_scale: 1.0, plateau_best: None, plateau_bad: 0 }
+        Schedule {
+            lr,
+            warmup,
+            kind,
+            plateau_scale: 1.0,
+            plateau_best: None,
+            plateau_bad: 0,
+        }
     }
 
     /// The rate for optimiser step `step` (0-based).
@@ -83,7 +90,11 @@ impl Schedule {
         let s = step - self.warmup;
         match &self.kind {
             ScheduleKind::Constant => self.lr,
-            ScheduleKind::Exponential { rate, steps, staircase } => {
+            ScheduleKind::Exponential {
+                rate,
+                steps,
+                staircase,
+            } => {
                 let e = s as f64 / (*steps).max(1) as f64;
                 self.lr * rate.powf(if *staircase { e.floor() } else { e })
             }
@@ -95,7 +106,11 @@ impl Schedule {
                 let t = (s as f64 / span as f64).min(1.0);
                 min_lr + (self.lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
-            ScheduleKind::Polynomial { total, power, end_lr } => {
+            ScheduleKind::Polynomial {
+                total,
+                power,
+                end_lr,
+            } => {
                 let span = total.saturating_sub(self.warmup).max(1);
                 let t = (s as f64 / span as f64).min(1.0);
                 (self.lr - end_lr) * (1.0 - t).powf(*power) + end_lr
@@ -106,7 +121,12 @@ impl Schedule {
 
     /// Reports an epoch's metric (lower is better); only the plateau schedule reacts.
     pub fn epoch_end(&mut self, metric: f64) {
-        let ScheduleKind::Plateau { factor, patience, .. } = self.kind else { return };
+        let ScheduleKind::Plateau {
+            factor, patience, ..
+        } = self.kind
+        else {
+            return;
+        };
         match self.plateau_best {
             Some(best) if metric >= best * (1.0 - 1e-4) => {
                 self.plateau_bad += 1;
@@ -130,24 +150,62 @@ mod tests {
     #[test]
     fn shapes_by_hand() {
         let c = |k| Schedule::new(0.1, 0, k);
-        let e = c(ScheduleKind::Exponential { rate: 0.5, steps: 10, staircase: false });
-        assert!((e.lr_at(10) - 0.05).abs() < 1e-12 && (e.lr_at(5) - 0.1 * 0.5f64.sqrt()).abs() < 1e-12);
-        let st = c(ScheduleKind::Exponential { rate: 0.5, steps: 10, staircase: true });
+        let e = c(ScheduleKind::Exponential {
+            rate: 0.5,
+            steps: 10,
+            staircase: false,
+        });
+        assert!(
+            (e.lr_at(10) - 0.05).abs() < 1e-12 && (e.lr_at(5) - 0.1 * 0.5f64.sqrt()).abs() < 1e-12
+        );
+        let st = c(ScheduleKind::Exponential {
+            rate: 0.5,
+            steps: 10,
+            staircase: true,
+        });
         assert_eq!(st.lr_at(19), 0.05);
-        let s = c(ScheduleKind::Step { gamma: 0.1, milestones: vec![5, 8] });
-        assert_eq!([s.lr_at(4), s.lr_at(5), s.lr_at(8)], [0.1, 0.1 * 0.1, 0.1 * 0.1 * 0.1]);
-        let cos = Schedule::new(0.1, 10, ScheduleKind::Cosine { total: 110, min_lr: 0.0 });
-        assert!((cos.lr_at(0) - 0.001).abs() < 1e-12, "warm-up starts at lr/100");
+        let s = c(ScheduleKind::Step {
+            gamma: 0.1,
+            milestones: vec![5, 8],
+        });
+        assert_eq!(
+            [s.lr_at(4), s.lr_at(5), s.lr_at(8)],
+            [0.1, 0.1 * 0.1, 0.1 * 0.1 * 0.1]
+        );
+        let cos = Schedule::new(
+            0.1,
+            10,
+            ScheduleKind::Cosine {
+                total: 110,
+                min_lr: 0.0,
+            },
+        );
+        assert!(
+            (cos.lr_at(0) - 0.001).abs() < 1e-12,
+            "warm-up starts at lr/100"
+        );
         assert!((cos.lr_at(5) - (0.001 + 0.099 * 0.5)).abs() < 1e-12);
         assert!((cos.lr_at(60) - 0.05).abs() < 1e-12, "half way");
         assert!(cos.lr_at(110).abs() < 1e-12);
-        let p = c(ScheduleKind::Polynomial { total: 100, power: 2.0, end_lr: 0.0 });
+        let p = c(ScheduleKind::Polynomial {
+            total: 100,
+            power: 2.0,
+            end_lr: 0.0,
+        });
         assert!((p.lr_at(50) - 0.025).abs() < 1e-12);
     }
 
     #[test]
     fn plateau_decays_after_patience() {
-        let mut s = Schedule::new(1.0, 0, ScheduleKind::Plateau { factor: 0.5, patience: 1, min_lr: 0.1 });
+        let mut s = Schedule::new(
+            1.0,
+            0,
+            ScheduleKind::Plateau {
+                factor: 0.5,
+                patience: 1,
+                min_lr: 0.1,
+            },
+        );
         for m in [3.0, 2.0, 2.0, 2.0] {
             s.epoch_end(m);
         }

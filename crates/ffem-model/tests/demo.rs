@@ -17,6 +17,10 @@ fn small_demo_runs_end_to_end_and_learns() {
     let v = &r.verification;
     assert_eq!(v.pairs, 2000);
     // Chance is 0.5; a few seconds of training on 240 images already separates held-out identities.
-    assert!(v.accuracy > 0.7 && v.auc > 0.75, "{}", v.table("small demo"));
+    assert!(
+        v.accuracy > 0.7 && v.auc > 0.75,
+        "{}",
+        v.table("small demo")
+    );
     assert!(r.model_dir.join("weights.bpk").exists());
 }

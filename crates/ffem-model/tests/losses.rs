@@ -19,7 +19,13 @@ fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize],
             let dot: f64 = fi.iter().zip(wj).map(|(a, b)| a * b).sum();
             logits[j] = match cfg {
                 LossConfig::L2Softmax { scale } => scale * dot / nf + b[j],
-                LossConfig::Margin { m1, m2, m3, scale, easy_margin } => {
+                LossConfig::Margin {
+                    m1,
+                    m2,
+                    m3,
+                    scale,
+                    easy_margin,
+                } => {
                     let cos = (dot / (nf * norm(wj))).clamp(-1.0 + 1e-7, 1.0 - 1e-7);
                     if j != labels[i] {
                         scale * cos
@@ -52,27 +58,64 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
         })
         .collect()
 }
 
 /// Runs the burn loss on the autodiff device: value, d loss / d f, d loss / d W.
-fn burn_loss(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize], d: usize) -> (f64, Vec<f64>, Vec<f64>) {
+fn burn_loss(
+    cfg: LossConfig,
+    f: &[f64],
+    w: &[f64],
+    labels: &[usize],
+    d: usize,
+) -> (f64, Vec<f64>, Vec<f64>) {
     let device = Device::flex().autodiff();
     let n = labels.len();
     let c = w.len() / d;
     let mut head = ClassifierLoss::new(cfg, c, d, &device);
-    let wt = Tensor::<2>::from_data(TensorData::new(w.iter().map(|&v| v as f32).collect(), [c, d]), &device);
+    let wt = Tensor::<2>::from_data(
+        TensorData::new(w.iter().map(|&v| v as f32).collect(), [c, d]),
+        &device,
+    );
     head.weight = Param::from_tensor(wt);
-    let ft = Tensor::<2>::from_data(TensorData::new(f.iter().map(|&v| v as f32).collect(), [n, d]), &device).require_grad();
-    let lt = Tensor::<1, Int>::from_data(TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]), &device);
+    let ft = Tensor::<2>::from_data(
+        TensorData::new(f.iter().map(|&v| v as f32).collect(), [n, d]),
+        &device,
+    )
+    .require_grad();
+    let lt = Tensor::<1, Int>::from_data(
+        TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+        &device,
+    );
     let out = head.forward(ft.clone(), lt);
     let grads = out.loss.backward();
-    let val = out.loss.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
-    let gf = ft.grad(&grads).unwrap().into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
-    let gw = head.weight.val().grad(&grads).unwrap().into_data().convert::<f64>().try_into_vec::<f64>().unwrap();
+    let val = out
+        .loss
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()[0];
+    let gf = ft
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap();
+    let gw = head
+        .weight
+        .val()
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap();
     (val, gf, gw)
 }
 
@@ -84,17 +127,33 @@ fn check(cfg: LossConfig, seed: u64) {
     let zeros = vec![0.0; c];
     let (val, gf, gw) = burn_loss(cfg, &f, &w, &labels, d);
     let expected = reference(cfg, &f, &w, &zeros, &labels, d);
-    assert!((val - expected).abs() < 1e-4 * expected.abs().max(1.0), "{cfg:?}: burn {val} vs reference {expected}");
+    assert!(
+        (val - expected).abs() < 1e-4 * expected.abs().max(1.0),
+        "{cfg:?}: burn {val} vs reference {expected}"
+    );
     let h = 1e-6;
     for (params, grad, is_f) in [(&f, &gf, true), (&w, &gw, false)] {
         for k in 0..params.len() {
             let mut p = params.clone();
             p[k] += h;
-            let up = if is_f { reference(cfg, &p, &w, &zeros, &labels, d) } else { reference(cfg, &f, &p, &zeros, &labels, d) };
+            let up = if is_f {
+                reference(cfg, &p, &w, &zeros, &labels, d)
+            } else {
+                reference(cfg, &f, &p, &zeros, &labels, d)
+            };
             p[k] -= 2.0 * h;
-            let down = if is_f { reference(cfg, &p, &w, &zeros, &labels, d) } else { reference(cfg, &f, &p, &zeros, &labels, d) };
+            let down = if is_f {
+                reference(cfg, &p, &w, &zeros, &labels, d)
+            } else {
+                reference(cfg, &f, &p, &zeros, &labels, d)
+            };
             let fd = (up - down) / (2.0 * h);
-            assert!((grad[k] - fd).abs() < 2e-3 * fd.abs().max(1.0), "{cfg:?} {} [{k}]: autodiff {} vs finite difference {fd}", if is_f { "dL/df" } else { "dL/dW" }, grad[k]);
+            assert!(
+                (grad[k] - fd).abs() < 2e-3 * fd.abs().max(1.0),
+                "{cfg:?} {} [{k}]: autodiff {} vs finite difference {fd}",
+                if is_f { "dL/df" } else { "dL/dW" },
+                grad[k]
+            );
         }
     }
 }
@@ -107,14 +166,41 @@ fn l2_softmax_value_and_gradient() {
 #[test]
 fn arcface_value_and_gradient() {
     check(LossConfig::arcface(0.5, 64.0), 2);
-    check(LossConfig::Margin { m1: 1.0, m2: 0.5, m3: 0.0, scale: 16.0, easy_margin: true }, 3);
+    check(
+        LossConfig::Margin {
+            m1: 1.0,
+            m2: 0.5,
+            m3: 0.0,
+            scale: 16.0,
+            easy_margin: true,
+        },
+        3,
+    );
 }
 
 #[test]
 fn cosface_and_combined_value_and_gradient() {
     check(LossConfig::cosface(0.35, 64.0), 4);
-    check(LossConfig::Margin { m1: 1.0, m2: 0.3, m3: 0.2, scale: 32.0, easy_margin: false }, 5);
-    check(LossConfig::Margin { m1: 1.1, m2: 0.1, m3: 0.1, scale: 8.0, easy_margin: false }, 6);
+    check(
+        LossConfig::Margin {
+            m1: 1.0,
+            m2: 0.3,
+            m3: 0.2,
+            scale: 32.0,
+            easy_margin: false,
+        },
+        5,
+    );
+    check(
+        LossConfig::Margin {
+            m1: 1.1,
+            m2: 0.1,
+            m3: 0.1,
+            scale: 8.0,
+            easy_margin: false,
+        },
+        6,
+    );
 }
 
 #[test]

@@ -15,7 +15,12 @@ fn faces(n: usize, size: usize) -> Vec<f32> {
             for e in list.entries.iter().take(n) {
                 let bytes = std::fs::read(d.join("lfw/lfw-deepfunneled").join(&e.path)).unwrap();
                 let b = e.face_box.unwrap();
-                let f = FaceInput { bytes, face_box: Some([b.x1, b.y1, b.x2, b.y2]), landmarks: e.landmarks, name: e.path.clone() };
+                let f = FaceInput {
+                    bytes,
+                    face_box: Some([b.x1, b.y1, b.x2, b.y2]),
+                    landmarks: e.landmarks,
+                    name: e.path.clone(),
+                };
                 out.extend(prepare(&f, size, true).unwrap());
             }
         }
@@ -24,7 +29,12 @@ fn faces(n: usize, size: usize) -> Vec<f32> {
             for i in 0..n {
                 let (img, b, lm) = ffem_data::synth::Identity::new(i as u64).render(96, i as u64);
                 let bytes = ffem_data::imageops::encode_jpeg(&img, 95).unwrap();
-                let f = FaceInput { bytes, face_box: Some([b.x1, b.y1, b.x2, b.y2]), landmarks: Some(lm), name: format!("synth{i}") };
+                let f = FaceInput {
+                    bytes,
+                    face_box: Some([b.x1, b.y1, b.x2, b.y2]),
+                    landmarks: Some(lm),
+                    name: format!("synth{i}"),
+                };
                 out.extend(prepare(&f, size, true).unwrap());
             }
         }
@@ -61,26 +71,51 @@ fn check(cfg: ModelConfig) {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let input: Tensor = tract_ndarray::Array4::from_shape_vec((n, 3, s, s), imgs).unwrap().into();
+    let input: Tensor = tract_ndarray::Array4::from_shape_vec((n, 3, s, s), imgs)
+        .unwrap()
+        .into();
     let out = plan.run(tvec!(input.into())).unwrap();
-    let mut got: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    let mut got: Vec<f32> = out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
     assert_eq!(got.len(), n * cfg.embedding_dim);
     normalize_rows(&mut got, cfg.embedding_dim);
-    let max = reference.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    eprintln!("{:?} head, {:?}: max |burn - tract| after normalisation = {max:.2e}", cfg.head, cfg.backbone.variant);
-    assert!(max <= 1e-4, "{:?} head: max |burn - tract| after normalisation = {max}", cfg.head);
+    let max = reference
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "{:?} head, {:?}: max |burn - tract| after normalisation = {max:.2e}",
+        cfg.head, cfg.backbone.variant
+    );
+    assert!(
+        max <= 1e-4,
+        "{:?} head: max |burn - tract| after normalisation = {max}",
+        cfg.head
+    );
 }
 
 #[test]
 fn onnx_export_matches_burn_for_every_head() {
     for head in [HeadKind::Gnap, HeadKind::Gdc, HeadKind::Flatten] {
-        let mut cfg = ModelConfig { head, embedding_dim: 64, ..ModelConfig::default() };
+        let mut cfg = ModelConfig {
+            head,
+            embedding_dim: 64,
+            ..ModelConfig::default()
+        };
         cfg.backbone = ffem_model::backbones::MobileNetV3Config::small();
         cfg.backbone.width = 0.5;
         check(cfg);
     }
     // The Large network with ReLU and the minimalistic variant.
-    let mut cfg = ModelConfig { embedding_dim: 32, ..ModelConfig::default() };
+    let mut cfg = ModelConfig {
+        embedding_dim: 32,
+        ..ModelConfig::default()
+    };
     cfg.backbone.activation = ffem_model::backbones::Activation::Relu;
     check(cfg.clone());
     cfg.backbone.minimalistic = true;

@@ -8,10 +8,18 @@ use ffem_model::model::{ImageNetTop, trainable_params};
 fn imagenet_configurations_match_torchvision_parameter_counts() {
     let device = Device::flex();
     // torchvision.models.mobilenet_v3_large() / mobilenet_v3_small(): sum(p.numel() for p in parameters()).
-    for (cfg, expected) in [(MobileNetV3Config::large(), 5_483_032usize), (MobileNetV3Config::small(), 2_542_856)] {
+    for (cfg, expected) in [
+        (MobileNetV3Config::large(), 5_483_032usize),
+        (MobileNetV3Config::small(), 2_542_856),
+    ] {
         let backbone = cfg.init(&device);
         let top = ImageNetTop::new(&cfg, &device);
-        assert_eq!(trainable_params(&backbone) + trainable_params(&top), expected, "{:?}", cfg.variant);
+        assert_eq!(
+            trainable_params(&backbone) + trainable_params(&top),
+            expected,
+            "{:?}",
+            cfg.variant
+        );
     }
 }
 

@@ -14,7 +14,12 @@ fn dataset(dir: &Path) -> PathBuf {
     let src = dir.join("synthetic");
     ffem_data::synth::generate(&src, 0, 8, 6, 48, 3).unwrap();
     let out = dir.join("records");
-    pack(&PackOptions::new(src.join("images"), src.join("image_list.json"), &out)).unwrap();
+    pack(&PackOptions::new(
+        src.join("images"),
+        src.join("image_list.json"),
+        &out,
+    ))
+    .unwrap();
     out
 }
 
@@ -53,7 +58,16 @@ fn interrupted_and_resumed_run_has_the_same_loss_curve() {
 
     let split = dir.path().join("split");
     // Stop mid-epoch (after step 4 of 6), as a kill after a checkpoint would.
-    let first = train(&cfg, &split, false, &TrainOptions { stop_after: Some(4), ..Default::default() }).unwrap();
+    let first = train(
+        &cfg,
+        &split,
+        false,
+        &TrainOptions {
+            stop_after: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(first.steps, 4);
     let second = train(&cfg, &split, true, &TrainOptions::default()).unwrap();
     assert_eq!(second.steps, 12);
@@ -64,7 +78,11 @@ fn interrupted_and_resumed_run_has_the_same_loss_curve() {
     assert_eq!(b.len(), 12);
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.0, y.0);
-        assert_eq!(x.1, y.1, "loss at step {} differs: {} uninterrupted vs {} resumed", x.0, x.1, y.1);
+        assert_eq!(
+            x.1, y.1,
+            "loss at step {} differs: {} uninterrupted vs {} resumed",
+            x.0, x.1, y.1
+        );
         assert_eq!(x.3, y.3, "learning rate at step {}", x.0);
     }
     // Training did something: the loss of the last epoch is below the first steps'.
@@ -80,16 +98,42 @@ fn non_finite_losses_are_skipped_counted_and_then_stop_the_run() {
     let mut cfg = tiny_config(&records);
     cfg.max_nonfinite = 3;
     let run = dir.path().join("run");
-    let s = train(&cfg, &run, false, &TrainOptions { poison_steps: vec![2, 3], ..Default::default() }).unwrap();
+    let s = train(
+        &cfg,
+        &run,
+        false,
+        &TrainOptions {
+            poison_steps: vec![2, 3],
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!((s.steps, s.skipped_nonfinite), (12, 2));
     let rows = read_metrics(&run.join("metrics.csv")).unwrap();
     assert!(rows[2].1.is_nan() && rows[3].1.is_nan() && rows[4].1.is_finite());
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    assert!(text.lines().nth(4).unwrap().ends_with(",2,"), "skips are counted in the log: {}", text.lines().nth(4).unwrap());
+    assert!(
+        text.lines().nth(4).unwrap().ends_with(",2,"),
+        "skips are counted in the log: {}",
+        text.lines().nth(4).unwrap()
+    );
 
     let run2 = dir.path().join("run2");
-    let err = train(&cfg, &run2, false, &TrainOptions { poison_steps: vec![5, 6, 7], ..Default::default() }).unwrap_err().to_string();
-    assert!(err.contains("training diverged: 3 consecutive non-finite losses at step 7"), "{err}");
+    let err = train(
+        &cfg,
+        &run2,
+        false,
+        &TrainOptions {
+            poison_steps: vec![5, 6, 7],
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("training diverged: 3 consecutive non-finite losses at step 7"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,8 +143,13 @@ fn too_few_identities_is_an_error_not_a_silent_zero_target() {
     let records = dataset(dir.path());
     let mut cfg = tiny_config(&records);
     cfg.num_identity = 5;
-    let err = train(&cfg, &dir.path().join("r"), false, &TrainOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("num_identity = 5 but") && err.contains("holds 8 identities"), "{err}");
+    let err = train(&cfg, &dir.path().join("r"), false, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("num_identity = 5 but") && err.contains("holds 8 identities"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -116,16 +165,31 @@ fn mixed_precision_trains_with_f32_masters_on_the_cpu() {
         let s = train(&cfg, &run, false, &TrainOptions::default()).unwrap();
         let rows = read_metrics(&run.join("metrics.csv")).unwrap();
         assert_eq!(s.steps, 24);
-        assert!(rows.iter().all(|r| r.1.is_finite()), "{precision}: {rows:?}");
+        assert!(
+            rows.iter().all(|r| r.1.is_finite()),
+            "{precision}: {rows:?}"
+        );
         // f16 may skip a few early steps while the loss scale settles (overflow), bf16 never.
         let limit = if precision == "f16" { 6 } else { 0 };
-        assert!(s.skipped_nonfinite <= limit, "{precision}: {} steps skipped", s.skipped_nonfinite);
-        let mean = |r: &[(u64, f64, f64, f64, Option<f64>)]| r.iter().map(|x| x.1).sum::<f64>() / r.len() as f64;
-        assert!(mean(&rows[18..]) < mean(&rows[..6]), "{precision}: loss {} -> {}", mean(&rows[..6]), mean(&rows[18..]));
+        assert!(
+            s.skipped_nonfinite <= limit,
+            "{precision}: {} steps skipped",
+            s.skipped_nonfinite
+        );
+        let mean = |r: &[(u64, f64, f64, f64, Option<f64>)]| {
+            r.iter().map(|x| x.1).sum::<f64>() / r.len() as f64
+        };
+        assert!(
+            mean(&rows[18..]) < mean(&rows[..6]),
+            "{precision}: loss {} -> {}",
+            mean(&rows[..6]),
+            mean(&rows[18..])
+        );
         // The saved model is f32 and loads and runs like any other.
         let device = burn::tensor::Device::flex();
         let (mcfg, model) = ffem_model::load_model(&run.join("model"), &device).unwrap();
-        let e = ffem_model::Embedder::new(&model, mcfg, &device).embed_prepared(&vec![0.1; 3 * 32 * 32], 1);
+        let e = ffem_model::Embedder::new(&model, mcfg, &device)
+            .embed_prepared(&vec![0.1; 3 * 32 * 32], 1);
         assert!(e.iter().all(|v| v.is_finite()) && e.len() == 16);
     }
 }

@@ -60,12 +60,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.parse::<f64>().map(|v| (v * mult as f64) as u64).map_err(|_| format!("`{s}` is not a size like 512M or 1G"))
+    num.parse::<f64>()
+        .map(|v| (v * mult as f64) as u64)
+        .map_err(|_| format!("`{s}` is not a size like 512M or 1G"))
 }
 
 /// Runs `ffem pack`.
 pub fn pack(a: PackArgs) -> Result<ExitCode> {
-    let mut opts = PackOptions::new(a.root.clone().unwrap_or_default(), a.json.clone().unwrap_or_default(), &a.output);
+    let mut opts = PackOptions::new(
+        a.root.clone().unwrap_or_default(),
+        a.json.clone().unwrap_or_default(),
+        &a.output,
+    );
     opts.shard_bytes = a.shard_size.max(1);
     opts.crop_margin = a.crop;
     opts.align = a.align;
@@ -91,17 +97,29 @@ pub fn pack(a: PackArgs) -> Result<ExitCode> {
         a.output.display()
     );
     if let Some(n) = m.aligned {
-        println!("{n} of {} records aligned to the 112x112 ArcFace template; {} had no landmarks", m.records, m.records - n);
+        println!(
+            "{n} of {} records aligned to the 112x112 ArcFace template; {} had no landmarks",
+            m.records,
+            m.records - n
+        );
     }
     if !m.skipped.is_empty() {
-        print_skipped(&m.skipped, "entries", &a.output.join(ffem_data::manifest::MANIFEST_NAME));
+        print_skipped(
+            &m.skipped,
+            "entries",
+            &a.output.join(ffem_data::manifest::MANIFEST_NAME),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints how many were skipped, where all of them are listed, and the first ten with reasons.
 fn print_skipped(skipped: &[ffem_data::Rejected], what: &str, listed_in: &Path) {
-    println!("skipped {} {what} (all listed in {}):", skipped.len(), listed_in.display());
+    println!(
+        "skipped {} {what} (all listed in {}):",
+        skipped.len(),
+        listed_in.display()
+    );
     for s in skipped.iter().take(10) {
         println!("  {}: {}", s.key, s.reason);
     }
@@ -133,10 +151,20 @@ pub fn inspect(a: InspectArgs) -> Result<ExitCode> {
     }
     println!("{}", a.path.display());
     println!("  records              {}", s.records);
-    println!("  identities           {} (labels 0..{})", s.identities, s.label_range);
-    println!("  images per identity  min {}, median {}, max {}", s.min_per_identity, s.median_per_identity, s.max_per_identity);
+    println!(
+        "  identities           {} (labels 0..{})",
+        s.identities, s.label_range
+    );
+    println!(
+        "  images per identity  min {}, median {}, max {}",
+        s.min_per_identity, s.median_per_identity, s.max_per_identity
+    );
     println!("  with landmarks       {}", s.with_landmarks);
-    println!("  shards               {} ({:.1} MiB)", s.shards, s.bytes as f64 / (1 << 20) as f64);
+    println!(
+        "  shards               {} ({:.1} MiB)",
+        s.shards,
+        s.bytes as f64 / (1 << 20) as f64
+    );
     if a.skip_corrupt {
         println!("  corrupt, skipped     {}", s.corrupt_skipped);
     }
@@ -179,9 +207,15 @@ pub struct DetectArgs {
 /// Runs `ffem detect`.
 pub fn detect(a: DetectArgs) -> Result<ExitCode> {
     if a.min_face < 12.0 {
-        bail!("--min-face {} is below MTCNN's 12-pixel window; use 12 or more", a.min_face);
+        bail!(
+            "--min-face {} is below MTCNN's 12-pixel window; use 12 or more",
+            a.min_face
+        );
     }
-    let dir = a.weights.clone().unwrap_or_else(ffem_detect::default_weights_dir);
+    let dir = a
+        .weights
+        .clone()
+        .unwrap_or_else(ffem_detect::default_weights_dir);
     let mut detector = ffem_detect::Mtcnn::load(&dir)?;
     detector.params.min_face = a.min_face;
     let opts = ffem_detect::DetectOptions {
@@ -202,7 +236,10 @@ pub fn detect(a: DetectArgs) -> Result<ExitCode> {
         a.output.display()
     );
     if r.other_files > 0 {
-        println!("{} files that are not .jpg/.jpeg/.png were left alone", r.other_files);
+        println!(
+            "{} files that are not .jpg/.jpeg/.png were left alone",
+            r.other_files
+        );
     }
     if let Some(f) = &r.skipped_file {
         print_skipped(&r.skipped, "images", f);
@@ -210,7 +247,11 @@ pub fn detect(a: DetectArgs) -> Result<ExitCode> {
     if let Some(reference) = &a.compare {
         let mine = ImageList::load(&a.output)?;
         let other = ImageList::load(reference)?;
-        println!("vs {}: {}", reference.display(), ffem_detect::compare_lists(&mine, &other));
+        println!(
+            "vs {}: {}",
+            reference.display(),
+            ffem_detect::compare_lists(&mine, &other)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -250,18 +291,39 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         overrides.push(format!("seed={s}"));
     }
     let (cfg, run_dir, resume) = match &a.resume {
-        Some(dir) => (TrainConfig::load(Some(&dir.join("config.toml")), &overrides)?, dir.clone(), true),
-        None => (TrainConfig::load(a.config.as_deref(), &overrides)?, a.run_dir.clone(), false),
+        Some(dir) => (
+            TrainConfig::load(Some(&dir.join("config.toml")), &overrides)?,
+            dir.clone(),
+            true,
+        ),
+        None => (
+            TrainConfig::load(a.config.as_deref(), &overrides)?,
+            a.run_dir.clone(),
+            false,
+        ),
     };
     if cfg.train_data.is_empty() {
-        bail!("train_data is not set: pass --config with train_data = \"DIR\" or --set train_data=DIR (a directory made by `ffem pack`)");
+        bail!(
+            "train_data is not set: pass --config with train_data = \"DIR\" or --set train_data=DIR (a directory made by `ffem pack`)"
+        );
     }
     if !resume && run_dir.join("checkpoint").exists() {
-        bail!("{} already holds a run: pass --resume {} to continue it, or choose another --run-dir", run_dir.display(), run_dir.display());
+        bail!(
+            "{} already holds a run: pass --resume {} to continue it, or choose another --run-dir",
+            run_dir.display(),
+            run_dir.display()
+        );
     }
-    let opts = ffem_model::TrainOptions { progress: true, init: a.init.clone(), ..Default::default() };
+    let opts = ffem_model::TrainOptions {
+        progress: true,
+        init: a.init.clone(),
+        ..Default::default()
+    };
     let s = ffem_model::train(&cfg, &run_dir, resume, &opts)?;
-    println!("trained {} steps ({:.1} images/s), last loss {:.4}, {} non-finite steps skipped", s.steps, s.images_per_sec, s.last_loss, s.skipped_nonfinite);
+    println!(
+        "trained {} steps ({:.1} images/s), last loss {:.4}, {} non-finite steps skipped",
+        s.steps, s.images_per_sec, s.last_loss, s.skipped_nonfinite
+    );
     if let Some(v) = &s.verification {
         print!("{}", v.table(&cfg.val_set));
     }
@@ -295,7 +357,14 @@ pub struct DemoArgs {
 impl DemoArgs {
     /// The defaults, for `ffem` and `ffem train` without arguments.
     pub fn default_with_dir(dir: PathBuf) -> Self {
-        DemoArgs { dir, train_identities: 300, test_identities: 100, per_identity: 10, seed: 0, overrides: vec![] }
+        DemoArgs {
+            dir,
+            train_identities: 300,
+            test_identities: 100,
+            per_identity: 10,
+            seed: 0,
+            overrides: vec![],
+        }
     }
 }
 
@@ -314,8 +383,17 @@ pub fn demo(a: DemoArgs) -> Result<ExitCode> {
         overrides: a.overrides,
         progress: true,
     })?;
-    print!("{}", r.verification.table("verification on held-out synthetic identities"));
-    println!("training {:.0} images/s; demo took {:.0} s; model in {}", r.images_per_sec, r.seconds, r.model_dir.display());
+    print!(
+        "{}",
+        r.verification
+            .table("verification on held-out synthetic identities")
+    );
+    println!(
+        "training {:.0} images/s; demo took {:.0} s; model in {}",
+        r.images_per_sec,
+        r.seconds,
+        r.model_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -380,7 +458,11 @@ fn read_issame(path: &Path) -> Result<Vec<bool>> {
         .map(|(i, l)| match l.trim().to_ascii_lowercase().as_str() {
             "1" | "true" => Ok(true),
             "0" | "false" => Ok(false),
-            other => bail!("{}: line {}: `{other}` is not 0/1 or true/false", path.display(), i + 1),
+            other => bail!(
+                "{}: line {}: `{other}` is not 0/1 or true/false",
+                path.display(),
+                i + 1
+            ),
         })
         .collect()
 }
@@ -411,14 +493,26 @@ fn open_model(path: &Path, engine: &EngineArg) -> Result<(ffem_model::ModelConfi
         #[cfg(feature = "onnxruntime")]
         embedder.use_onnxruntime(0)?;
         #[cfg(not(feature = "onnxruntime"))]
-        bail!("--engine onnxruntime: this ffem was built without it; rebuild with `cargo build --release -p ffem --features onnxruntime` and run scripts/fetch-onnxruntime.sh");
+        bail!(
+            "--engine onnxruntime: this ffem was built without it; rebuild with `cargo build --release -p ffem --features onnxruntime` and run scripts/fetch-onnxruntime.sh"
+        );
     }
     Ok((cfg, embedder))
 }
 
 fn draw_roc(path: &Path, dist: &[f32], issame: &[bool]) -> Result<()> {
     let roc = ffem_eval::verification::pooled_roc(dist, issame);
-    ffem_eval::plot::line_chart(path, "ROC", "false accept rate", "true accept rate", &[ffem_eval::plot::Series { name: "ROC", points: roc }], true)?;
+    ffem_eval::plot::line_chart(
+        path,
+        "ROC",
+        "false accept rate",
+        "true accept rate",
+        &[ffem_eval::plot::Series {
+            name: "ROC",
+            points: roc,
+        }],
+        true,
+    )?;
     Ok(())
 }
 
@@ -431,14 +525,27 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         let (data, rows, dim) = ffem_eval::npy::read_f32(e)?;
         let issame = read_issame(a.issame.as_ref().expect("clap requires it"))?;
         if rows != 2 * issame.len() {
-            bail!("{}: {rows} rows but {} has {} labels: need exactly two rows per pair", e.display(), a.issame.as_ref().expect("set").display(), issame.len());
+            bail!(
+                "{}: {rows} rows but {} has {} labels: need exactly two rows per pair",
+                e.display(),
+                a.issame.as_ref().expect("set").display(),
+                issame.len()
+            );
         }
-        let norms: f64 = data.chunks_exact(dim).map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt()).sum::<f64>() / rows as f64;
+        let norms: f64 = data
+            .chunks_exact(dim)
+            .map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
+            .sum::<f64>()
+            / rows as f64;
         let (left, right): (Vec<f32>, Vec<f32>) = {
             let mut l = Vec::with_capacity(rows / 2 * dim);
             let mut r = Vec::with_capacity(rows / 2 * dim);
             for (i, row) in data.chunks_exact(dim).enumerate() {
-                if i % 2 == 0 { l.extend_from_slice(row) } else { r.extend_from_slice(row) }
+                if i % 2 == 0 {
+                    l.extend_from_slice(row)
+                } else {
+                    r.extend_from_slice(row)
+                }
             }
             (l, r)
         };
@@ -454,7 +561,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let model_dir = a.model.as_ref().context("give a MODEL directory, or --embeddings E.npy --issame F")?;
+    let model_dir = a
+        .model
+        .as_ref()
+        .context("give a MODEL directory, or --embeddings E.npy --issame F")?;
     let mut sets = Vec::new();
     if let Some(p) = &a.lfw {
         sets.push(PairSet::lfw(p)?);
@@ -479,7 +589,17 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         if let Some(p) = &a.roc {
             let dist = ffem_model::evalset::set_distances(set, &emb);
             let issame: Vec<bool> = set.pairs.iter().map(|p| p.2).collect();
-            let path = if sets.len() > 1 { p.with_file_name(format!("{}_{}", set.name, p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())) } else { p.clone() };
+            let path = if sets.len() > 1 {
+                p.with_file_name(format!(
+                    "{}_{}",
+                    set.name,
+                    p.file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ))
+            } else {
+                p.clone()
+            };
             draw_roc(&path, &dist, &issame)?;
         }
         reports.push((set.name.clone(), report));
@@ -487,27 +607,55 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     // The threshold of the first set is what `ffem verify` uses from now on.
     let (name, first) = &reports[0];
     let saved = serde_json::json!({ "set": name, "threshold_cosine": first.threshold_cosine, "threshold_squared_l2": first.threshold_mean, "accuracy": first.accuracy, "flip": !a.no_flip });
-    ffem_model::model::write_atomic(&model_dir.join("threshold.json"), serde_json::to_string_pretty(&saved)?.as_bytes())?;
+    ffem_model::model::write_atomic(
+        &model_dir.join("threshold.json"),
+        serde_json::to_string_pretty(&saved)?.as_bytes(),
+    )?;
     if a.json {
-        let map: serde_json::Map<String, serde_json::Value> = reports.iter().map(|(n, r)| (n.clone(), serde_json::to_value(r).expect("serialises"))).collect();
-        println!("{}", serde_json::to_string_pretty(&if map.len() == 1 { map.into_iter().next().expect("one").1 } else { serde_json::Value::Object(map) })?);
+        let map: serde_json::Map<String, serde_json::Value> = reports
+            .iter()
+            .map(|(n, r)| (n.clone(), serde_json::to_value(r).expect("serialises")))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&if map.len() == 1 {
+                map.into_iter().next().expect("one").1
+            } else {
+                serde_json::Value::Object(map)
+            })?
+        );
     } else {
         for (n, r) in &reports {
             print!("{}", r.table(n));
         }
-        eprintln!("saved threshold {:.4} (cosine) to {}", first.threshold_cosine, model_dir.join("threshold.json").display());
+        eprintln!(
+            "saved threshold {:.4} (cosine) to {}",
+            first.threshold_cosine,
+            model_dir.join("threshold.json").display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn identify(a: &EvalArgs) -> Result<ExitCode> {
-    let model_dir = a.model.as_ref().context("--identify needs a MODEL directory")?;
+    let model_dir = a
+        .model
+        .as_ref()
+        .context("--identify needs a MODEL directory")?;
     let (cfg, embedder) = open_model(model_dir, &a.engine)?;
     let (faces, labels): (Vec<FaceInput>, Vec<i64>) = if let Some(list_path) = &a.list {
-        let root = a.root.clone().unwrap_or_else(|| list_path.parent().map(Path::to_path_buf).unwrap_or_default());
+        let root = a.root.clone().unwrap_or_else(|| {
+            list_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        });
         let list = ImageList::load(list_path)?;
         let paths: Vec<String> = list.entries.iter().map(|e| e.path.clone()).collect();
-        (ffem_model::evalset::load_faces(&root, Some(&list), &paths)?, list.entries.iter().map(|e| e.label as i64).collect())
+        (
+            ffem_model::evalset::load_faces(&root, Some(&list), &paths)?,
+            list.entries.iter().map(|e| e.label as i64).collect(),
+        )
     } else if let Some(r) = &a.records {
         let src = RecordSource::open(r)?;
         let mut faces = Vec::new();
@@ -515,7 +663,12 @@ fn identify(a: &EvalArgs) -> Result<ExitCode> {
         for rec in src.records(false) {
             let rec = rec?;
             labels.push(rec.label);
-            faces.push(FaceInput { bytes: rec.jpeg, face_box: Some(rec.face_box.map(|v| v as f32)), landmarks: rec.landmarks, name: rec.path.unwrap_or_default() });
+            faces.push(FaceInput {
+                bytes: rec.jpeg,
+                face_box: Some(rec.face_box.map(|v| v as f32)),
+                landmarks: rec.landmarks,
+                name: rec.path.unwrap_or_default(),
+            });
         }
         (faces, labels)
     } else {
@@ -524,14 +677,35 @@ fn identify(a: &EvalArgs) -> Result<ExitCode> {
     let emb = embed_set(&embedder, &faces, cfg.align, !a.no_flip, true)?;
     let report = ffem_eval::identify(&emb.embeddings, &labels, emb.dim, 50);
     if let Some(p) = &a.cmc {
-        let pts: Vec<(f64, f64)> = report.cmc.iter().enumerate().map(|(i, v)| ((i + 1) as f64, *v)).collect();
-        ffem_eval::plot::line_chart(p, "CMC", "rank", "identification rate", &[ffem_eval::plot::Series { name: "CMC", points: pts }], false)?;
+        let pts: Vec<(f64, f64)> = report
+            .cmc
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ((i + 1) as f64, *v))
+            .collect();
+        ffem_eval::plot::line_chart(
+            p,
+            "CMC",
+            "rank",
+            "identification rate",
+            &[ffem_eval::plot::Series {
+                name: "CMC",
+                points: pts,
+            }],
+            false,
+        )?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("identification: {} queries against {} images", report.queries, report.gallery);
-        println!("  Recall@1   {:.4}\n  Recall@5   {:.4}\n  Recall@10  {:.4}", report.recall_at_1, report.recall_at_5, report.recall_at_10);
+        println!(
+            "identification: {} queries against {} images",
+            report.queries, report.gallery
+        );
+        println!(
+            "  Recall@1   {:.4}\n  Recall@5   {:.4}\n  Recall@10  {:.4}",
+            report.recall_at_1, report.recall_at_5, report.recall_at_10
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -542,7 +716,9 @@ const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "webp", "tif"]
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for rel in ffem_data::walk::files_under(dir)? {
-        if rel.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())) {
+        if rel.extension().is_some_and(|e| {
+            IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
+        }) {
             out.push(dir.join(rel));
         }
     }
@@ -565,15 +741,27 @@ fn gather_items(inputs: &[PathBuf], root: Option<&Path>) -> Result<Vec<Item>> {
             let mut files = Vec::new();
             collect_images(input, &mut files)?;
             for f in files {
-                let label = f.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                items.push(Item { name: f.display().to_string(), path: f, label, face_box: None, landmarks: None });
+                let label = f
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                items.push(Item {
+                    name: f.display().to_string(),
+                    path: f,
+                    label,
+                    face_box: None,
+                    landmarks: None,
+                });
             }
         } else if input.extension().is_some_and(|e| e == "json") {
             let list = ImageList::load(input)?;
             for r in &list.rejected {
                 tracing::warn!("{}: skipping {}: {}", input.display(), r.key, r.reason);
             }
-            let base = root.map(Path::to_path_buf).unwrap_or_else(|| input.parent().map(Path::to_path_buf).unwrap_or_default());
+            let base = root
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| input.parent().map(Path::to_path_buf).unwrap_or_default());
             for e in list.entries {
                 items.push(Item {
                     path: base.join(e.file()),
@@ -584,19 +772,35 @@ fn gather_items(inputs: &[PathBuf], root: Option<&Path>) -> Result<Vec<Item>> {
                 });
             }
         } else {
-            items.push(Item { name: input.display().to_string(), path: input.clone(), label: String::new(), face_box: None, landmarks: None });
+            items.push(Item {
+                name: input.display().to_string(),
+                path: input.clone(),
+                label: String::new(),
+                face_box: None,
+                landmarks: None,
+            });
         }
     }
     Ok(items)
 }
 
 /// Embeds items; returns normalised embeddings of the ones that worked and the skipped ones.
-fn embed_items(embedder: &Embedder, align: bool, flip: bool, items: &[Item]) -> Result<(Vec<f32>, Vec<usize>, Vec<(String, String)>)> {
+fn embed_items(
+    embedder: &Embedder,
+    align: bool,
+    flip: bool,
+    items: &[Item],
+) -> Result<(Vec<f32>, Vec<usize>, Vec<(String, String)>)> {
     let loaded: Vec<Result<FaceInput, String>> = items
         .par_iter()
         .map(|it| {
             let bytes = std::fs::read(&it.path).map_err(|e| format!("{e}"))?;
-            Ok(FaceInput { bytes, face_box: it.face_box, landmarks: it.landmarks, name: it.name.clone() })
+            Ok(FaceInput {
+                bytes,
+                face_box: it.face_box,
+                landmarks: it.landmarks,
+                name: it.name.clone(),
+            })
         })
         .collect();
     let mut faces = Vec::new();
@@ -612,8 +816,12 @@ fn embed_items(embedder: &Embedder, align: bool, flip: bool, items: &[Item]) -> 
         }
     }
     // Decoding and cropping happen once, inside the embedding loop, which skips what fails.
-    let (emb, kept_faces, bad) = ffem_model::evalset::embed_set_skipping(embedder, &faces, align, flip, true)?;
-    skipped.extend(bad.into_iter().map(|(f, e)| (items[item_of_face[f]].name.clone(), e)));
+    let (emb, kept_faces, bad) =
+        ffem_model::evalset::embed_set_skipping(embedder, &faces, align, flip, true)?;
+    skipped.extend(
+        bad.into_iter()
+            .map(|(f, e)| (items[item_of_face[f]].name.clone(), e)),
+    );
     let kept = kept_faces.into_iter().map(|f| item_of_face[f]).collect();
     Ok((emb.embeddings, kept, skipped))
 }
@@ -660,7 +868,11 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
         eprintln!("skipped {n}: {e}");
     }
     if a.strict && !skipped.is_empty() {
-        bail!("--strict: {} of {} images could not be embedded; nothing written", skipped.len(), items.len());
+        bail!(
+            "--strict: {} of {} images could not be embedded; nothing written",
+            skipped.len(),
+            items.len()
+        );
     }
     ffem_eval::npy::write_f32(&a.output, &emb, kept.len(), embedder.dim())?;
     if let Some(path) = &a.save_crops {
@@ -669,7 +881,12 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
             .par_iter()
             .map(|&i| {
                 let it = &items[i];
-                let face = FaceInput { bytes: std::fs::read(&it.path).unwrap_or_default(), face_box: it.face_box, landmarks: it.landmarks, name: it.name.clone() };
+                let face = FaceInput {
+                    bytes: std::fs::read(&it.path).unwrap_or_default(),
+                    face_box: it.face_box,
+                    landmarks: it.landmarks,
+                    name: it.name.clone(),
+                };
                 ffem_model::embed::prepare(&face, size, cfg.align).map_err(anyhow::Error::msg)
             })
             .collect::<Result<Vec<_>>>()?
@@ -678,7 +895,11 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     }
     let mut csv = String::from("row,path,label\n");
     for (row, &i) in kept.iter().enumerate() {
-        csv += &format!("{row},{},{}\n", csv_field(&items[i].name), csv_field(&items[i].label));
+        csv += &format!(
+            "{row},{},{}\n",
+            csv_field(&items[i].name),
+            csv_field(&items[i].label)
+        );
     }
     let csv_path = a.output.with_extension("csv");
     ffem_model::model::write_atomic(&csv_path, csv.as_bytes())?;
@@ -697,7 +918,11 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Arguments of `ffem verify`.
@@ -747,7 +972,9 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
             let p = a.model.join("threshold.json");
             let text = std::fs::read_to_string(&p).with_context(|| format!("{}: no saved threshold; run `ffem eval {} --lfw DIR` first or pass --threshold", p.display(), a.model.display()))?;
             let v: serde_json::Value = serde_json::from_str(&text)?;
-            v["threshold_cosine"].as_f64().context("threshold.json lacks threshold_cosine")? as f32
+            v["threshold_cosine"]
+                .as_f64()
+                .context("threshold.json lacks threshold_cosine")? as f32
         }
     };
     let entries = boxes_from_list(a.list.as_deref())?;
@@ -759,7 +986,14 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
     debug_assert_eq!(kept.len(), 2);
     let d = embedder.dim();
     let sim = cosine(&emb[..d], &emb[d..2 * d]);
-    println!("cosine similarity {sim:.4} (threshold {threshold:.4}): {}", if sim >= threshold { "same person" } else { "different people" });
+    println!(
+        "cosine similarity {sim:.4} (threshold {threshold:.4}): {}",
+        if sim >= threshold {
+            "same person"
+        } else {
+            "different people"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -788,31 +1022,56 @@ pub struct SearchArgs {
 pub fn search(a: SearchArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model, &a.engine)?;
     let d = embedder.dim();
-    let (gallery, names): (Vec<f32>, Vec<String>) = if a.gallery.extension().is_some_and(|e| e == "npy") {
-        let (mut data, rows, dim) = ffem_eval::npy::read_f32(&a.gallery)?;
-        if dim != d {
-            bail!("{}: embeddings are {dim}-d but the model makes {d}-d ones", a.gallery.display());
-        }
-        normalize_rows(&mut data, dim);
-        let csv = a.gallery.with_extension("csv");
-        let names: HashMap<usize, String> = std::fs::read_to_string(&csv)
-            .map(|t| t.lines().skip(1).filter_map(|l| l.split_once(',').and_then(|(r, rest)| Some((r.parse().ok()?, rest.rsplit_once(',').map_or(rest, |x| x.0).to_string())))).collect())
-            .unwrap_or_default();
-        (data, (0..rows).map(|i| names.get(&i).cloned().unwrap_or_else(|| format!("row {i}"))).collect())
-    } else {
-        let items = gather_items(std::slice::from_ref(&a.gallery), None)?;
-        let (emb, kept, skipped) = embed_items(&embedder, cfg.align, true, &items)?;
-        for (n, e) in &skipped {
-            eprintln!("skipped {n}: {e}");
-        }
-        (emb, kept.iter().map(|&i| items[i].name.clone()).collect())
-    };
+    let (gallery, names): (Vec<f32>, Vec<String>) =
+        if a.gallery.extension().is_some_and(|e| e == "npy") {
+            let (mut data, rows, dim) = ffem_eval::npy::read_f32(&a.gallery)?;
+            if dim != d {
+                bail!(
+                    "{}: embeddings are {dim}-d but the model makes {d}-d ones",
+                    a.gallery.display()
+                );
+            }
+            normalize_rows(&mut data, dim);
+            let csv = a.gallery.with_extension("csv");
+            let names: HashMap<usize, String> = std::fs::read_to_string(&csv)
+                .map(|t| {
+                    t.lines()
+                        .skip(1)
+                        .filter_map(|l| {
+                            l.split_once(',').and_then(|(r, rest)| {
+                                Some((
+                                    r.parse().ok()?,
+                                    rest.rsplit_once(',').map_or(rest, |x| x.0).to_string(),
+                                ))
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                data,
+                (0..rows)
+                    .map(|i| names.get(&i).cloned().unwrap_or_else(|| format!("row {i}")))
+                    .collect(),
+            )
+        } else {
+            let items = gather_items(std::slice::from_ref(&a.gallery), None)?;
+            let (emb, kept, skipped) = embed_items(&embedder, cfg.align, true, &items)?;
+            for (n, e) in &skipped {
+                eprintln!("skipped {n}: {e}");
+            }
+            (emb, kept.iter().map(|&i| items[i].name.clone()).collect())
+        };
     let entries = boxes_from_list(a.list.as_deref())?;
     let (q, _, skipped) = embed_items(&embedder, cfg.align, true, &[item_for(&a.query, &entries)])?;
     if let Some((n, e)) = skipped.first() {
         bail!("{n}: {e}");
     }
-    let mut scored: Vec<(f32, usize)> = gallery.chunks_exact(d).enumerate().map(|(i, g)| (cosine(&q, g), i)).collect();
+    let mut scored: Vec<(f32, usize)> = gallery
+        .chunks_exact(d)
+        .enumerate()
+        .map(|(i, g)| (cosine(&q, g), i))
+        .collect();
     scored.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
     for (rank, (s, i)) in scored.iter().take(a.k).enumerate() {
         println!("{:>3}  {s:.4}  {}", rank + 1, names[*i]);
@@ -840,7 +1099,8 @@ pub fn info(a: InfoArgs) -> Result<ExitCode> {
     use ffem_model::info::{describe, describe_imagenet, format_table};
     let model_cfg = match (&a.path, &a.backbone) {
         (Some(p), _) if p.is_dir() => {
-            let text = std::fs::read_to_string(p.join("model.json")).with_context(|| format!("{}: not a model directory", p.display()))?;
+            let text = std::fs::read_to_string(p.join("model.json"))
+                .with_context(|| format!("{}: not a model directory", p.display()))?;
             serde_json::from_str::<ffem_model::ModelConfig>(&text)?
         }
         (Some(p), _) => TrainConfig::load(Some(p), &[])?.model(),
@@ -849,10 +1109,28 @@ pub fn info(a: InfoArgs) -> Result<ExitCode> {
     };
     if a.imagenet {
         let (rows, params, macs) = describe_imagenet(&model_cfg.backbone);
-        print!("{}", format_table(&format!("{:?} ImageNet (224x224, 1000 classes)", model_cfg.backbone.variant), &rows, params, macs));
+        print!(
+            "{}",
+            format_table(
+                &format!(
+                    "{:?} ImageNet (224x224, 1000 classes)",
+                    model_cfg.backbone.variant
+                ),
+                &rows,
+                params,
+                macs
+            )
+        );
     } else {
         let (rows, params, macs) = describe(&model_cfg);
-        let title = format!("{:?} + {:?} head, {}-d embedding, {}x{} input", model_cfg.backbone.variant, model_cfg.head, model_cfg.embedding_dim, model_cfg.image_size, model_cfg.image_size);
+        let title = format!(
+            "{:?} + {:?} head, {}-d embedding, {}x{} input",
+            model_cfg.backbone.variant,
+            model_cfg.head,
+            model_cfg.embedding_dim,
+            model_cfg.image_size,
+            model_cfg.image_size
+        );
         print!("{}", format_table(&title, &rows, params, macs));
     }
     Ok(ExitCode::SUCCESS)
@@ -876,6 +1154,12 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let (cfg, model) = load_model(&a.model, &device)?;
     ffem_model::onnx::export_onnx(&a.onnx, &model, &cfg)?;
     let size = std::fs::metadata(&a.onnx).map(|m| m.len()).unwrap_or(0);
-    println!("exported {} ({:.1} MiB): input `data` [N, 3, {s}, {s}], output `embedding` [N, {}]", a.onnx.display(), size as f64 / (1 << 20) as f64, cfg.embedding_dim, s = cfg.image_size);
+    println!(
+        "exported {} ({:.1} MiB): input `data` [N, 3, {s}, {s}], output `embedding` [N, {}]",
+        a.onnx.display(),
+        size as f64 / (1 << 20) as f64,
+        cfg.embedding_dim,
+        s = cfg.image_size
+    );
     Ok(ExitCode::SUCCESS)
 }

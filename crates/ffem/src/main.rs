@@ -55,7 +55,9 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
@@ -78,7 +80,9 @@ fn main() -> ExitCode {
             println!("{}", ffem_model::bench::bench_train(&all));
             Ok(ExitCode::SUCCESS)
         }
-        None => commands::demo(commands::DemoArgs::default_with_dir(PathBuf::from("runs/demo"))),
+        None => commands::demo(commands::DemoArgs::default_with_dir(PathBuf::from(
+            "runs/demo",
+        ))),
     };
     match result {
         Ok(code) => code,

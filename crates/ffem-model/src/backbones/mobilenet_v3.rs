@@ -80,11 +80,20 @@ pub struct MobileNetV3Config {
 impl MobileNetV3Config {
     /// The seed's default: Large, ReLU6, full (not minimalistic), width 1, ImageNet strides.
     pub fn large() -> Self {
-        MobileNetV3Config { variant: Variant::Large, activation: Activation::Relu6, minimalistic: false, width: 1.0, stem_stride: 2 }
+        MobileNetV3Config {
+            variant: Variant::Large,
+            activation: Activation::Relu6,
+            minimalistic: false,
+            width: 1.0,
+            stem_stride: 2,
+        }
     }
     /// Small with the same defaults.
     pub fn small() -> Self {
-        MobileNetV3Config { variant: Variant::Small, ..Self::large() }
+        MobileNetV3Config {
+            variant: Variant::Small,
+            ..Self::large()
+        }
     }
 }
 
@@ -166,7 +175,11 @@ impl MobileNetV3Config {
     }
 
     fn hs(&self) -> Act {
-        if self.minimalistic { self.re() } else { Act::HardSwish }
+        if self.minimalistic {
+            self.re()
+        } else {
+            Act::HardSwish
+        }
     }
 
     /// Output channels of the feature map.
@@ -194,8 +207,26 @@ impl MobileNetV3Config {
         let stem_out = make_divisible(16.0 * self.width, 8);
         MobileNetV3 {
             stem: ConvBn::new(3, stem_out, 3, self.stem_stride, 1, Some(self.hs()), device),
-            blocks: blocks.iter().map(|b| InvertedResidual::new(b, if b.hs { self.hs() } else { self.re() }, self.re(), device)).collect(),
-            last: ConvBn::new(blocks.last().expect("blocks").out, last, 1, 1, 1, Some(self.hs()), device),
+            blocks: blocks
+                .iter()
+                .map(|b| {
+                    InvertedResidual::new(
+                        b,
+                        if b.hs { self.hs() } else { self.re() },
+                        self.re(),
+                        device,
+                    )
+                })
+                .collect(),
+            last: ConvBn::new(
+                blocks.last().expect("blocks").out,
+                last,
+                1,
+                1,
+                1,
+                Some(self.hs()),
+                device,
+            ),
         }
     }
 }
@@ -221,24 +252,42 @@ pub struct ConvBn {
 
 impl ConvBn {
     /// A `k` x `k` convolution with "same" padding.
-    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, groups: usize, act: Option<Act>, device: &burn::tensor::Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        act: Option<Act>,
+        device: &burn::tensor::Device,
+    ) -> Self {
         ConvBn {
             conv: Conv2dConfig::new([cin, cout], [k, k])
                 .with_stride([stride, stride])
-                .with_padding(PaddingConfig2d::Explicit((k - 1) / 2, (k - 1) / 2, (k - 1) / 2, (k - 1) / 2))
+                .with_padding(PaddingConfig2d::Explicit(
+                    (k - 1) / 2,
+                    (k - 1) / 2,
+                    (k - 1) / 2,
+                    (k - 1) / 2,
+                ))
                 .with_groups(groups)
                 .with_bias(false)
                 .init(device),
             // Momentum 0.1 (PyTorch's default) rather than torchvision's 0.01: face runs are short, and
             // running statistics that lag far behind the weights wreck evaluation.
-            bn: BatchNormConfig::new(cout).with_epsilon(1e-3).with_momentum(0.1).init(device),
+            bn: BatchNormConfig::new(cout)
+                .with_epsilon(1e-3)
+                .with_momentum(0.1)
+                .init(device),
             act,
         }
     }
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let act = self.act.map_or(ffem_kernels::Activation::Identity, |a| a.kernel());
+        let act = self
+            .act
+            .map_or(ffem_kernels::Activation::Identity, |a| a.kernel());
         crate::conv::conv_bn_act(&self.conv, &self.bn, x, act)
     }
 }
@@ -289,8 +338,17 @@ pub struct InvertedResidual {
 impl InvertedResidual {
     fn new(b: &BlockSpec, act: Act, _re: Act, device: &burn::tensor::Device) -> Self {
         InvertedResidual {
-            expand: (b.expanded != b.input).then(|| ConvBn::new(b.input, b.expanded, 1, 1, 1, Some(act), device)),
-            depthwise: ConvBn::new(b.expanded, b.expanded, b.kernel, b.stride, b.expanded, Some(act), device),
+            expand: (b.expanded != b.input)
+                .then(|| ConvBn::new(b.input, b.expanded, 1, 1, 1, Some(act), device)),
+            depthwise: ConvBn::new(
+                b.expanded,
+                b.expanded,
+                b.kernel,
+                b.stride,
+                b.expanded,
+                Some(act),
+                device,
+            ),
             se: b.se.then(|| SqueezeExcite::new(b.expanded, device)),
             project: ConvBn::new(b.expanded, b.out, 1, 1, 1, None, device),
             residual: b.stride == 1 && b.input == b.out,
