@@ -21,7 +21,7 @@ EMBED_IMAGES=${EMBED_IMAGES:-5000}
 VENV=.venv-tf
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q tensorflow-cpu numpy; }
 scripts/fetch-onnxruntime.sh > /dev/null
-cargo build --release -q -p ffem-model --example bench_train --features onnxruntime
+cargo build --release -q -p ffem-train --example bench_train --features onnxruntime
 cargo build --release -q -p ffem --features onnxruntime
 B=target/release/examples/bench_train
 FFEM=target/release/ffem

@@ -32,11 +32,7 @@ fn main() {
     let mut out = vec![0f32; 112 * 112 * 3];
     let t = Instant::now();
     for _ in 0..n {
-        for (i, px) in buf.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * 112 * 112 + i] = (px[c] / 255.0 - 0.5) / 0.5;
-            }
-        }
+        ffem_data::pipeline::to_network_input(&buf, &mut out);
     }
     let norm = t.elapsed().as_secs_f64() / n as f64 * 1e6;
     println!(

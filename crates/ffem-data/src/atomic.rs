@@ -37,37 +37,114 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Replaces directory `target` with the finished directory `staged` (both on one file system).
 ///
 /// On Linux the two are swapped in one `renameat2(RENAME_EXCHANGE)`, so that at every instant
-/// `target` names a complete directory, the old one or the new one: a crash at any point leaves a
-/// usable checkpoint or pack. The old contents then sit under `staged` and are removed. Elsewhere
-/// (or on a file system without exchange) the old directory is renamed away first and the new one
-/// renamed in, which leaves a short window with no `target`.
+/// `target` names a complete directory, the old one or the new one. The old contents then sit
+/// under `staged` and are removed. Elsewhere (or on a file system without exchange) the old
+/// directory is first renamed to `.NAME.tmp-PID.old` and the new one renamed in: a crash between
+/// the two renames leaves no `target`, and [`recover_dir`] puts the old one back.
 pub fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
-    replace(staged, target, true)
+    replace(staged, target, Strategy::Exchange, None)
 }
 
-/// [`replace_dir`] stopped after the swap, before the old contents are removed: what a crash at
-/// that point leaves (tests only).
+/// Where [`replace_dir_interrupted`] stops, as a crash at that point would.
 #[doc(hidden)]
-pub fn replace_dir_without_cleanup(staged: &Path, target: &Path) -> Result<()> {
-    replace(staged, target, false)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// Exchange: after the swap, before the old contents are removed.
+    AfterSwap,
+    /// Two renames (no exchange): after the old directory was moved away, before the new one in.
+    BetweenRenames,
+    /// Two renames: after the new one is in, before the old one is removed.
+    AfterRenames,
 }
 
-fn replace(staged: &Path, target: &Path, clean_up: bool) -> Result<()> {
+/// [`replace_dir`] stopped at `at`, leaving what a crash there leaves (crash-window tests only).
+#[doc(hidden)]
+pub fn replace_dir_interrupted(staged: &Path, target: &Path, at: Interruption) -> Result<()> {
+    let strategy = match at {
+        Interruption::AfterSwap => Strategy::Exchange,
+        Interruption::BetweenRenames | Interruption::AfterRenames => Strategy::TwoRenames,
+    };
+    replace(staged, target, strategy, Some(at))
+}
+
+#[derive(PartialEq)]
+enum Strategy {
+    Exchange,
+    TwoRenames,
+}
+
+fn replace(
+    staged: &Path,
+    target: &Path,
+    strategy: Strategy,
+    stop: Option<Interruption>,
+) -> Result<()> {
     if !target.exists() {
         return std::fs::rename(staged, target).map_err(|e| DataError::io(target, e));
     }
-    let old = if exchange(staged, target).is_ok() {
+    let old = if strategy == Strategy::Exchange && exchange(staged, target).is_ok() {
+        if stop == Some(Interruption::AfterSwap) {
+            return Ok(());
+        }
         staged.to_path_buf()
     } else {
-        let old = temp_path(target).with_extension("old");
+        let old = old_path(target);
         std::fs::rename(target, &old).map_err(|e| DataError::io(target, e))?;
+        if stop == Some(Interruption::BetweenRenames) {
+            return Ok(());
+        }
         std::fs::rename(staged, target).map_err(|e| DataError::io(target, e))?;
+        if stop == Some(Interruption::AfterRenames) {
+            return Ok(());
+        }
         old
     };
-    if clean_up {
-        std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
+    std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))
+}
+
+/// Where the two-rename fallback parks the old `target` while the new one moves in:
+/// `.NAME.tmp-PID.old` (appended: `with_extension` would replace the `tmp-PID` part).
+fn old_path(target: &Path) -> PathBuf {
+    let mut name = temp_path(target).into_os_string();
+    name.push(".old");
+    PathBuf::from(name)
+}
+
+/// Undoes a replacement a crash cut off between its two renames: when `target` is missing and
+/// an old copy (`.NAME.tmp-PID.old`, complete: it was the live directory) waits beside it, that
+/// copy becomes `target` again. Returns whether it did. Call it before reading `target`, and
+/// before [`remove_stale_staging`], which would delete that copy.
+pub fn recover_dir(target: &Path) -> Result<bool> {
+    if target.exists() {
+        return Ok(false);
     }
-    Ok(())
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(false);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(DataError::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if file_name.starts_with(&prefix) && file_name.ends_with(".old") {
+            std::fs::rename(entry.path(), target).map_err(|e| DataError::io(target, e))?;
+            tracing::warn!(
+                "{}: restored from {file_name}, left by a replacement that was interrupted",
+                target.display()
+            );
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Swaps two paths atomically.

@@ -28,9 +28,8 @@ pub use pipeline::{AugmentConfig, Batch, Pipeline, PipelineConfig};
 pub use records::{RecordSource, inspect};
 
 /// Where the real face data lives (`FFEM_DATA`, else `../shared/data` beside the checkout), for
-/// tests and benches. `None` when absent; with `FFEM_REQUIRE_DATA=1` absence is a panic so that CI
-/// fails instead of skipping.
-pub fn shared_data_dir() -> Option<std::path::PathBuf> {
+/// tests and benches; `None` when absent.
+pub fn find_shared_data() -> Option<std::path::PathBuf> {
     let candidates = std::env::var_os("FFEM_DATA")
         .map(std::path::PathBuf::from)
         .into_iter()
@@ -41,16 +40,14 @@ pub fn shared_data_dir() -> Option<std::path::PathBuf> {
                 .canonicalize()
                 .ok(),
         );
-    for c in candidates {
-        if c.join("lfw").is_dir() {
-            return Some(c);
-        }
-    }
-    if std::env::var("FFEM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-        panic!(
-            "FFEM_REQUIRE_DATA=1 but no face data found: set FFEM_DATA or place it at ../shared/data"
-        );
-    }
-    eprintln!("skipping: no face data (set FFEM_DATA or place it at ../shared/data)");
-    None
+    candidates.into_iter().find(|c| c.join("lfw").is_dir())
+}
+
+/// The real face data, for tests that need it. Such tests are `#[ignore]`d with a reason, so a
+/// plain `cargo test` lists them as ignored; asked for (`--include-ignored`, as CI does), they
+/// fail here when the data is missing rather than pass without running.
+pub fn require_shared_data() -> std::path::PathBuf {
+    find_shared_data().unwrap_or_else(|| {
+        panic!("this test needs the face data: set FFEM_DATA or place it at ../shared/data (without it, run the tests without --include-ignored)")
+    })
 }

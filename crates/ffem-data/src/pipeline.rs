@@ -214,13 +214,21 @@ pub fn preprocess(
             }
         }
     }
-    let plane = size * size;
+    to_network_input(&hwc, out);
+    Ok(())
+}
+
+/// Turns an interleaved RGB image (HWC, values 0..255) into the network's input: planar CHW,
+/// `(v / 255 - 0.5) / 0.5`, i.e. -1..1. The one definition training, `ffem embed` and the library
+/// API share, so a model always sees inputs scaled the way it was trained.
+pub fn to_network_input(hwc: &[f32], chw: &mut [f32]) {
+    let plane = hwc.len() / 3;
+    debug_assert_eq!(chw.len(), hwc.len());
     for (i, px) in hwc.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (px[c] / 255.0 - 0.5) / 0.5;
+            chw[c * plane + i] = (px[c] / 255.0 - 0.5) / 0.5;
         }
     }
-    Ok(())
 }
 
 /// Hue shift (fraction of the colour circle), additive brightness (0..255 scale) and contrast about

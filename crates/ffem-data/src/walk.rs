@@ -4,6 +4,25 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
 
+/// File extensions (lower case) of the images ffem reads: the formats its decoder is built with.
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Whether `path` names an image ffem can decode, by its extension (any case).
+pub fn is_image(path: &Path) -> bool {
+    path.extension().is_some_and(|e| {
+        IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
+    })
+}
+
+/// The images under `root` (see [`files_under`]), as full paths.
+pub fn images_under(root: &Path) -> Result<Vec<PathBuf>> {
+    Ok(files_under(root)?
+        .into_iter()
+        .filter(|p| is_image(p))
+        .map(|p| root.join(p))
+        .collect())
+}
+
 /// Every file under `root` (following symlinked folders), as paths relative to `root`, depth
 /// first with each folder's entries in name order.
 pub fn files_under(root: &Path) -> Result<Vec<PathBuf>> {

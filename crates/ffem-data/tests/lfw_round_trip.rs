@@ -6,10 +6,9 @@ use ffem_data::image_list::ImageList;
 use ffem_data::{AugmentConfig, PackOptions, Pipeline, PipelineConfig, RecordSource, pack};
 
 #[test]
+#[ignore = "needs the face data (FFEM_DATA or ../shared/data): cargo test -- --include-ignored"]
 fn lfw_subset_round_trips_through_records_and_pipeline() {
-    let Some(data) = ffem_data::shared_data_dir() else {
-        return;
-    };
+    let data = ffem_data::require_shared_data();
     let lfw = data.join("lfw");
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();
     assert_eq!(list.entries.len(), 13_233);
@@ -74,11 +73,10 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
 }
 
 #[test]
+#[ignore = "needs the face data (FFEM_DATA or ../shared/data): cargo test -- --include-ignored"]
 fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
     use ffem_data::align::{ARCFACE_TEMPLATE, Similarity};
-    let Some(data) = ffem_data::shared_data_dir() else {
-        return;
-    };
+    let data = ffem_data::require_shared_data();
     let lfw = data.join("lfw");
     let root = lfw.join("lfw-deepfunneled");
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();

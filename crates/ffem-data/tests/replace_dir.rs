@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use ffem_data::atomic::{
-    remove_stale_staging, replace_dir, replace_dir_without_cleanup, temp_path,
+    Interruption, recover_dir, remove_stale_staging, replace_dir, replace_dir_interrupted,
+    temp_path,
 };
 
 fn make(dir: &Path, content: &str) {
@@ -39,7 +40,7 @@ fn a_crash_at_any_point_leaves_a_complete_target() {
 
     // Stopped after the swap: already the new checkpoint; the old one waits to be removed.
     make(&staged, "new");
-    replace_dir_without_cleanup(&staged, &target).unwrap();
+    replace_dir_interrupted(&staged, &target, Interruption::AfterSwap).unwrap();
     assert_eq!(content(&target), "new");
     assert!(remove_stale_staging(&target).unwrap() >= 1);
     assert_eq!(
@@ -64,6 +65,40 @@ fn a_crash_at_any_point_leaves_a_complete_target() {
     make(&fresh_staged, "first");
     replace_dir(&fresh_staged, &fresh).unwrap();
     assert_eq!(content(&fresh), "first");
+}
+
+#[test]
+fn the_two_rename_fallback_is_recoverable_at_every_crash_point() {
+    let root = tempfile::tempdir().unwrap();
+    let target = root.path().join("checkpoint");
+    let staged = temp_path(&target);
+
+    // Between the renames there is no target: recovery brings the old one back, and the staged
+    // new one is stale staging.
+    make(&target, "old");
+    make(&staged, "new");
+    replace_dir_interrupted(&staged, &target, Interruption::BetweenRenames).unwrap();
+    assert!(!target.exists(), "the crash window this test is about");
+    assert!(recover_dir(&target).unwrap());
+    assert_eq!(content(&target), "old");
+    assert!(
+        !recover_dir(&target).unwrap(),
+        "nothing to do once it is back"
+    );
+    assert_eq!(remove_stale_staging(&target).unwrap(), 1);
+
+    // After both renames: the new one is in place, the old one is stale and recovery leaves
+    // the target alone.
+    make(&staged, "new");
+    replace_dir_interrupted(&staged, &target, Interruption::AfterRenames).unwrap();
+    assert!(!recover_dir(&target).unwrap());
+    assert_eq!(content(&target), "new");
+    assert_eq!(remove_stale_staging(&target).unwrap(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("checkpoint")]);
 }
 
 #[test]

@@ -9,9 +9,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
-    let data = ffem_data::shared_data_dir().expect("face data (FFEM_DATA or ../shared/data)");
-    let weights =
-        ffem_detect::test_weights_dir().expect("MTCNN weights: run scripts/fetch-mtcnn.sh");
+    let data = ffem_data::require_shared_data();
+    let weights = ffem_detect::require_test_weights();
     let det = ffem_detect::Mtcnn::load(&weights).unwrap();
     let list = ImageList::load(&data.join("lfw/image_list.json")).unwrap();
     let images: Vec<_> = list

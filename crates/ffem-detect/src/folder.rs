@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use crate::error::{DetectError, Result};
 use crate::mtcnn::{Face, Mtcnn};
 
-/// File extensions treated as images.
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// File extensions treated as images (ffem-data's one list).
+pub use ffem_data::walk::IMAGE_EXTENSIONS;
 
 /// What `detect_folder` does.
 #[derive(Debug, Clone)]
@@ -68,10 +68,7 @@ fn walk(root: &Path) -> Result<Vec<String>> {
 }
 
 fn is_image(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    IMAGE_EXTENSIONS
-        .iter()
-        .any(|e| lower.ends_with(&format!(".{e}")))
+    ffem_data::walk::is_image(Path::new(path))
 }
 
 /// The skip list's path: `image_list.json` -> `image_list.skipped.json`.

@@ -17,23 +17,15 @@ pub use error::{DetectError, Result};
 pub use folder::{Comparison, DetectOptions, DetectReport, compare_lists, detect_folder};
 pub use mtcnn::{Face, Mtcnn, MtcnnParams, default_weights_dir};
 
-/// The weights directory for tests and benches: `Some` when all three files are there; `None`
-/// (with a note) when absent, a panic when `FFEM_REQUIRE_DATA=1` so that CI fails instead of
-/// skipping.
-pub fn test_weights_dir() -> Option<std::path::PathBuf> {
+/// The weights directory, for tests and benches that need it (`#[ignore]`d with a reason, run by
+/// `--include-ignored`): a panic that says how to fetch them when any of the three is missing.
+pub fn require_test_weights() -> std::path::PathBuf {
     let dir = default_weights_dir();
-    if mtcnn::NET_FILES.iter().all(|f| dir.join(f).is_file()) {
-        return Some(dir);
-    }
-    if std::env::var("FFEM_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+    if !mtcnn::NET_FILES.iter().all(|f| dir.join(f).is_file()) {
         panic!(
-            "FFEM_REQUIRE_DATA=1 but the MTCNN weights are not in {}: run scripts/fetch-mtcnn.sh",
+            "this test needs the MTCNN weights in {}: run scripts/fetch-mtcnn.sh",
             dir.display()
         );
     }
-    eprintln!(
-        "skipping: no MTCNN weights in {} (run scripts/fetch-mtcnn.sh)",
-        dir.display()
-    );
-    None
+    dir
 }

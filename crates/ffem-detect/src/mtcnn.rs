@@ -636,10 +636,9 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
     fn fused_plans_match_tract_plain_plans() {
-        let Some(dir) = crate::test_weights_dir() else {
-            return;
-        };
+        let dir = crate::require_test_weights();
         let det = Mtcnn::load(&dir).unwrap();
         // P-Net has 3 PReLU, R-Net 4, O-Net 5: all of them must be fused. `net.run` uses P-Net's
         // concrete plan once a size recurs: run twice so that both of its plans are compared.

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use ffem_data::image_list::ImageList;
 use ffem_detect::{
-    DetectError, DetectOptions, Mtcnn, compare_lists, detect_folder, test_weights_dir,
+    DetectError, DetectOptions, Mtcnn, compare_lists, detect_folder, require_test_weights,
 };
 use image::RgbImage;
 
-fn lfw() -> Option<(PathBuf, ImageList)> {
-    let d = ffem_data::shared_data_dir()?;
+fn lfw() -> (PathBuf, ImageList) {
+    let d = ffem_data::require_shared_data();
     let list = ImageList::load(&d.join("lfw/image_list.json")).unwrap();
-    Some((d.join("lfw/lfw-deepfunneled"), list))
+    (d.join("lfw/lfw-deepfunneled"), list)
 }
 
 fn copy_weights(from: &Path, to: &Path) {
@@ -45,10 +45,9 @@ fn garbage_weights_are_rejected_as_unreadable() {
 }
 
 #[test]
+#[ignore = "needs the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn weights_of_the_wrong_network_are_rejected_by_shape() {
-    let Some(weights) = test_weights_dir() else {
-        return;
-    };
+    let weights = require_test_weights();
     // O-Net in P-Net's place: three outputs (4, 10, 2 channels) where P-Net has two.
     let dir = tempfile::tempdir().unwrap();
     copy_weights(&weights, dir.path());
@@ -71,10 +70,9 @@ fn weights_of_the_wrong_network_are_rejected_by_shape() {
 }
 
 #[test]
+#[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn lfw_detections_match_the_reference_mtcnn() {
-    let (Some(weights), Some((root, reference))) = (test_weights_dir(), lfw()) else {
-        return;
-    };
+    let (weights, (root, reference)) = (require_test_weights(), lfw());
     let det = Mtcnn::load(&weights).unwrap();
     // Every 60th image: 221 images spread over the alphabet.
     let sample: Vec<_> = reference.entries.iter().step_by(60).cloned().collect();
@@ -136,10 +134,9 @@ fn two_faces(a: &RgbImage, b: &RgbImage) -> RgbImage {
 }
 
 #[test]
+#[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn folder_tool_lists_every_skip_and_keeps_labels_from_folders() {
-    let (Some(weights), Some((root, reference))) = (test_weights_dir(), lfw()) else {
-        return;
-    };
+    let (weights, (root, reference)) = (require_test_weights(), lfw());
     let det = Mtcnn::load(&weights).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("faces");
@@ -240,10 +237,9 @@ fn folder_tool_lists_every_skip_and_keeps_labels_from_folders() {
 }
 
 #[test]
+#[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn all_faces_gives_one_entry_per_face_central_first() {
-    let (Some(weights), Some((root, reference))) = (test_weights_dir(), lfw()) else {
-        return;
-    };
+    let (weights, (root, reference)) = (require_test_weights(), lfw());
     let det = Mtcnn::load(&weights).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let load = |i: usize| {

@@ -30,10 +30,7 @@ pub fn identify(
     let n = labels.len();
     assert_eq!(embeddings.len(), n * dim, "one embedding per label");
     let mut e = embeddings.to_vec();
-    for row in e.chunks_exact_mut(dim) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
+    crate::embedding::normalize_rows(&mut e, dim);
     let mut count: std::collections::HashMap<i64, usize> = Default::default();
     for &l in labels {
         *count.entry(l).or_default() += 1;

@@ -2,10 +2,13 @@
 //! ffem's evaluation, free of any deep-learning framework: it works on embeddings and labels.
 //! Verification follows insightface's 10-fold protocol to the digit; identification is
 //! leave-one-out nearest neighbour; readers cover LFW `pairs.txt`, CFP protocol folders,
-//! insightface `.bin` sets and NPY embeddings.
+//! insightface `.bin` sets and NPY embeddings. It also owns the embedding maths (`embedding`) and
+//! the gallery index `ffem embed` writes and `ffem search` reads (`gallery`).
 
 pub mod bin_set;
+pub mod embedding;
 pub mod error;
+pub mod gallery;
 pub mod identification;
 pub mod npy;
 pub mod pairs;

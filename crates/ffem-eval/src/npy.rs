@@ -22,13 +22,23 @@ pub fn write_f32(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<
     for v in data {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    let tmp = path.with_extension("npy.tmp");
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary name and a rename, so a reader never sees half.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
     res.map_err(|e| EvalError::io(path, e))
 }
 

@@ -13,11 +13,11 @@ fn main() {
     }
     let model = FaceModel::load(std::path::Path::new(&args[1])).unwrap_or_else(|e| panic!("{e}"));
     let a = model
-        .embed_encoded(&std::fs::read(&args[2]).expect("read a"), None)
+        .embed_encoded(&std::fs::read(&args[2]).expect("read a"), None, None)
         .expect("embed a");
     // The same API takes decoded pixels too.
     let rgb = image::open(&args[3]).expect("decode b").to_rgb8();
-    let b = model.embed_rgb(&rgb).expect("embed b");
+    let b = model.embed_rgb(&rgb);
     let sim = FaceModel::compare(&a, &b);
     match model.threshold {
         Some(t) => println!(

@@ -6,6 +6,7 @@ use burn::tensor::Device;
 use ffem_data::FaceRecord;
 use ffem_data::pipeline::{AugmentConfig, PipelineConfig, preprocess};
 
+use crate::evalset::EvalSetError;
 use crate::model::{EmbeddingModel, ModelConfig, images_tensor, to_vec2};
 
 /// One face to embed: an encoded image with its optional box and landmarks.
@@ -21,8 +22,14 @@ pub struct FaceInput {
     pub name: String,
 }
 
-/// Turns a face into a normalised 3 x size x size tensor body.
-pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, String> {
+/// Turns a face into the network's 3 x size x size input: aligned by its landmarks when `align`
+/// and it has them, else cropped by its box (the centre square without one), scaled like
+/// training's inputs (`ffem_data::pipeline::preprocess` without augmentation).
+pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, EvalSetError> {
+    let unusable = |reason: String| EvalSetError::Unusable {
+        name: face.name.clone(),
+        reason,
+    };
     let face_box = match face.face_box {
         Some(b) => b.map(|v| v.round() as i64),
         None => {
@@ -30,7 +37,7 @@ pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, S
                 .with_guessed_format()
                 .ok()
                 .and_then(|r| r.into_dimensions().ok())
-                .ok_or_else(|| format!("{}: not a decodable image", face.name))?;
+                .ok_or_else(|| unusable("not a decodable image".into()))?;
             let side = w.min(h) as i64;
             let (x0, y0) = ((w as i64 - side) / 2, (h as i64 - side) / 2);
             [x0, y0, x0 + side, y0 + side]
@@ -51,7 +58,7 @@ pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, S
     };
     let mut out = vec![0f32; 3 * size * size];
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    preprocess(&rec, &cfg, &mut rng, &mut out).map_err(|e| format!("{}: {e}", face.name))?;
+    preprocess(&rec, &cfg, &mut rng, &mut out).map_err(|e| unusable(e.to_string()))?;
     Ok(out)
 }
 
@@ -139,37 +146,26 @@ impl Embedder {
         out
     }
 
-    /// Embeds with flip test-time augmentation: image + mirror, summed (not normalised).
-    pub fn embed_prepared_flip(&self, images: &[f32], n: usize) -> Vec<f32> {
+    /// Embeds `n` prepared images; with `flip`, each row is the sum of the image's and its mirror's
+    /// embeddings (flip test-time augmentation, as insightface evaluates). Rows are not normalised.
+    /// Also returns the summed L2 norm of the plain images' embeddings (before flip summing), the
+    /// "XNorm" verification reports.
+    pub fn embed_batch(&self, images: &[f32], n: usize, flip: bool) -> (Vec<f32>, f64) {
         let size = self.config.image_size;
-        let plane = 3 * size * size;
+        let plain = self.embed_prepared(images, n);
+        let norm_sum = plain
+            .chunks_exact(self.dim())
+            .map(|r| ffem_eval::embedding::l2_norm(r) as f64)
+            .sum();
+        if !flip {
+            return (plain, norm_sum);
+        }
         let mirrored: Vec<f32> = images
-            .chunks_exact(plane)
+            .chunks_exact(3 * size * size)
             .flat_map(|img| mirror(img, size))
             .collect();
-        let a = self.embed_prepared(images, n);
-        let b = self.embed_prepared(&mirrored, n);
-        a.iter().zip(&b).map(|(x, y)| x + y).collect()
+        let mirrored = self.embed_prepared(&mirrored, n);
+        let summed = plain.iter().zip(&mirrored).map(|(a, b)| a + b).collect();
+        (summed, norm_sum)
     }
-}
-
-/// L2-normalises each row in place; returns the mean norm before normalisation.
-pub fn normalize_rows(e: &mut [f32], dim: usize) -> f64 {
-    let mut total = 0.0;
-    let rows = e.len() / dim.max(1);
-    for row in e.chunks_exact_mut(dim) {
-        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        total += n as f64;
-        let n = n.max(1e-12);
-        row.iter_mut().for_each(|v| *v /= n);
-    }
-    if rows > 0 { total / rows as f64 } else { 0.0 }
-}
-
-/// Cosine similarity of two embeddings.
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    dot / (na * nb)
 }

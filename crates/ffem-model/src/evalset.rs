@@ -12,7 +12,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use crate::embed::{Embedder, FaceInput, normalize_rows, prepare};
+use crate::embed::{Embedder, FaceInput};
+use crate::faces::{EmbedOptions, EmbeddedFaces, FaceSource, embed_faces};
 
 /// A pair set: unique images and pairs of indices into them.
 #[derive(Debug, Clone)]
@@ -25,13 +26,39 @@ pub struct PairSet {
     pub pairs: Vec<(usize, usize, bool)>,
 }
 
-/// Errors while loading a pair set.
+/// Errors while loading a pair set or embedding faces.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EvalSetError(pub String);
+pub enum EvalSetError {
+    /// A dataset list or folder could not be read (the message names the file).
+    #[error(transparent)]
+    Data(#[from] ffem_data::DataError),
+    /// A protocol file could not be read (the message names the file).
+    #[error(transparent)]
+    Eval(#[from] ffem_eval::EvalError),
+    /// An image file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The image.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image was read but cannot be embedded (not decodable, box outside the image, ...).
+    #[error("{name}: {reason}")]
+    Unusable {
+        /// The image's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The set cannot be built as asked (the message says what to change).
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// Reads the images at `paths` (relative to `root`), with boxes and landmarks from `list` when it
-/// has the path.
+/// has the path; the first unreadable image is the error.
 pub fn load_faces(
     root: &Path,
     list: Option<&ImageList>,
@@ -43,18 +70,14 @@ pub fn load_faces(
     paths
         .par_iter()
         .map(|p| {
-            let full = root.join(ffem_data::image_list::file_of_key(p));
-            let bytes = std::fs::read(&full)
-                .map_err(|e| EvalSetError(format!("{}: {e}", full.display())))?;
-            let entry = by_path.get(p.as_str());
-            Ok(FaceInput {
-                bytes,
-                face_box: entry
-                    .and_then(|e| e.face_box)
-                    .map(|b| [b.x1, b.y1, b.x2, b.y2]),
-                landmarks: entry.and_then(|e| e.landmarks),
-                name: p.clone(),
-            })
+            match by_path.get(p.as_str()) {
+                Some(entry) => FaceSource::list_entry(root, entry),
+                None => FaceSource {
+                    name: p.clone(),
+                    ..FaceSource::file(&root.join(ffem_data::image_list::file_of_key(p)))
+                },
+            }
+            .read()
         })
         .collect()
 }
@@ -88,19 +111,15 @@ fn index_pairs(
 impl PairSet {
     /// LFW: `DIR/pairs.txt`, `DIR/image_list.json`, images under `DIR/lfw-deepfunneled`.
     pub fn lfw(dir: &Path) -> Result<PairSet, EvalSetError> {
-        let pairs =
-            read_lfw_pairs(&dir.join("pairs.txt")).map_err(|e| EvalSetError(e.to_string()))?;
-        let list = ImageList::load(&dir.join("image_list.json"))
-            .map_err(|e| EvalSetError(e.to_string()))?;
+        let pairs = read_lfw_pairs(&dir.join("pairs.txt"))?;
+        let list = ImageList::load(&dir.join("image_list.json"))?;
         index_pairs("lfw", pairs, &dir.join("lfw-deepfunneled"), Some(&list))
     }
 
     /// CFP: `DIR/Protocol`, `DIR/image_list.json`, images under `DIR/Data/Images`.
     pub fn cfp(dir: &Path, which: CfpProtocol) -> Result<PairSet, EvalSetError> {
-        let pairs = read_cfp_pairs(&dir.join("Protocol"), which)
-            .map_err(|e| EvalSetError(e.to_string()))?;
-        let list = ImageList::load(&dir.join("image_list.json"))
-            .map_err(|e| EvalSetError(e.to_string()))?;
+        let pairs = read_cfp_pairs(&dir.join("Protocol"), which)?;
+        let list = ImageList::load(&dir.join("image_list.json"))?;
         let name = if which == CfpProtocol::FP {
             "cfp_fp"
         } else {
@@ -111,7 +130,7 @@ impl PairSet {
 
     /// An insightface `.bin` set: images are aligned crops, used whole.
     pub fn bin(path: &Path) -> Result<PairSet, EvalSetError> {
-        let set = ffem_eval::bin_set::read_bin(path).map_err(|e| EvalSetError(e.to_string()))?;
+        let set = ffem_eval::bin_set::read_bin(path)?;
         let faces = set
             .images
             .into_iter()
@@ -162,7 +181,7 @@ impl PairSet {
             .map(|(k, _)| *k)
             .collect();
         if multi.is_empty() || labels.len() < 2 {
-            return Err(EvalSetError(format!(
+            return Err(EvalSetError::Invalid(format!(
                 "{name}: need identities with two or more images to draw pairs"
             )));
         }
@@ -205,7 +224,7 @@ impl PairSet {
     /// Parses `kind:path` (`lfw:DIR`, `cfp_fp:DIR`, `cfp_ff:DIR`, `bin:FILE`).
     pub fn from_spec(spec: &str) -> Result<PairSet, EvalSetError> {
         let (kind, path) = spec.split_once(':').ok_or_else(|| {
-            EvalSetError(format!(
+            EvalSetError::Invalid(format!(
                 "pair set `{spec}`: write kind:path, e.g. lfw:../shared/data/lfw"
             ))
         })?;
@@ -215,23 +234,11 @@ impl PairSet {
             "cfp_fp" => Self::cfp(path, CfpProtocol::FP),
             "cfp_ff" => Self::cfp(path, CfpProtocol::FF),
             "bin" => Self::bin(path),
-            other => Err(EvalSetError(format!(
+            other => Err(EvalSetError::Invalid(format!(
                 "pair set kind `{other}`: use lfw, cfp_fp, cfp_ff or bin"
             ))),
         }
     }
-}
-
-/// Embeddings of a pair set's images, normalised, with the mean norm before normalisation.
-pub struct SetEmbeddings {
-    /// n x dim, L2-normalised.
-    pub embeddings: Vec<f32>,
-    /// Width.
-    pub dim: usize,
-    /// Mean norm before normalisation.
-    pub mean_norm: f64,
-    /// Faces embedded from the centre crop for lack of a box.
-    pub centre_cropped: usize,
 }
 
 /// Embeds every image of `set` (flip TTA when `flip`); the first face that cannot be prepared
@@ -242,102 +249,18 @@ pub fn embed_set(
     align: bool,
     flip: bool,
     progress: bool,
-) -> Result<SetEmbeddings, EvalSetError> {
-    embed_faces(embedder, faces, align, flip, progress, false).map(|(e, _, _)| e)
-}
-
-/// Like [`embed_set`], but faces that cannot be decoded or cropped are skipped: returns the
-/// embeddings of the rest, their indices into `faces`, and the skipped ones with the reason.
-pub fn embed_set_skipping(
-    embedder: &Embedder,
-    faces: &[FaceInput],
-    align: bool,
-    flip: bool,
-    progress: bool,
-) -> Result<(SetEmbeddings, Vec<usize>, Vec<(usize, String)>), EvalSetError> {
-    embed_faces(embedder, faces, align, flip, progress, true)
-}
-
-fn embed_faces(
-    embedder: &Embedder,
-    faces: &[FaceInput],
-    align: bool,
-    flip: bool,
-    progress: bool,
-    skip_bad: bool,
-) -> Result<(SetEmbeddings, Vec<usize>, Vec<(usize, String)>), EvalSetError> {
-    let size = embedder.config().image_size;
-    let dim = embedder.dim();
-    let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img", progress);
-    let mut out = Vec::with_capacity(faces.len() * dim);
-    let chunk = embedder.batch_size.max(1);
-    let mut centre_cropped = 0;
-    let mut norm_sum = 0f64;
-    let (mut kept, mut skipped) = (Vec::with_capacity(faces.len()), Vec::new());
-    for (g, group) in faces.chunks(chunk).enumerate() {
-        let prepared: Vec<Result<Vec<f32>, String>> =
-            group.par_iter().map(|f| prepare(f, size, align)).collect();
-        let mut images = Vec::with_capacity(group.len() * 3 * size * size);
-        for (j, p) in prepared.into_iter().enumerate() {
-            let index = g * chunk + j;
-            match p {
-                Ok(img) => {
-                    images.extend(img);
-                    kept.push(index);
-                    centre_cropped += usize::from(faces[index].face_box.is_none());
-                }
-                Err(e) if skip_bad => skipped.push((index, e)),
-                Err(e) => return Err(EvalSetError(e)),
-            }
-        }
-        let n = images.len() / (3 * size * size);
-        bar.inc(group.len() as u64);
-        if n == 0 {
-            continue;
-        }
-        let plain = embedder.embed_prepared(&images, n);
-        // The reported norm is the plain image's, before flip summing and normalisation.
-        norm_sum += plain
-            .chunks_exact(dim)
-            .map(|r| r.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt())
-            .sum::<f64>();
-        if flip {
-            let mirrored: Vec<f32> = images
-                .chunks_exact(3 * size * size)
-                .flat_map(|img| crate::embed::mirror(img, size))
-                .collect();
-            let m = embedder.embed_prepared(&mirrored, n);
-            out.extend(plain.iter().zip(&m).map(|(a, b)| a + b));
-        } else {
-            out.extend(plain);
-        }
-    }
-    bar.finish_and_clear();
-    if centre_cropped > 0 {
-        tracing::warn!(
-            "{centre_cropped} images had no face box and were embedded from the centre crop"
-        );
-    }
-    normalize_rows(&mut out, dim);
-    let mean_norm = if kept.is_empty() {
-        0.0
-    } else {
-        norm_sum / kept.len() as f64
+) -> Result<EmbeddedFaces, EvalSetError> {
+    let opts = EmbedOptions {
+        align,
+        flip,
+        progress,
+        skip_bad: false,
     };
-    Ok((
-        SetEmbeddings {
-            embeddings: out,
-            dim,
-            mean_norm,
-            centre_cropped,
-        },
-        kept,
-        skipped,
-    ))
+    embed_faces(embedder, faces, |f| Ok(f.clone()), opts)
 }
 
 /// Squared L2 distance of each pair of a set, from its normalised embeddings.
-pub fn set_distances(set: &PairSet, emb: &SetEmbeddings) -> Vec<f32> {
+pub fn set_distances(set: &PairSet, emb: &EmbeddedFaces) -> Vec<f32> {
     let d = emb.dim;
     let row = |i: usize| &emb.embeddings[i * d..][..d];
     set.pairs
@@ -353,7 +276,7 @@ pub fn set_distances(set: &PairSet, emb: &SetEmbeddings) -> Vec<f32> {
 }
 
 /// Scores a pair set with the insightface protocol.
-pub fn verify_set(set: &PairSet, emb: &SetEmbeddings) -> VerificationReport {
+pub fn verify_set(set: &PairSet, emb: &EmbeddedFaces) -> VerificationReport {
     let dist = set_distances(set, emb);
     let issame: Vec<bool> = set.pairs.iter().map(|p| p.2).collect();
     ffem_eval::evaluate(&dist, &issame, 10, Some(emb.mean_norm))

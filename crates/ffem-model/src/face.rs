@@ -1,20 +1,24 @@
-//! The library API for Rust programs: load a model once, embed faces, compare embeddings.
+//! The library API for Rust programs: load a model once, embed faces, compare embeddings. It
+//! prepares faces exactly as `ffem embed` does (same crop or alignment, same scaling, flip
+//! test-time augmentation), so both give the same embedding for the same image.
 //!
 //! ```no_run
-//! let model = ffem_model::face::FaceModel::load(std::path::Path::new("runs/demo/run/model")).unwrap();
-//! let a = model.embed_encoded(&std::fs::read("a.jpg").unwrap(), None).unwrap();
-//! let b = model.embed_encoded(&std::fs::read("b.jpg").unwrap(), None).unwrap();
-//! println!("cosine similarity {:.3}", ffem_model::face::FaceModel::compare(&a, &b));
+//! use ffem_model::face::FaceModel;
+//! let model = FaceModel::load(std::path::Path::new("runs/demo/run/model")).unwrap();
+//! let a = model.embed_encoded(&std::fs::read("a.jpg").unwrap(), None, None).unwrap();
+//! let b = model.embed_encoded(&std::fs::read("b.jpg").unwrap(), None, None).unwrap();
+//! println!("cosine similarity {:.3}", FaceModel::compare(&a, &b));
 //! ```
 
 use std::path::Path;
 
-use burn::tensor::Device;
-
+use crate::ComputeDevice;
 use crate::embed::{Embedder, FaceInput, prepare};
-use crate::model::{ModelConfig, load_model};
+use crate::evalset::EvalSetError;
+use crate::model::{ModelConfig, ModelError, load_model};
+use crate::threshold::SavedThreshold;
 
-/// A loaded embedding model on the CPU.
+/// A loaded embedding model (on the GPU in a `vulkan` build, else the CPU).
 pub struct FaceModel {
     embedder: Embedder,
     config: ModelConfig,
@@ -24,19 +28,24 @@ pub struct FaceModel {
 
 /// Errors of the library API.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct FaceError(pub String);
+pub enum FaceError {
+    /// The model directory (or its threshold file) could not be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The device this build prefers is not available.
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceUnavailable),
+    /// The image cannot be embedded (not decodable, box outside it, ...).
+    #[error(transparent)]
+    Face(#[from] EvalSetError),
+}
 
 impl FaceModel {
-    /// Loads a model directory written by `ffem train`.
+    /// Loads a model directory written by `ffem train`, with its saved threshold if any.
     pub fn load(dir: &Path) -> Result<Self, FaceError> {
-        let device = Device::flex();
-        let (config, model) = load_model(dir, &device).map_err(|e| FaceError(e.to_string()))?;
-        let threshold = std::fs::read_to_string(dir.join("threshold.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["threshold_cosine"].as_f64())
-            .map(|t| t as f32);
+        let device = ComputeDevice::preferred().device()?;
+        let (config, model) = load_model(dir, &device)?;
+        let threshold = SavedThreshold::load(dir)?.map(|t| t.threshold_cosine);
         Ok(FaceModel {
             embedder: Embedder::new(&model, config.clone(), &device),
             config,
@@ -49,30 +58,36 @@ impl FaceModel {
         self.config.embedding_dim
     }
 
-    /// Embeds an encoded image (JPEG, PNG, ...) with an optional face box (left, top, right,
-    /// bottom); without a box the centre crop is used. Returns a unit vector (flip TTA applied).
+    /// Embeds an encoded image (JPEG, PNG) with an optional face box (left, top, right, bottom)
+    /// and five landmarks (eyes, nose, mouth corners as x, y pairs). A model trained on aligned
+    /// faces aligns by the landmarks; otherwise the box is cropped, and without a box the centre
+    /// square. Returns a unit vector (flip TTA applied).
     pub fn embed_encoded(
         &self,
         bytes: &[u8],
         face_box: Option<[f32; 4]>,
+        landmarks: Option<[f32; 10]>,
     ) -> Result<Vec<f32>, FaceError> {
-        let face = FaceInput {
-            bytes: bytes.to_vec(),
-            face_box,
-            landmarks: None,
-            name: "image".into(),
-        };
         if face_box.is_none() {
             tracing::warn!("no face box given: embedding the centre crop");
         }
-        let img = prepare(&face, self.config.image_size, false).map_err(FaceError)?;
-        let mut e = self.embedder.embed_prepared_flip(&img, 1);
-        crate::embed::normalize_rows(&mut e, self.dim());
-        Ok(e)
+        if self.config.align && landmarks.is_none() {
+            tracing::warn!(
+                "this model was trained on aligned faces; without landmarks the box is cropped instead"
+            );
+        }
+        let face = FaceInput {
+            bytes: bytes.to_vec(),
+            face_box,
+            landmarks,
+            name: "image".into(),
+        };
+        let image = prepare(&face, self.config.image_size, self.config.align)?;
+        Ok(self.embed_prepared(&image))
     }
 
     /// Embeds a decoded RGB image that is already the face crop (any size; resized bilinearly).
-    pub fn embed_rgb(&self, rgb: &image::RgbImage) -> Result<Vec<f32>, FaceError> {
+    pub fn embed_rgb(&self, rgb: &image::RgbImage) -> Vec<f32> {
         let size = self.config.image_size;
         let mut hwc = vec![0f32; size * size * 3];
         ffem_data::imageops::crop_resize(
@@ -81,20 +96,19 @@ impl FaceModel {
             size,
             &mut hwc,
         );
-        let plane = size * size;
-        let mut chw = vec![0f32; 3 * plane];
-        for (i, px) in hwc.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                chw[c * plane + i] = (px[c] / 255.0 - 0.5) / 0.5;
-            }
-        }
-        let mut e = self.embedder.embed_prepared_flip(&chw, 1);
-        crate::embed::normalize_rows(&mut e, self.dim());
-        Ok(e)
+        let mut chw = vec![0f32; 3 * size * size];
+        ffem_data::pipeline::to_network_input(&hwc, &mut chw);
+        self.embed_prepared(&chw)
+    }
+
+    fn embed_prepared(&self, image: &[f32]) -> Vec<f32> {
+        let (mut e, _) = self.embedder.embed_batch(image, 1, true);
+        ffem_eval::embedding::normalize_rows(&mut e, self.dim());
+        e
     }
 
     /// Cosine similarity of two embeddings (1 = same direction).
     pub fn compare(a: &[f32], b: &[f32]) -> f32 {
-        crate::embed::cosine(a, b)
+        ffem_eval::embedding::cosine(a, b)
     }
 }

@@ -133,6 +133,18 @@ pub const WEIGHTS_FILE: &str = "weights.bpk";
 /// Errors while saving or loading a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// An operating-system error on a model file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An atomic write failed (the message names the file).
+    #[error(transparent)]
+    Write(#[from] ffem_data::DataError),
     /// I/O on a named file.
     #[error("{path}: {message}")]
     File {
@@ -152,7 +164,7 @@ fn file_err(path: &Path, message: impl Into<String>) -> ModelError {
 
 /// Writes `bytes` to `path` via a temporary name and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    ffem_data::atomic::write_file(path, bytes).map_err(|e| file_err(path, e.to_string()))
+    Ok(ffem_data::atomic::write_file(path, bytes)?)
 }
 
 /// Saves config and weights into directory `dir` (each file written atomically).
@@ -191,7 +203,10 @@ pub fn load_model(
 
 /// Loads weights into a freshly built model.
 pub fn load_weights<M: Module>(path: &Path, model: M) -> Result<M, ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
         .map_err(|e| file_err(path, format!("not a weights file: {e:?}")))?;
     model
@@ -239,4 +254,16 @@ pub fn trainable_params<M: Module>(module: &M) -> usize {
     };
     module.visit(&mut c);
     c.total
+}
+
+/// Initialises every lazily-initialised parameter now. burn creates parameters on first use; a
+/// cast copy made before that would initialise its own, leaving the f32 masters untouched.
+pub fn materialize<M: Module>(module: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
 }

@@ -38,7 +38,10 @@ pub enum OrtEngineError {
     },
     /// Session creation or a run failed.
     #[error("ONNX Runtime: {0}")]
-    Run(String),
+    Run(#[from] ort::Error),
+    /// The graph's output does not have the model's shape.
+    #[error("ONNX Runtime: {0}")]
+    Shape(String),
 }
 
 /// Where the library is looked for: `ORT_DYLIB_PATH`, else the fetch script's cache.
@@ -88,14 +91,13 @@ impl OrtEmbedder {
     ) -> Result<Self, OrtEngineError> {
         let env = environment()?;
         let bytes = crate::onnx::to_onnx(model, config);
-        let run = |e: ort::Error| OrtEngineError::Run(e.to_string());
-        let mut builder = Session::builder(env).map_err(run)?;
+        let mut builder = Session::builder(env)?;
         if threads > 0 {
             builder = builder
                 .with_intra_threads(threads)
-                .map_err(|e| OrtEngineError::Run(e.to_string()))?;
+                .map_err(ort::Error::from)?;
         }
-        let session = builder.commit_from_memory(&bytes).map_err(run)?;
+        let session = builder.commit_from_memory(&bytes)?;
         Ok(OrtEmbedder {
             session: Mutex::new(session),
             dim: config.embedding_dim,
@@ -107,16 +109,12 @@ impl OrtEmbedder {
     /// takes them); raw (un-normalised) outputs, `n` x dim.
     pub fn embed_prepared(&self, images: &[f32], n: usize) -> Result<Vec<f32>, OrtEngineError> {
         let s = self.image_size;
-        let run = |e: ort::Error| OrtEngineError::Run(e.to_string());
-        let input =
-            TensorRef::from_array_view(([n, 3, s, s], &images[..n * 3 * s * s])).map_err(run)?;
+        let input = TensorRef::from_array_view(([n, 3, s, s], &images[..n * 3 * s * s]))?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs = session.run(ort::inputs!["data" => input]).map_err(run)?;
-        let (_, values) = outputs["embedding"]
-            .try_extract_tensor::<f32>()
-            .map_err(run)?;
+        let outputs = session.run(ort::inputs!["data" => input])?;
+        let (_, values) = outputs["embedding"].try_extract_tensor::<f32>()?;
         if values.len() != n * self.dim {
-            return Err(OrtEngineError::Run(format!(
+            return Err(OrtEngineError::Shape(format!(
                 "the graph returned {} values for {n} images of dimension {}",
                 values.len(),
                 self.dim

@@ -1,13 +1,14 @@
 //! The exported ONNX graph, run by tract, gives burn's embeddings on real face crops.
 
 use burn::tensor::Device;
-use ffem_model::embed::{Embedder, FaceInput, normalize_rows, prepare};
+use ffem_eval::embedding::normalize_rows;
+use ffem_model::embed::{Embedder, FaceInput, prepare};
 use ffem_model::heads::HeadKind;
 use ffem_model::model::ModelConfig;
 use tract_onnx::prelude::*;
 
 fn faces(n: usize, size: usize) -> Vec<f32> {
-    let data = ffem_data::shared_data_dir();
+    let data = ffem_data::find_shared_data();
     let mut out = Vec::new();
     match data {
         Some(d) => {
@@ -46,7 +47,7 @@ fn check(cfg: ModelConfig) {
     let device = Device::flex();
     device.seed(3);
     let model = cfg.init(&device);
-    ffem_model::precision::materialize(&model);
+    ffem_model::model::materialize(&model);
     let n = 4;
     let s = cfg.image_size;
     let imgs = faces(n, s);

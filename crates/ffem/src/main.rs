@@ -1,11 +1,11 @@
-//! The `ffem` command: a thin layer over the ffem-data, ffem-eval and ffem-model crates.
+//! The `ffem` command: a thin layer over the ffem-data, ffem-eval, ffem-detect, ffem-model and
+//! ffem-train crates. Each subcommand is one file under `commands/`.
 
 mod commands;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Training and embedding free and allocate the same activation-sized buffers every batch; this
 /// allocator keeps them instead of returning them to the kernel (see `ffem_kernels::alloc`).
@@ -23,27 +23,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate an image_list.json and pack its images into TFRecord shards plus a manifest.
-    Pack(commands::PackArgs),
+    Pack(commands::pack::PackArgs),
     /// Find faces (MTCNN) in a folder of identity folders and write image_list.json with boxes and landmarks.
-    Detect(commands::DetectArgs),
+    Detect(commands::detect::DetectArgs),
     /// Summarise a packed dataset or a TFRecord file (TensorFlow-written ones too).
-    Inspect(commands::InspectArgs),
+    Inspect(commands::inspect::InspectArgs),
     /// Train a model from a TOML config; with no arguments, run the built-in synthetic demo.
-    Train(commands::TrainArgs),
+    Train(commands::train::TrainArgs),
     /// Generate synthetic identities, train a small model on the CPU and verify held-out ones.
-    Demo(commands::DemoArgs),
+    Demo(commands::demo::DemoArgs),
     /// Score a model (or precomputed embeddings) on a verification or identification protocol.
-    Eval(commands::EvalArgs),
+    Eval(commands::eval::EvalArgs),
     /// Embed images, folders or an image_list.json into an NPY file plus a CSV index.
-    Embed(commands::EmbedArgs),
+    Embed(commands::embed::EmbedArgs),
     /// Compare two face images: cosine similarity and same / different.
-    Verify(commands::VerifyArgs),
+    Verify(commands::verify::VerifyArgs),
     /// Find the k most similar gallery faces for a query image.
-    Search(commands::SearchArgs),
+    Search(commands::search::SearchArgs),
     /// Print layers, parameter count and FLOPs of a model, config or backbone.
-    Info(commands::InfoArgs),
+    Info(commands::info::InfoArgs),
     /// Export the embedding network for deployment (ONNX, BatchNorm folded).
-    Export(commands::ExportArgs),
+    Export(commands::export::ExportArgs),
     /// Measure training or inference images/s of a network on a device (flags as bench/README.md).
     #[command(hide = true, disable_help_flag = true)]
     BenchTrain {
@@ -62,33 +62,46 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Pack(a)) => commands::pack(a),
-        Some(Command::Inspect(a)) => commands::inspect(a),
-        Some(Command::Detect(a)) => commands::detect(a),
-        Some(Command::Train(a)) => commands::train(a),
-        Some(Command::Demo(a)) => commands::demo(a),
-        Some(Command::Eval(a)) => commands::eval(a),
-        Some(Command::Embed(a)) => commands::embed(a),
-        Some(Command::Verify(a)) => commands::verify(a),
-        Some(Command::Search(a)) => commands::search(a),
-        Some(Command::Info(a)) => commands::info(a),
-        Some(Command::Export(a)) => commands::export(a),
-        Some(Command::BenchTrain { args }) => {
-            let mut all = vec!["bench-train".to_string()];
-            all.extend(args);
-            println!("{}", ffem_model::bench::bench_train(&all));
-            Ok(ExitCode::SUCCESS)
-        }
-        None => commands::demo(commands::DemoArgs::default_with_dir(PathBuf::from(
-            "runs/demo",
-        ))),
+    let Some(command) = cli.command else {
+        // Bare `ffem`: what it can do, not a surprise training run.
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    let result = match command {
+        Command::Pack(a) => commands::pack::pack(a),
+        Command::Inspect(a) => commands::inspect::inspect(a),
+        Command::Detect(a) => commands::detect::detect(a),
+        Command::Train(a) => commands::train::train(a),
+        Command::Demo(a) => commands::demo::demo(a),
+        Command::Eval(a) => commands::eval::eval(a),
+        Command::Embed(a) => commands::embed::embed(a),
+        Command::Verify(a) => commands::verify::verify(a),
+        Command::Search(a) => commands::search::search(a),
+        Command::Info(a) => commands::info::info(a),
+        Command::Export(a) => commands::export::export(a),
+        Command::BenchTrain { args } => commands::bench::bench_train(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// holds (most library errors repeat their source so that `to_string()` alone is complete).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text += ": ";
+            }
+            text += &part;
+        }
+    }
+    text
 }

@@ -2,7 +2,7 @@
 //! `bench_tract [large|small] [gnap|gdc|flatten] [--minimalistic] [BATCH]`.
 use std::time::Instant;
 
-use ffem_model::TrainConfig;
+use ffem_train::TrainConfig;
 use tract_onnx::prelude::*;
 
 fn main() {
@@ -21,7 +21,7 @@ fn main() {
     let cfg = TrainConfig::load(None, &o).unwrap().model();
     let device = burn::tensor::Device::flex();
     let model = cfg.init(&device);
-    ffem_model::precision::materialize(&model);
+    ffem_model::model::materialize(&model);
     let bytes = ffem_model::onnx::to_onnx(&model, &cfg);
     let s = cfg.image_size;
     let plan = tract_onnx::onnx()

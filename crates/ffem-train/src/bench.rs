@@ -1,33 +1,53 @@
 //! Throughput benchmarks shared by `ffem bench-train` and the bench scripts: training steps and
-//! inference of one network on one device, on a fixed random batch.
+//! inference of one network on one device, on a fixed random batch. Training runs the trainer's
+//! own [`train_step`] with the optimiser the configuration builds, so the benchmark measures what
+//! trains.
 //!
 //! Flags: `--device cpu|vulkan --backbone large|small --minimalistic --head gnap|gdc|flatten
-//! --loss l2softmax|arcface --optimizer adam|sgd --batch 64 --classes 2000 --image 112 --steps 10
-//! --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops --save-model DIR --engine burn|onnxruntime`
-//! (`--burn-ops`: burn's own operations instead of ffem's CPU kernels, the "before" column). Steps are synchronised by reading the loss back.
+//! --loss l2softmax|arcface|cosface|combined --optimizer adam|adamw|sgd --batch 64 --classes 2000
+//! --image 112 --steps 10 --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops
+//! --save-model DIR --engine burn|onnxruntime` (`--burn-ops`: burn's own operations instead of
+//! ffem's CPU kernels, the "before" column). Steps are synchronised by reading the loss back.
 
+use std::str::FromStr;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-
-use crate::TrainConfig;
+use ffem_model::losses::ClassifierLoss;
+use ffem_model::model::materialize;
 #[cfg(feature = "onnxruntime")]
-use crate::ort_engine::ORT_VERSION;
+use ffem_model::ort_engine::ORT_VERSION;
+
+use crate::config::{ConfigError, TrainConfig, parse_name};
+use crate::error::TrainError;
+use crate::optimizer;
+use crate::precision::{LossScale, Precision};
+use crate::step::{TrainModule, train_step};
+
 #[cfg(not(feature = "onnxruntime"))]
 const ORT_VERSION: &str = "";
-use crate::losses::ClassifierLoss;
-use crate::precision::{Precision, forward_embeddings};
-use crate::train::{TrainModule, device_for};
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
+/// The benchmark's flags, each checked: a bad value is an error naming the flag.
+struct Flags<'a>(&'a [String]);
+
+impl Flags<'_> {
+    fn text(&self, name: &str, default: &str) -> String {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    }
+    fn number<T: FromStr>(&self, name: &str, default: &str) -> Result<T, ConfigError> {
+        let v = self.text(name, default);
+        v.parse()
+            .map_err(|_| ConfigError(format!("{name} {v}: not a whole number")))
+    }
+    fn switch(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
 }
 
 /// Per-layer profile: forward and forward+backward milliseconds of each part of each block of the
@@ -38,11 +58,11 @@ pub fn profile_layers(
     batch: usize,
     repeats: usize,
 ) -> String {
-    use crate::backbones::mobilenet_v3::conv_out;
+    use ffem_model::backbones::mobilenet_v3::conv_out;
     let ad = device.clone().autodiff();
     let mcfg = cfg.model();
     let net = mcfg.backbone.init(&ad);
-    crate::precision::materialize(&net);
+    materialize(&net);
     let time = |f: &dyn Fn() -> f32| -> f64 {
         let _ = f();
         let t = Instant::now();
@@ -160,33 +180,37 @@ pub fn profile_layers(
     out
 }
 
-/// Runs the benchmark described by `args` and returns the line it prints.
-pub fn bench_train(args: &[String]) -> String {
-    let device_name = arg(&args, "--device", "cpu");
-    let batch: usize = arg(&args, "--batch", "64").parse().unwrap();
-    let classes: usize = arg(&args, "--classes", "2000").parse().unwrap();
-    let image: usize = arg(&args, "--image", "112").parse().unwrap();
-    let steps: usize = arg(&args, "--steps", "10").parse().unwrap();
-    let warmup: usize = arg(&args, "--warmup", "2").parse().unwrap();
-    let precision = Precision::parse(&arg(&args, "--precision", "f32")).expect("precision");
+/// Runs the benchmark described by `args` (the flags above; `args[0]` is the program name) and
+/// returns the line it prints.
+pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
+    let flags = Flags(args);
+    let batch: usize = flags.number("--batch", "64")?;
+    let classes: usize = flags.number("--classes", "2000")?;
+    let image: usize = flags.number("--image", "112")?;
+    let steps: usize = flags.number("--steps", "10")?;
+    let warmup: usize = flags.number("--warmup", "2")?;
+    let precision: Precision = parse_name(&flags.text("--precision", "f32"))?;
+    let device_name = flags.text("--device", "cpu");
     let mut overrides = vec![
         format!(
             "backbone=\"mobilenet_v3_{}\"",
-            arg(&args, "--backbone", "large")
+            flags.text("--backbone", "large")
         ),
-        format!("head=\"{}\"", arg(&args, "--head", "gnap")),
-        format!("loss=\"{}\"", arg(&args, "--loss", "arcface")),
+        format!("head=\"{}\"", flags.text("--head", "gnap")),
+        format!("loss=\"{}\"", flags.text("--loss", "arcface")),
+        format!("optimizer=\"{}\"", flags.text("--optimizer", "sgd")),
+        format!("device=\"{device_name}\""),
         format!("image_size={image}"),
     ];
-    if args.iter().any(|a| a == "--minimalistic") {
+    if flags.switch("--minimalistic") {
         overrides.push("minimalistic=true".into());
     }
-    let cfg = TrainConfig::load(None, &overrides).unwrap();
-    let burn_ops = args.iter().any(|a| a == "--burn-ops");
-    crate::conv::set_cpu_kernels(!burn_ops);
-    let device = device_for(&device_name).unwrap();
+    let cfg = TrainConfig::load(None, &overrides)?;
+    let burn_ops = flags.switch("--burn-ops");
+    ffem_model::conv::set_cpu_kernels(!burn_ops);
+    let device = cfg.device.device()?;
     let label = format!(
-        "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {}{}",
+        "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {:?}{}",
         device_name,
         cfg.model().backbone.variant,
         if cfg.minimalistic {
@@ -208,12 +232,11 @@ pub fn bench_train(args: &[String]) -> String {
     {
         // A freshly initialised model of this architecture, for end-to-end `ffem embed` timing.
         let model = cfg.model().init(&device).valid();
-        crate::model::save_model(std::path::Path::new(dir), &cfg.model(), &model)
-            .unwrap_or_else(|e| panic!("--save-model {dir}: {e}"));
-        return format!("saved an untrained [{label}] model to {dir}");
+        ffem_model::model::save_model(std::path::Path::new(dir), &cfg.model(), &model)?;
+        return Ok(format!("saved an untrained [{label}] model to {dir}"));
     }
-    if args.iter().any(|a| a == "--profile") {
-        return profile_layers(&cfg, &device, batch, steps.max(1));
+    if flags.switch("--profile") {
+        return Ok(profile_layers(&cfg, &device, batch, steps.max(1)));
     }
     let x = Tensor::<4>::random(
         [batch, 3, image, image],
@@ -221,10 +244,10 @@ pub fn bench_train(args: &[String]) -> String {
         &device,
     );
 
-    if args.iter().any(|a| a == "--infer") {
+    if flags.switch("--infer") {
         let model = cfg.model().init(&device).valid();
         let (run, engine): (Box<dyn Fn()>, String) =
-            if arg(args, "--engine", "burn") == "onnxruntime" {
+            if flags.text("--engine", "burn") == "onnxruntime" {
                 let images = x
                     .clone()
                     .into_data()
@@ -232,7 +255,7 @@ pub fn bench_train(args: &[String]) -> String {
                     .expect("f32 images");
                 match onnxruntime_batch(&cfg, &model, images, batch) {
                     Ok(run) => (run, format!(", onnxruntime {ORT_VERSION}")),
-                    Err(message) => return message,
+                    Err(message) => return Ok(message),
                 }
             } else {
                 let run = move || {
@@ -249,63 +272,52 @@ pub fn bench_train(args: &[String]) -> String {
             run();
         }
         let s = t.elapsed().as_secs_f64();
-        return format!(
+        return Ok(format!(
             "ffem inference [{label}{engine}]: {:.1} images/s ({steps} batches in {s:.2} s)",
             (steps * batch) as f64 / s
-        );
+        ));
     }
 
     let ad = device.clone().autodiff();
     let x = x.to_device(&ad);
-    let y = Tensor::<1, Int>::from_data(
-        TensorData::new(
-            (0..batch as i64)
-                .map(|i| i % classes as i64)
-                .collect::<Vec<_>>(),
-            [batch],
-        ),
-        &ad,
-    );
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes as i64).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &ad);
     let mut module = TrainModule {
         model: cfg.model().init(&ad),
         classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad),
     };
-    crate::precision::materialize(&module);
-    let mut optim = if arg(&args, "--optimizer", "sgd") == "adam" {
-        AdamConfig::new().init()
-    } else {
-        SgdConfig::new()
-            .with_momentum(Some(MomentumConfig {
-                momentum: 0.9,
-                dampening: 0.0,
-                nesterov: true,
-            }))
-            .init()
-    };
-    let mut step = |module: TrainModule| -> (TrainModule, f32) {
-        let out = module.classifier.forward(
-            forward_embeddings(&module.model, x.clone(), precision),
+    materialize(&module);
+    let mut optim = optimizer::build(&cfg);
+    let mut loss_scale = LossScale::default();
+    let mut last = 0.0;
+    let mut step = |module: TrainModule| {
+        let r = train_step(
+            module,
+            &mut optim,
+            x.clone(),
             y.clone(),
+            1e-3,
+            precision,
+            &mut loss_scale,
+            false,
         );
-        let loss = out.loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(out.loss.backward(), &module);
-        (optim.step(1e-3, module, grads), loss)
+        last = r.loss;
+        r.module
     };
     for _ in 0..warmup {
-        module = step(module).0;
+        module = step(module);
     }
     let t = Instant::now();
-    let mut last = 0.0;
     for _ in 0..steps {
-        let (m, l) = step(module);
-        module = m;
-        last = l;
+        module = step(module);
     }
     let s = t.elapsed().as_secs_f64();
-    format!(
-        "ffem training [{label}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})",
+    drop(module);
+    Ok(format!(
+        "ffem training [{label}, {:?}]: {:.1} images/s ({steps} steps in {s:.2} s, last loss {last:.3})",
+        cfg.optimizer,
         (steps * batch) as f64 / s
-    )
+    ))
 }
 
 /// One inference batch of `model` exported to ONNX and run by ONNX Runtime (`--infer --engine
@@ -313,12 +325,12 @@ pub fn bench_train(args: &[String]) -> String {
 #[cfg(feature = "onnxruntime")]
 fn onnxruntime_batch(
     cfg: &TrainConfig,
-    model: &crate::EmbeddingModel,
+    model: &ffem_model::EmbeddingModel,
     images: Vec<f32>,
     batch: usize,
 ) -> Result<Box<dyn Fn()>, String> {
-    let engine =
-        crate::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0).map_err(|e| e.to_string())?;
+    let engine = ffem_model::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0)
+        .map_err(|e| e.to_string())?;
     Ok(Box::new(move || {
         engine
             .embed_prepared(&images, batch)
@@ -329,7 +341,7 @@ fn onnxruntime_batch(
 #[cfg(not(feature = "onnxruntime"))]
 fn onnxruntime_batch(
     _: &TrainConfig,
-    _: &crate::EmbeddingModel,
+    _: &ffem_model::EmbeddingModel,
     _: Vec<f32>,
     _: usize,
 ) -> Result<Box<dyn Fn()>, String> {

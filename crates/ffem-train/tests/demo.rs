@@ -4,7 +4,7 @@
 #[test]
 fn small_demo_runs_end_to_end_and_learns() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ffem_model::demo::DemoOptions {
+    let opts = ffem_train::demo::DemoOptions {
         dir: dir.path().to_path_buf(),
         train_identities: 40,
         test_identities: 20,
@@ -13,7 +13,7 @@ fn small_demo_runs_end_to_end_and_learns() {
         overrides: vec!["epochs=15".into(), "batch_size=16".into()],
         progress: false,
     };
-    let r = ffem_model::demo::run_demo(&opts).unwrap();
+    let r = ffem_train::demo::run_demo(&opts).unwrap();
     let v = &r.verification;
     assert_eq!(v.pairs, 2000);
     // Chance is 0.5; a few seconds of training on 240 images already separates held-out identities.

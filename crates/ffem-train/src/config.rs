@@ -7,11 +7,76 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backbones::mobilenet_v3::{Activation, MobileNetV3Config, Variant};
-use crate::heads::HeadKind;
-use crate::losses::LossConfig;
-use crate::model::ModelConfig;
+use ffem_model::ComputeDevice;
+use ffem_model::backbones::mobilenet_v3::{Activation, MobileNetV3Config, Variant};
+use ffem_model::heads::HeadKind;
+use ffem_model::losses::LossConfig;
+use ffem_model::model::ModelConfig;
+
+use crate::precision::Precision;
 use crate::schedule::{Schedule, ScheduleKind};
+
+/// A backbone by the name configs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackboneName {
+    /// MobileNetV3-Large (the seed's network).
+    #[serde(rename = "mobilenet_v3_large")]
+    MobileNetV3Large,
+    /// MobileNetV3-Small.
+    #[serde(rename = "mobilenet_v3_small")]
+    MobileNetV3Small,
+}
+
+/// The classification loss that trains the embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossName {
+    /// L2-constrained softmax (`scale`): the seed's step 1.
+    L2softmax,
+    /// Additive angular margin (`margin` in radians, `scale`): the seed's step 2.
+    Arcface,
+    /// Additive cosine margin (`margin`, `scale`).
+    Cosface,
+    /// insightface's combined margin `cos(m1 * theta + m2) - m3` (`margins`, `scale`).
+    Combined,
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// Adam with L2 weight decay added to the gradient (Keras / PyTorch `Adam`).
+    Adam,
+    /// Adam with decoupled weight decay (PyTorch `AdamW`).
+    Adamw,
+    /// SGD with `momentum` (dampening 0), optionally Nesterov, L2 weight decay.
+    Sgd,
+}
+
+/// The learning-rate schedule's shape (see [`crate::schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleName {
+    /// `lr` throughout.
+    Constant,
+    /// `lr * lr_decay^(step / lr_decay_steps)`.
+    Exponential,
+    /// `lr * lr_decay^(milestones passed)`.
+    Step,
+    /// Cosine from `lr` to `min_lr` over the run.
+    Cosine,
+    /// Quadratic decay from `lr` to `min_lr` over the run.
+    Polynomial,
+    /// Multiply by `lr_decay` when the epoch loss stops improving for 2 epochs.
+    Plateau,
+}
+
+/// Parses a configuration word (`"adamw"`, `"cosine"`, ...) the way the TOML file would, so the
+/// command line and the file accept the same names and an unknown one lists the valid ones.
+pub fn parse_name<T: serde::de::DeserializeOwned>(word: &str) -> Result<T, ConfigError> {
+    T::deserialize(toml::Value::String(word.to_string()))
+        .map_err(|e: toml::de::Error| ConfigError(format!("`{word}`: {}", e.message())))
+}
 
 /// Every training setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +97,7 @@ pub struct TrainConfig {
     /// Embedding width.
     pub embedding_dim: usize,
     /// `mobilenet_v3_large` or `mobilenet_v3_small`.
-    pub backbone: String,
+    pub backbone: BackboneName,
     /// `gnap`, `gdc` or `flatten`.
     pub head: HeadKind,
     /// `relu6` or `relu` in the paper's ReLU positions.
@@ -46,7 +111,7 @@ pub struct TrainConfig {
     /// Dropout of the flatten head.
     pub dropout: f64,
     /// `l2softmax`, `arcface`, `cosface` or `combined`.
-    pub loss: String,
+    pub loss: LossName,
     /// Logit scale s.
     pub scale: f64,
     /// The margin (ArcFace's additive angle, CosFace's cosine margin).
@@ -56,11 +121,11 @@ pub struct TrainConfig {
     /// ArcFace easy margin.
     pub easy_margin: bool,
     /// `adam`, `adamw` or `sgd`.
-    pub optimizer: String,
+    pub optimizer: OptimizerName,
     /// Base learning rate.
     pub lr: f64,
     /// Schedule: `constant`, `exponential`, `step`, `cosine`, `polynomial` or `plateau`.
-    pub schedule: String,
+    pub schedule: ScheduleName,
     /// Decay factor (exponential, step, plateau).
     pub lr_decay: f64,
     /// Steps per exponential decay.
@@ -102,11 +167,11 @@ pub struct TrainConfig {
     /// Align faces by landmarks when records carry them.
     pub align: bool,
     /// `f32`, `bf16` or `f16` (reduced precision only on the GPU).
-    pub precision: String,
+    pub precision: Precision,
     /// Stop after this many consecutive non-finite losses.
     pub max_nonfinite: u32,
     /// `cpu` or `vulkan`.
-    pub device: String,
+    pub device: ComputeDevice,
 }
 
 impl Default for TrainConfig {
@@ -119,21 +184,21 @@ impl Default for TrainConfig {
             max_steps: 0,
             image_size: 112,
             embedding_dim: 512,
-            backbone: "mobilenet_v3_large".into(),
+            backbone: BackboneName::MobileNetV3Large,
             head: HeadKind::Gnap,
             activation: Activation::Relu6,
             minimalistic: false,
             width: 1.0,
             stem_stride: 2,
             dropout: 0.2,
-            loss: "arcface".into(),
+            loss: LossName::Arcface,
             scale: 64.0,
             margin: 0.5,
             margins: [1.0, 0.3, 0.2],
             easy_margin: false,
-            optimizer: "sgd".into(),
+            optimizer: OptimizerName::Sgd,
             lr: 0.1,
-            schedule: "constant".into(),
+            schedule: ScheduleName::Constant,
             lr_decay: 0.1,
             lr_decay_steps: 10_000,
             lr_milestones: vec![],
@@ -154,9 +219,9 @@ impl Default for TrainConfig {
             cutout: true,
             augment_probability: 0.5,
             align: false,
-            precision: "f32".into(),
+            precision: Precision::F32,
             max_nonfinite: 20,
-            device: "cpu".into(),
+            device: ComputeDevice::Cpu,
         }
     }
 }
@@ -194,6 +259,11 @@ impl TrainConfig {
             None => toml::Table::new(),
         };
         apply_overrides(&mut table, overrides)?;
+        Self::from_table(table, path)
+    }
+
+    /// Builds and validates a configuration from a TOML table (`path` names its file in errors).
+    pub fn from_table(table: toml::Table, path: Option<&Path>) -> Result<Self, ConfigError> {
         let cfg: TrainConfig = table.try_into().map_err(|e: toml::de::Error| {
             ConfigError(format!(
                 "{}{}",
@@ -212,37 +282,12 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
-        if !["mobilenet_v3_large", "mobilenet_v3_small"].contains(&self.backbone.as_str()) {
-            return bad(format!(
-                "backbone `{}`: use mobilenet_v3_large or mobilenet_v3_small",
-                self.backbone
-            ));
-        }
-        if !["l2softmax", "arcface", "cosface", "combined"].contains(&self.loss.as_str()) {
-            return bad(format!(
-                "loss `{}`: use l2softmax, arcface, cosface or combined",
-                self.loss
-            ));
-        }
-        if !["adam", "adamw", "sgd"].contains(&self.optimizer.as_str()) {
-            return bad(format!(
-                "optimizer `{}`: use adam, adamw or sgd",
-                self.optimizer
-            ));
-        }
-        if !["f32", "bf16", "f16"].contains(&self.precision.as_str()) {
-            return bad(format!(
-                "precision `{}`: use f32, bf16 or f16",
-                self.precision
-            ));
-        }
-        if self.loss == "arcface" && self.margin > std::f64::consts::PI {
+        if self.loss == LossName::Arcface && self.margin > std::f64::consts::PI {
             return bad(format!(
                 "margin {} rad is more than pi: ArcFace's margin is an angle (0.5 is usual); did you swap margin and scale?",
                 self.margin
             ));
         }
-        self.schedule()?;
         Ok(())
     }
 
@@ -250,10 +295,9 @@ impl TrainConfig {
     pub fn model(&self) -> ModelConfig {
         ModelConfig {
             backbone: MobileNetV3Config {
-                variant: if self.backbone == "mobilenet_v3_small" {
-                    Variant::Small
-                } else {
-                    Variant::Large
+                variant: match self.backbone {
+                    BackboneName::MobileNetV3Large => Variant::Large,
+                    BackboneName::MobileNetV3Small => Variant::Small,
                 },
                 activation: self.activation,
                 minimalistic: self.minimalistic,
@@ -270,17 +314,17 @@ impl TrainConfig {
 
     /// The loss configuration.
     pub fn loss(&self) -> LossConfig {
-        match self.loss.as_str() {
-            "l2softmax" => LossConfig::L2Softmax { scale: self.scale },
-            "cosface" => LossConfig::cosface(self.margin, self.scale),
-            "combined" => LossConfig::Margin {
+        match self.loss {
+            LossName::L2softmax => LossConfig::L2Softmax { scale: self.scale },
+            LossName::Cosface => LossConfig::cosface(self.margin, self.scale),
+            LossName::Combined => LossConfig::Margin {
                 m1: self.margins[0],
                 m2: self.margins[1],
                 m3: self.margins[2],
                 scale: self.scale,
                 easy_margin: false,
             },
-            _ => LossConfig::Margin {
+            LossName::Arcface => LossConfig::Margin {
                 m1: 1.0,
                 m2: self.margin,
                 m3: 0.0,
@@ -291,43 +335,34 @@ impl TrainConfig {
     }
 
     /// The schedule, given the run's total step count (for cosine / polynomial).
-    pub fn schedule_with_total(&self, total: u64) -> Result<Schedule, ConfigError> {
-        let kind = match self.schedule.as_str() {
-            "constant" => ScheduleKind::Constant,
-            "exponential" => ScheduleKind::Exponential {
+    pub fn schedule_with_total(&self, total: u64) -> Schedule {
+        let kind = match self.schedule {
+            ScheduleName::Constant => ScheduleKind::Constant,
+            ScheduleName::Exponential => ScheduleKind::Exponential {
                 rate: self.lr_decay,
                 steps: self.lr_decay_steps,
                 staircase: false,
             },
-            "step" => ScheduleKind::Step {
+            ScheduleName::Step => ScheduleKind::Step {
                 gamma: self.lr_decay,
                 milestones: self.lr_milestones.clone(),
             },
-            "cosine" => ScheduleKind::Cosine {
+            ScheduleName::Cosine => ScheduleKind::Cosine {
                 total,
                 min_lr: self.min_lr,
             },
-            "polynomial" => ScheduleKind::Polynomial {
+            ScheduleName::Polynomial => ScheduleKind::Polynomial {
                 total,
                 power: 2.0,
                 end_lr: self.min_lr,
             },
-            "plateau" => ScheduleKind::Plateau {
+            ScheduleName::Plateau => ScheduleKind::Plateau {
                 factor: self.lr_decay,
                 patience: 2,
                 min_lr: self.min_lr,
             },
-            other => {
-                return Err(ConfigError(format!(
-                    "schedule `{other}`: use constant, exponential, step, cosine, polynomial or plateau"
-                )));
-            }
         };
-        Ok(Schedule::new(self.lr, self.warmup_steps, kind))
-    }
-
-    fn schedule(&self) -> Result<Schedule, ConfigError> {
-        self.schedule_with_total(1)
+        Schedule::new(self.lr, self.warmup_steps, kind)
     }
 
     /// The resolved configuration as TOML text.
@@ -352,8 +387,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (cfg.lr, cfg.batch_size, cfg.loss.as_str()),
-            (0.01, 8, "arcface")
+            (cfg.lr, cfg.batch_size, cfg.loss),
+            (0.01, 8, LossName::Arcface)
         );
         let err = TrainConfig::load(None, &["learning_rate=0.1".into()])
             .unwrap_err()
@@ -363,7 +398,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you swap margin and scale"), "{err}");
-        assert!(TrainConfig::load(None, &["optimizer=rmsprop".into()]).is_err());
+        let err = TrainConfig::load(None, &["optimizer=rmsprop".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown variant `rmsprop`, expected one of `adam`, `adamw`, `sgd`"),
+            "{err}"
+        );
+        let err = parse_name::<ScheduleName>("linear")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`constant`") && err.contains("`plateau`"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_name::<ComputeDevice>("gpu").unwrap(),
+            ComputeDevice::Vulkan
+        );
     }
 
     #[test]
@@ -399,8 +451,8 @@ mod tests {
         }
         let s2 = TrainConfig::load(Some(&Path::new(dir).join("step2_arcface.toml")), &[]).unwrap();
         assert_eq!(
-            (s2.margin, s2.scale, s2.optimizer.as_str(), s2.nesterov),
-            (0.5, 60.0, "sgd", true)
+            (s2.margin, s2.scale, s2.optimizer, s2.nesterov),
+            (0.5, 60.0, OptimizerName::Sgd, true)
         );
     }
 }

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use ffem_data::{PackOptions, pack};
 use ffem_model::conv::set_cpu_kernels;
-use ffem_model::train::read_metrics;
-use ffem_model::{TrainConfig, TrainOptions, train};
+use ffem_train::config::{BackboneName, LossName, OptimizerName};
+use ffem_train::metrics::read_metrics;
+use ffem_train::{TrainConfig, TrainOptions, train};
 
 #[test]
 fn loss_curve_matches_burn_operations() {
@@ -27,7 +28,7 @@ fn loss_curve_matches_burn_operations() {
         epochs: 2,
         image_size: 64,
         embedding_dim: 16,
-        backbone: "mobilenet_v3_small".into(),
+        backbone: BackboneName::MobileNetV3Small,
         width: 0.5,
         // ReLU rather than ReLU6: at an input of exactly 0 (a channel that BatchNorm maps to its
         // initial beta = 0 because all its inputs are equal) ffem's ReLU6 derivative is 0, as in
@@ -35,8 +36,8 @@ fn loss_curve_matches_burn_operations() {
         // but the runs would part at the first such channel. ReLU's conventions agree.
         activation: ffem_model::backbones::mobilenet_v3::Activation::Relu,
         head: ffem_model::heads::HeadKind::Gnap,
-        loss: "l2softmax".into(),
-        optimizer: "adam".into(),
+        loss: LossName::L2softmax,
+        optimizer: OptimizerName::Adam,
         lr: 1e-3,
         checkpoint_every: 0,
         shuffle_buffer: 16,
@@ -50,7 +51,7 @@ fn loss_curve_matches_burn_operations() {
         read_metrics(&out.join("metrics.csv"))
             .unwrap()
             .iter()
-            .map(|m| m.1)
+            .map(|m| m.loss)
             .collect::<Vec<f64>>()
     };
     let fast = run(true, &dir.path().join("fast"));

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use ffem_data::{PackOptions, pack};
-use ffem_model::train::read_metrics;
-use ffem_model::{TrainConfig, TrainOptions, train};
+use ffem_train::config::{BackboneName, LossName, OptimizerName, ScheduleName};
+use ffem_train::metrics::read_metrics;
+use ffem_train::precision::Precision;
+use ffem_train::{TrainConfig, TrainOptions, train};
 
 /// burn's CPU backend draws from one process-wide seeded RNG: tests that train must not overlap.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -30,14 +32,14 @@ fn tiny_config(records: &Path) -> TrainConfig {
         epochs: 2,
         image_size: 32,
         embedding_dim: 16,
-        backbone: "mobilenet_v3_small".into(),
+        backbone: BackboneName::MobileNetV3Small,
         width: 0.25,
         head: ffem_model::heads::HeadKind::Gnap,
-        loss: "arcface".into(),
+        loss: LossName::Arcface,
         scale: 16.0,
-        optimizer: "sgd".into(),
+        optimizer: OptimizerName::Sgd,
         lr: 0.05,
-        schedule: "cosine".into(),
+        schedule: ScheduleName::Cosine,
         checkpoint_every: 0,
         shuffle_buffer: 16,
         workers: 2,
@@ -77,16 +79,16 @@ fn interrupted_and_resumed_run_has_the_same_loss_curve() {
     assert_eq!(a.len(), 12);
     assert_eq!(b.len(), 12);
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.0, y.0);
+        assert_eq!(x.step, y.step);
         assert_eq!(
-            x.1, y.1,
+            x.loss, y.loss,
             "loss at step {} differs: {} uninterrupted vs {} resumed",
-            x.0, x.1, y.1
+            x.step, x.loss, y.loss
         );
-        assert_eq!(x.3, y.3, "learning rate at step {}", x.0);
+        assert_eq!(x.lr, y.lr, "learning rate at step {}", x.step);
     }
     // Training did something: the loss of the last epoch is below the first steps'.
-    assert!(a[11].1 < a[0].1, "{} -> {}", a[0].1, a[11].1);
+    assert!(a[11].loss < a[0].loss, "{} -> {}", a[0].loss, a[11].loss);
     assert!(full.join("model/model.json").exists() && full.join("curves_loss.png").exists());
 }
 
@@ -110,7 +112,7 @@ fn non_finite_losses_are_skipped_counted_and_then_stop_the_run() {
     .unwrap();
     assert_eq!((s.steps, s.skipped_nonfinite), (12, 2));
     let rows = read_metrics(&run.join("metrics.csv")).unwrap();
-    assert!(rows[2].1.is_nan() && rows[3].1.is_nan() && rows[4].1.is_finite());
+    assert!(rows[2].loss.is_nan() && rows[3].loss.is_nan() && rows[4].loss.is_finite());
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert!(
         text.lines().nth(4).unwrap().ends_with(",2,"),
@@ -157,39 +159,60 @@ fn mixed_precision_trains_with_f32_masters_on_the_cpu() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let records = dataset(dir.path());
-    for precision in ["f16", "bf16"] {
+    for precision in [Precision::F16, Precision::Bf16] {
         let mut cfg = tiny_config(&records);
-        cfg.precision = precision.into();
+        cfg.precision = precision;
         cfg.epochs = 4;
-        let run = dir.path().join(precision);
+        let run = dir.path().join(format!("{precision:?}"));
         let s = train(&cfg, &run, false, &TrainOptions::default()).unwrap();
         let rows = read_metrics(&run.join("metrics.csv")).unwrap();
         assert_eq!(s.steps, 24);
         assert!(
-            rows.iter().all(|r| r.1.is_finite()),
-            "{precision}: {rows:?}"
+            rows.iter().all(|r| r.loss.is_finite()),
+            "{precision:?}: {rows:?}"
         );
         // f16 may skip a few early steps while the loss scale settles (overflow), bf16 never.
-        let limit = if precision == "f16" { 6 } else { 0 };
+        let limit = if precision == Precision::F16 { 6 } else { 0 };
         assert!(
             s.skipped_nonfinite <= limit,
-            "{precision}: {} steps skipped",
+            "{precision:?}: {} steps skipped",
             s.skipped_nonfinite
         );
-        let mean = |r: &[(u64, f64, f64, f64, Option<f64>)]| {
-            r.iter().map(|x| x.1).sum::<f64>() / r.len() as f64
+        let mean = |r: &[ffem_train::metrics::MetricsRow]| {
+            r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
         };
         assert!(
             mean(&rows[18..]) < mean(&rows[..6]),
-            "{precision}: loss {} -> {}",
+            "{precision:?}: loss {} -> {}",
             mean(&rows[..6]),
             mean(&rows[18..])
         );
-        // The saved model is f32 and loads and runs like any other.
+        // The saved model holds the f32 masters, not the reduced-precision compute copy.
         let device = burn::tensor::Device::flex();
-        let (mcfg, model) = ffem_model::load_model(&run.join("model"), &device).unwrap();
-        let e = ffem_model::Embedder::new(&model, mcfg, &device)
-            .embed_prepared(&vec![0.1; 3 * 32 * 32], 1);
-        assert!(e.iter().all(|v| v.is_finite()) && e.len() == 16);
+        let (_, model) = ffem_model::load_model(&run.join("model"), &device).unwrap();
+        assert_eq!(
+            float_dtypes(&model),
+            vec![burn::tensor::DType::F32],
+            "{precision:?}"
+        );
     }
+}
+
+/// The distinct dtypes of a module's float parameters.
+fn float_dtypes<M: burn::module::Module>(module: &M) -> Vec<burn::tensor::DType> {
+    struct Dtypes(Vec<burn::tensor::DType>);
+    impl burn::module::ModuleVisitor for Dtypes {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            let dtype = param.val().dtype();
+            if !self.0.contains(&dtype) {
+                self.0.push(dtype);
+            }
+        }
+    }
+    let mut v = Dtypes(vec![]);
+    module.visit(&mut v);
+    v.0
 }

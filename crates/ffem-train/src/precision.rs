@@ -9,8 +9,9 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Tensor};
 
-/// Which precision the passes run in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which precision the passes run in (`precision = "f32" | "f16" | "bf16"` in configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32.
     F32,
@@ -21,16 +22,6 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Parses `f32`, `f16` or `bf16`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "f32" => Some(Precision::F32),
-            "f16" => Some(Precision::F16),
-            "bf16" => Some(Precision::Bf16),
-            _ => None,
-        }
-    }
-
     /// The compute dtype.
     pub fn dtype(self) -> DType {
         match self {
@@ -75,7 +66,7 @@ pub fn compute_copy<M: Module>(module: &M, p: Precision) -> M {
 
 /// The model's embeddings of `images` computed in `p` (on a cast copy unless f32), returned in f32.
 pub fn forward_embeddings(
-    model: &crate::model::EmbeddingModel,
+    model: &ffem_model::model::EmbeddingModel,
     images: Tensor<4>,
     p: Precision,
 ) -> Tensor<2> {
@@ -86,18 +77,6 @@ pub fn forward_embeddings(
             .forward(images.cast(p.dtype()))
             .cast(DType::F32)
     }
-}
-
-/// Initialises every lazily-initialised parameter now. burn creates parameters on first use; a
-/// cast copy made before that would initialise its own, leaving the f32 masters untouched.
-pub fn materialize<M: Module>(module: &M) {
-    struct Touch;
-    impl ModuleVisitor for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Touch);
 }
 
 /// Dynamic loss scale state.

@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use ffem_data::image_list::ImageList;
 use ffem_data::{PackOptions, pack};
 
-use crate::config::TrainConfig;
-use crate::embed::Embedder;
-use crate::evalset::{PairSet, embed_set, verify_set};
-use crate::model::load_model;
-use crate::train::{TrainError, TrainOptions, device_for, train};
+use ffem_model::embed::Embedder;
+use ffem_model::evalset::{PairSet, embed_set, verify_set};
+use ffem_model::model::load_model;
 
-/// Sizes of the demo.
+use crate::config::{BackboneName, LossName, OptimizerName, ScheduleName, TrainConfig};
+use crate::error::TrainError;
+use crate::trainer::{TrainOptions, train};
+
+/// Sizes of the demo ([`DemoOptions::default`] is what `ffem demo` runs without flags).
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Working directory.
@@ -31,6 +33,21 @@ pub struct DemoOptions {
     pub progress: bool,
 }
 
+impl Default for DemoOptions {
+    /// 300 training and 100 held-out synthetic identities, 10 images each, in `runs/demo`.
+    fn default() -> Self {
+        DemoOptions {
+            dir: PathBuf::from("runs/demo"),
+            train_identities: 300,
+            test_identities: 100,
+            per_identity: 10,
+            seed: 0,
+            overrides: vec![],
+            progress: true,
+        }
+    }
+}
+
 /// The demo's training recipe (the seed's step 1 on a small network). Faces are aligned by their
 /// landmarks, as a real pipeline would, and colour jitter is off: colours are part of a synthetic
 /// identity, so jittering them erases what tells identities apart (97.1% -> 98.2% held-out).
@@ -41,14 +58,14 @@ pub fn demo_config(train_data: &Path) -> TrainConfig {
         epochs: 12,
         image_size: 64,
         embedding_dim: 128,
-        backbone: "mobilenet_v3_small".into(),
+        backbone: BackboneName::MobileNetV3Small,
         width: 0.5,
         stem_stride: 1,
-        loss: "l2softmax".into(),
+        loss: LossName::L2softmax,
         scale: 30.0,
-        optimizer: "adam".into(),
+        optimizer: OptimizerName::Adam,
         lr: 2e-3,
-        schedule: "cosine".into(),
+        schedule: ScheduleName::Cosine,
         min_lr: 1e-5,
         weight_decay: 0.0,
         checkpoint_every: 0,
@@ -74,7 +91,6 @@ pub struct DemoReport {
 /// Runs the demo end to end.
 pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
     let started = std::time::Instant::now();
-    let err = |e: &dyn std::fmt::Display| TrainError(e.to_string());
     let train_dir = opts.dir.join("synthetic-train");
     let test_dir = opts.dir.join("synthetic-test");
     let records = opts.dir.join("records");
@@ -90,8 +106,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
         opts.per_identity,
         96,
         opts.seed,
-    )
-    .map_err(|e| err(&e))?;
+    )?;
     ffem_data::synth::generate(
         &test_dir,
         1_000_000,
@@ -99,8 +114,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
         opts.per_identity,
         96,
         opts.seed,
-    )
-    .map_err(|e| err(&e))?;
+    )?;
     let mut pack_opts = PackOptions::new(
         train_dir.join("images"),
         train_dir.join("image_list.json"),
@@ -108,17 +122,13 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
     );
     pack_opts.overwrite = true;
     pack_opts.progress = opts.progress;
-    pack(&pack_opts).map_err(|e| err(&e))?;
+    pack(&pack_opts)?;
 
     let cfg = {
         let mut table: toml::Table =
             toml::from_str(&demo_config(&records).to_toml()).expect("round trip");
-        crate::config::apply_overrides(&mut table, &opts.overrides).map_err(|e| err(&e))?;
-        let c: TrainConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError(e.message().to_string()))?;
-        c.validate().map_err(|e| err(&e))?;
-        c
+        crate::config::apply_overrides(&mut table, &opts.overrides)?;
+        TrainConfig::from_table(table, None)?
     };
     let run_dir = opts.dir.join("run");
     let summary = train(
@@ -131,20 +141,18 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
         },
     )?;
 
-    let device = device_for(&cfg.device)?;
-    let (model_cfg, model) = load_model(&summary.model_dir, &device).map_err(|e| err(&e))?;
+    let device = cfg.device.device()?;
+    let (model_cfg, model) = load_model(&summary.model_dir, &device)?;
     let embedder = Embedder::new(&model, model_cfg, &device);
-    let list = ImageList::load(&test_dir.join("image_list.json")).map_err(|e| err(&e))?;
+    let list = ImageList::load(&test_dir.join("image_list.json"))?;
     let set = PairSet::from_list(
         "synthetic held-out",
         &test_dir.join("images"),
         &list,
         1000,
         opts.seed,
-    )
-    .map_err(|e| err(&e))?;
-    let emb =
-        embed_set(&embedder, &set.faces, cfg.align, true, opts.progress).map_err(|e| err(&e))?;
+    )?;
+    let emb = embed_set(&embedder, &set.faces, cfg.align, true, opts.progress)?;
     Ok(DemoReport {
         verification: verify_set(&set, &emb),
         model_dir: summary.model_dir,

@@ -1,0 +1,225 @@
+//! What the embedding commands and the evaluation sets read: faces gathered from image files,
+//! folders (searched recursively, the parent folder's name as label) and `image_list.json` files
+//! (with their boxes and landmarks), and the one embedding loop over them that skips and reports
+//! what cannot be read, decoded or cropped.
+
+use std::path::{Path, PathBuf};
+
+use ffem_data::image_list::{ImageEntry, ImageList};
+use rayon::prelude::*;
+
+use crate::embed::{Embedder, FaceInput, prepare};
+use crate::evalset::EvalSetError;
+
+/// A face to embed, not yet read: where its image is and what is known about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceSource {
+    /// The image file.
+    pub path: PathBuf,
+    /// How to name it in outputs and messages (the list key, or the path).
+    pub name: String,
+    /// Identity label text: the list's label, the parent folder's name, or empty.
+    pub label: String,
+    /// Face box (left, top, right, bottom); `None` embeds the centre crop.
+    pub face_box: Option<[f32; 4]>,
+    /// Five landmarks, for models that align.
+    pub landmarks: Option<[f32; 10]>,
+}
+
+impl FaceSource {
+    /// An image file with no box or label.
+    pub fn file(path: &Path) -> Self {
+        FaceSource {
+            path: path.to_path_buf(),
+            name: path.display().to_string(),
+            label: String::new(),
+            face_box: None,
+            landmarks: None,
+        }
+    }
+
+    /// An image file, with the box and landmarks of the list entry whose key its path ends with.
+    pub fn file_in_list(path: &Path, entries: &[ImageEntry]) -> Self {
+        let slashed = path.to_string_lossy().replace('\\', "/");
+        let entry = entries.iter().find(|e| slashed.ends_with(&e.path));
+        FaceSource {
+            face_box: entry
+                .and_then(|e| e.face_box)
+                .map(|b| [b.x1, b.y1, b.x2, b.y2]),
+            landmarks: entry.and_then(|e| e.landmarks),
+            ..Self::file(path)
+        }
+    }
+
+    /// An entry of an image list whose paths are relative to `root`.
+    pub fn list_entry(root: &Path, entry: &ImageEntry) -> Self {
+        FaceSource {
+            path: root.join(entry.file()),
+            name: entry.path.clone(),
+            label: entry.label.to_string(),
+            face_box: entry.face_box.map(|b| [b.x1, b.y1, b.x2, b.y2]),
+            landmarks: entry.landmarks,
+        }
+    }
+
+    /// Reads the image file.
+    pub fn read(&self) -> Result<FaceInput, EvalSetError> {
+        let bytes = std::fs::read(&self.path).map_err(|source| EvalSetError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(FaceInput {
+            bytes,
+            face_box: self.face_box,
+            landmarks: self.landmarks,
+            name: self.name.clone(),
+        })
+    }
+}
+
+/// Gathers the faces of `inputs`: image files, folders of images (recursively, labelled by their
+/// parent folder) and `image_list.json` files (paths relative to `root`, default the list's
+/// folder). Invalid list entries are logged and left out.
+pub fn gather(inputs: &[PathBuf], root: Option<&Path>) -> Result<Vec<FaceSource>, EvalSetError> {
+    let mut sources = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            for path in ffem_data::walk::images_under(input)? {
+                let label = path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                sources.push(FaceSource {
+                    label,
+                    ..FaceSource::file(&path)
+                });
+            }
+        } else if input.extension().is_some_and(|e| e == "json") {
+            let list = ImageList::load(input)?;
+            for r in &list.rejected {
+                tracing::warn!("{}: skipping {}: {}", input.display(), r.key, r.reason);
+            }
+            let base = root
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| input.parent().map(Path::to_path_buf).unwrap_or_default());
+            sources.extend(
+                list.entries
+                    .iter()
+                    .map(|e| FaceSource::list_entry(&base, e)),
+            );
+        } else {
+            sources.push(FaceSource::file(input));
+        }
+    }
+    Ok(sources)
+}
+
+/// What [`embed_sources`] produced.
+#[derive(Debug, Clone)]
+pub struct EmbeddedFaces {
+    /// L2-normalised embeddings of the faces that worked, in order.
+    pub embeddings: Vec<f32>,
+    /// Embedding width.
+    pub dim: usize,
+    /// Mean norm of the plain images' embeddings before normalisation.
+    pub mean_norm: f64,
+    /// Index into the sources of each embedding row.
+    pub kept: Vec<usize>,
+    /// Sources that could not be read, decoded or cropped, with the reason.
+    pub skipped: Vec<(usize, String)>,
+    /// Faces embedded from the centre crop for lack of a box.
+    pub centre_cropped: usize,
+}
+
+/// Embeds faces: reading, decoding and cropping (aligning when `align`) in parallel, a batch at a
+/// time, with flip test-time augmentation when `flip`. With `skip_bad`, faces that fail are
+/// skipped and reported; otherwise the first failure is the error.
+pub fn embed_faces<F>(
+    embedder: &Embedder,
+    faces: &[F],
+    read: impl Fn(&F) -> Result<FaceInput, EvalSetError> + Sync,
+    opts: EmbedOptions,
+) -> Result<EmbeddedFaces, EvalSetError>
+where
+    F: Sync,
+{
+    let size = embedder.config().image_size;
+    let dim = embedder.dim();
+    let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img", opts.progress);
+    let mut out = Vec::with_capacity(faces.len() * dim);
+    let chunk = embedder.batch_size.max(1);
+    let (mut centre_cropped, mut norm_sum) = (0, 0f64);
+    let (mut kept, mut skipped) = (Vec::with_capacity(faces.len()), Vec::new());
+    for (g, group) in faces.chunks(chunk).enumerate() {
+        let prepared: Vec<Result<(Vec<f32>, bool), EvalSetError>> = group
+            .par_iter()
+            .map(|f| {
+                let face = read(f)?;
+                let image = prepare(&face, size, opts.align)?;
+                Ok((image, face.face_box.is_none()))
+            })
+            .collect();
+        let mut images = Vec::with_capacity(group.len() * 3 * size * size);
+        for (j, p) in prepared.into_iter().enumerate() {
+            let index = g * chunk + j;
+            match p {
+                Ok((image, centre)) => {
+                    images.extend(image);
+                    kept.push(index);
+                    centre_cropped += usize::from(centre);
+                }
+                Err(e) if opts.skip_bad => skipped.push((index, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        bar.inc(group.len() as u64);
+        let n = images.len() / (3 * size * size);
+        if n > 0 {
+            let (rows, norms) = embedder.embed_batch(&images, n, opts.flip);
+            out.extend(rows);
+            norm_sum += norms;
+        }
+    }
+    bar.finish_and_clear();
+    if centre_cropped > 0 {
+        tracing::warn!(
+            "{centre_cropped} images had no face box and were embedded from the centre crop"
+        );
+    }
+    ffem_eval::embedding::normalize_rows(&mut out, dim);
+    Ok(EmbeddedFaces {
+        embeddings: out,
+        dim,
+        mean_norm: if kept.is_empty() {
+            0.0
+        } else {
+            norm_sum / kept.len() as f64
+        },
+        kept,
+        skipped,
+        centre_cropped,
+    })
+}
+
+/// How [`embed_faces`] treats the faces.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedOptions {
+    /// Align by landmarks where a face has them (use the model's `align`).
+    pub align: bool,
+    /// Flip test-time augmentation.
+    pub flip: bool,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Skip and report faces that fail instead of failing.
+    pub skip_bad: bool,
+}
+
+/// Embeds the faces of `sources` (see [`embed_faces`]).
+pub fn embed_sources(
+    embedder: &Embedder,
+    sources: &[FaceSource],
+    opts: EmbedOptions,
+) -> Result<EmbeddedFaces, EvalSetError> {
+    embed_faces(embedder, sources, FaceSource::read, opts)
+}

@@ -1,0 +1,106 @@
+//! `ffem embed`: images, folders or image lists into an NPY of unit embeddings plus the CSV index
+//! `ffem search` reads (`ffem_eval::gallery`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ffem_eval::gallery::{self, GalleryEntry};
+use ffem_model::faces::{EmbedOptions, embed_sources, gather};
+use rayon::prelude::*;
+
+use super::{EngineArg, open_model};
+
+/// Arguments of `ffem embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Model directory.
+    model: PathBuf,
+    /// Images, folders (searched recursively) or image_list.json files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output .npy (a .csv index is written beside it).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Folder the paths of an image_list.json are relative to (default: the JSON's folder).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Without flip test-time augmentation.
+    #[arg(long)]
+    no_flip: bool,
+    /// Fail if any image cannot be embedded (default: skip, count, report).
+    #[arg(long)]
+    strict: bool,
+    /// Also save the network inputs (preprocessed crops, [N, 3*S*S] float32) to this .npy, to
+    /// check an exported model in another runtime on exactly the same inputs.
+    #[arg(long, value_name = "NPY")]
+    save_crops: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArg,
+}
+
+/// Runs `ffem embed`.
+pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
+    let (cfg, embedder) = open_model(&a.model, &a.engine)?;
+    let sources = gather(&a.inputs, a.root.as_deref())?;
+    if sources.is_empty() {
+        bail!("no images found in the inputs (looked for .jpg, .jpeg and .png files)");
+    }
+    let started = std::time::Instant::now();
+    let opts = EmbedOptions {
+        align: cfg.align,
+        flip: !a.no_flip,
+        progress: true,
+        skip_bad: true,
+    };
+    let out = embed_sources(&embedder, &sources, opts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    for (_, reason) in &out.skipped {
+        eprintln!("skipped {reason}");
+    }
+    if a.strict && !out.skipped.is_empty() {
+        bail!(
+            "--strict: {} of {} images could not be embedded; nothing written",
+            out.skipped.len(),
+            sources.len()
+        );
+    }
+    let entries: Vec<GalleryEntry> = out
+        .kept
+        .iter()
+        .map(|&i| GalleryEntry {
+            name: sources[i].name.clone(),
+            label: sources[i].label.clone(),
+        })
+        .collect();
+    gallery::write(&a.output, &out.embeddings, out.dim, &entries)?;
+    if let Some(path) = &a.save_crops {
+        let size = cfg.image_size;
+        let crops: Vec<f32> = out
+            .kept
+            .par_iter()
+            .map(|&i| {
+                Ok(ffem_model::embed::prepare(
+                    &sources[i].read()?,
+                    size,
+                    cfg.align,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        ffem_eval::npy::write_f32(path, &crops, out.kept.len(), 3 * size * size)?;
+    }
+    println!(
+        "embedded {} of {} images ({} skipped) -> {} [{} x {}], index {}; read, decode, crop and embed took {seconds:.2} s ({:.1} images/s)",
+        out.kept.len(),
+        sources.len(),
+        out.skipped.len(),
+        a.output.display(),
+        out.kept.len(),
+        out.dim,
+        gallery::index_path(&a.output).display(),
+        sources.len() as f64 / seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,79 @@
+//! One file per subcommand: each parses its arguments (the structs carry the `--help` text),
+//! calls the libraries and prints. What several commands share is here.
+
+pub mod bench;
+pub mod demo;
+pub mod detect;
+pub mod embed;
+pub mod eval;
+pub mod export;
+pub mod info;
+pub mod inspect;
+pub mod pack;
+pub mod search;
+pub mod train;
+pub mod verify;
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ffem_model::{ComputeDevice, Embedder, ModelConfig, load_model};
+
+/// Which runtime runs the network's forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// burn with ffem's kernels (always available; the GPU in a `vulkan` build).
+    Burn,
+    /// ONNX Runtime (a build with `--features onnxruntime` and `scripts/fetch-onnxruntime.sh`).
+    Onnxruntime,
+}
+
+/// `--engine`, shared by every command that runs the network.
+#[derive(Args)]
+pub struct EngineArg {
+    /// Runtime for the network: burn, or onnxruntime (optional build feature).
+    #[arg(long, value_enum, default_value = "burn")]
+    engine: Engine,
+}
+
+/// Loads the model directory `path` onto this build's preferred device, for `engine`.
+pub fn open_model(path: &Path, engine: &EngineArg) -> Result<(ModelConfig, Embedder)> {
+    let device = ComputeDevice::preferred().device()?;
+    let (cfg, model) = load_model(path, &device)?;
+    #[allow(unused_mut)]
+    let mut embedder = Embedder::new(&model, cfg.clone(), &device);
+    if engine.engine == Engine::Onnxruntime {
+        #[cfg(feature = "onnxruntime")]
+        embedder.use_onnxruntime(0)?;
+        #[cfg(not(feature = "onnxruntime"))]
+        bail!(
+            "--engine onnxruntime: this ffem was built without it; rebuild with `cargo build --release -p ffem --features onnxruntime` and run scripts/fetch-onnxruntime.sh"
+        );
+    }
+    Ok((cfg, embedder))
+}
+
+/// Prints how many were skipped, where all of them are listed, and the first ten with reasons.
+pub fn print_skipped(skipped: &[ffem_data::Rejected], what: &str, listed_in: &Path) {
+    println!(
+        "skipped {} {what} (all listed in {}):",
+        skipped.len(),
+        listed_in.display()
+    );
+    for s in skipped.iter().take(10) {
+        println!("  {}: {}", s.key, s.reason);
+    }
+    if skipped.len() > 10 {
+        println!("  ... and {} more", skipped.len() - 10);
+    }
+}
+
+/// Fails with the first skipped face's reason when any was skipped (commands that embed exactly
+/// the faces they were given).
+pub fn require_all(skipped: &[(usize, String)]) -> Result<()> {
+    if let Some((_, reason)) = skipped.first() {
+        bail!("{reason}");
+    }
+    Ok(())
+}
