@@ -464,6 +464,10 @@ pub fn pack_from_rec(rec: &Path, opts: &PackOptions) -> Result<PackReport> {
     })
 }
 
+/// What writing a pack's shards produced: the shards, the count per label as stored, and the
+/// entries rejected.
+type WrittenShards = (Vec<ShardInfo>, BTreeMap<u64, u64>, Vec<Rejected>);
+
 /// One pass over the pack writing records with their labels as stored (each payload is read
 /// once: packs like MS1M are tens of GB). insightface packs label identities 0..N-1, which is
 /// already the packed labelling; only when the labels have gaps are the staged shards read back
@@ -472,7 +476,7 @@ fn write_rec_shards(
     pack: &mut crate::recordio::FacePack,
     staging: &Path,
     opts: &PackOptions,
-) -> Result<(Vec<ShardInfo>, BTreeMap<u64, u64>, Vec<Rejected>)> {
+) -> Result<WrittenShards> {
     let n = pack.images.len();
     let bar = progress::bar(n as u64, "pack", "img", opts.progress);
     let mut sink = ShardSink::new(staging, opts.shard_bytes);

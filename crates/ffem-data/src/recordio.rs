@@ -478,7 +478,7 @@ mod tests {
         // Wrong magic.
         std::fs::write(&rec, vec![1u8; 64]).unwrap();
         std::fs::write(&idx, "0\t0\n").unwrap();
-        let err = FacePack::open(dir.path()).err().expect("fails").to_string();
+        let err = FacePack::open(dir.path()).expect_err("fails").to_string();
         assert!(err.contains("wrong magic"), "{err}");
     }
 }

@@ -170,10 +170,8 @@ impl RecordReader {
         }
         let mut data = vec![0u8; len as usize];
         let mut crc = [0u8; 4];
-        let complete = self
-            .read_full(&mut data)
-            .and_then(|ok| Ok(ok || len == 0))?
-            && self.read_full(&mut crc)?;
+        let complete =
+            self.read_full(&mut data).map(|ok| ok || len == 0)? && self.read_full(&mut crc)?;
         if !complete {
             self.done = true;
             return Err(self.corrupt(start, "truncated record: the file ends inside it"));
@@ -223,13 +221,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc32c_and_mask_match_known_values() {
-        // CRC-32C check value from RFC 3720 / the iSCSI spec.
+    fn crc32c_matches_the_check_value() {
+        // CRC-32C check value from RFC 3720 / the iSCSI spec; the mask is checked against
+        // TensorFlow-written bytes in tests/tf_fixture.rs.
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
-        // The mask as TensorFlow defines it, computed by hand for that value.
-        let crc: u32 = 0xe306_9283;
-        let expected = ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8);
-        assert_eq!(masked_crc32c(b"123456789"), expected);
     }
 
     fn write_records(path: &Path, records: &[&[u8]]) {

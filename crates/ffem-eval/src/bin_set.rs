@@ -436,9 +436,9 @@ impl<'a> Unpickler<'a> {
                 }
                 b'b' => {
                     let state = self.pop()?;
-                    match self.top()? {
-                        Py::Object { state: s, .. } => *s = Some(Rc::new(state)),
-                        _ => {} // BUILD on plain values carries nothing these files need.
+                    // BUILD on plain values carries nothing these files need.
+                    if let Py::Object { state: s, .. } = self.top()? {
+                        *s = Some(Rc::new(state));
                     }
                 }
                 b'0' => {

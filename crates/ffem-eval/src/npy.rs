@@ -154,7 +154,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.npy");
         let mut h = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 1), }".to_string();
-        while (11 + h.len()) % 64 != 0 {
+        while !(11 + h.len()).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');

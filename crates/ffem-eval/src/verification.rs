@@ -143,7 +143,7 @@ pub fn evaluate(
     let (same_total, diff_total): (u32, u32) = (c.same.iter().sum(), c.diff.iter().sum());
     let mut fold_acc = Vec::with_capacity(folds);
     let mut best_thresholds = Vec::with_capacity(folds);
-    for f in 0..folds {
+    for (f, range) in ranges.iter().enumerate() {
         // Correct train predictions at threshold k: same pairs below it + diff pairs not below it.
         let correct_train = |k: usize| {
             let tp = sum(&c.same_lt, k) - c.same_lt[f][k];
@@ -158,7 +158,7 @@ pub fn evaluate(
             }
         }
         let correct_test = c.same_lt[f][best] + (c.diff[f] - c.diff_lt[f][best]);
-        fold_acc.push(correct_test as f64 / ranges[f].len() as f64);
+        fold_acc.push(correct_test as f64 / range.len() as f64);
         best_thresholds.push(thresholds[best]);
     }
     let (accuracy, std) = mean_std(&fold_acc);
@@ -169,7 +169,7 @@ pub fn evaluate(
     let val_thresholds = arange(4.0, 0.001);
     let vc = fold_counts(dist, issame, &ranges, &val_thresholds);
     let (mut vals, mut fars) = (Vec::new(), Vec::new());
-    for f in 0..folds {
+    for (f, range) in ranges.iter().enumerate() {
         let diff_train = (diff_total - vc.diff[f]) as f64;
         let far_train: Vec<f64> = (0..val_thresholds.len())
             .map(|k| {
@@ -187,7 +187,7 @@ pub fn evaluate(
             0.0
         };
         let (mut ta, mut fa) = (0u32, 0u32);
-        for i in ranges[f].clone() {
+        for i in range.clone() {
             if (dist[i] as f64) < threshold {
                 if issame[i] { ta += 1 } else { fa += 1 }
             }

@@ -202,6 +202,19 @@ where
     })
 }
 
+impl EmbeddedFaces {
+    /// The gallery entries (name, label) of the embedded rows, from the sources they came from.
+    pub fn gallery_entries(&self, sources: &[FaceSource]) -> Vec<ffem_eval::gallery::GalleryEntry> {
+        self.kept
+            .iter()
+            .map(|&i| ffem_eval::gallery::GalleryEntry {
+                name: sources[i].name.clone(),
+                label: sources[i].label.clone(),
+            })
+            .collect()
+    }
+}
+
 /// How [`embed_faces`] treats the faces.
 #[derive(Debug, Clone, Copy)]
 pub struct EmbedOptions {

@@ -4,14 +4,14 @@
 #![cfg(feature = "onnxruntime")]
 
 use burn::tensor::Device;
-use ffem_model::{Embedder, TrainConfig};
+use ffem_model::backbones::mobilenet_v3::MobileNetV3Config;
+use ffem_model::heads::HeadKind;
+use ffem_model::{Embedder, ModelConfig};
 
-fn check(overrides: &[&str]) {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let cfg = TrainConfig::load(None, &overrides).unwrap();
+fn check(model_cfg: ModelConfig) {
+    let cfg = model_cfg.clone();
     let device = Device::flex();
     device.seed(9);
-    let model_cfg = cfg.model();
     let model = model_cfg.init(&device);
     let burn = Embedder::new(&model, model_cfg.clone(), &device);
     let mut ort = Embedder::new(&model, model_cfg.clone(), &device);
@@ -34,23 +34,25 @@ fn check(overrides: &[&str]) {
         .fold(0.0f32, f32::max);
     assert!(
         diff <= 1e-4 * scale.max(1.0),
-        "{overrides:?}: burn and ONNX Runtime differ by {diff} (largest value {scale})"
+        "{cfg:?}: burn and ONNX Runtime differ by {diff} (largest value {scale})"
     );
 }
 
 #[test]
 fn onnxruntime_matches_burn() {
-    check(&[
-        "backbone=\"mobilenet_v3_small\"",
-        "head=\"gnap\"",
-        "image_size=112",
-    ]);
-    check(&[
-        "backbone=\"mobilenet_v3_large\"",
-        "minimalistic=true",
-        "head=\"flatten\"",
-        "image_size=112",
-    ]);
+    check(ModelConfig {
+        backbone: MobileNetV3Config::small(),
+        head: HeadKind::Gnap,
+        ..ModelConfig::default()
+    });
+    check(ModelConfig {
+        backbone: MobileNetV3Config {
+            minimalistic: true,
+            ..MobileNetV3Config::large()
+        },
+        head: HeadKind::Flatten,
+        ..ModelConfig::default()
+    });
 }
 
 #[test]

@@ -50,6 +50,9 @@ impl Flags<'_> {
     }
 }
 
+/// One layer's forward pass on its fixed input, for timing.
+type LayerForward<'a> = Box<dyn Fn() -> Tensor<4> + 'a>;
+
 /// Per-layer profile: forward and forward+backward milliseconds of each part of each block of the
 /// backbone, on its real input shape for `batch` images (`--profile`).
 pub fn profile_layers(
@@ -85,11 +88,8 @@ pub fn profile_layers(
             &ad,
         );
         let dsize = conv_out(size, b.kernel, b.stride);
-        let mut parts: Vec<(
-            String,
-            Box<dyn Fn() -> Tensor<4> + '_>,
-            Box<dyn Fn() -> Tensor<4> + '_>,
-        )> = Vec::new();
+        // (name, forward with autodiff, forward without) of each part of the block.
+        let mut parts: Vec<(String, LayerForward<'_>, LayerForward<'_>)> = Vec::new();
         let xe = Tensor::<4>::random(
             [batch, b.expanded, size, size],
             Distribution::Uniform(-1.0, 1.0),

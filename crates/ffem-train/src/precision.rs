@@ -155,3 +155,74 @@ pub fn unscale_and_check<M: Module>(
     let ok = v.bad.is_none_or(|b| b.into_scalar::<f32>() == 0.0);
     (v.grads, ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_scale_halves_on_overflow_and_doubles_after_clean_steps() {
+        let mut s = LossScale {
+            scale: 1024.0,
+            good_steps: 0,
+            growth_interval: 3,
+        };
+        s.clean();
+        s.clean();
+        assert_eq!((s.scale, s.good_steps), (1024.0, 2));
+        // An overflow halves the scale and restarts the count of clean steps.
+        s.overflow();
+        assert_eq!((s.scale, s.good_steps), (512.0, 0));
+        for _ in 0..3 {
+            s.clean();
+        }
+        assert_eq!((s.scale, s.good_steps), (1024.0, 0));
+        // Bounded below by 1 and above by 2^24.
+        let mut low = LossScale {
+            scale: 1.0,
+            ..s.clone()
+        };
+        low.overflow();
+        assert_eq!(low.scale, 1.0);
+        let mut high = LossScale {
+            scale: 2f32.powi(24),
+            good_steps: 2,
+            growth_interval: 3,
+        };
+        high.clean();
+        assert_eq!(high.scale, 2f32.powi(24));
+    }
+
+    #[test]
+    fn unscaling_divides_gradients_and_flags_non_finite_ones() {
+        use burn::module::{Module, Param};
+        use burn::tensor::{Device, TensorData};
+        #[derive(Module, Debug)]
+        struct W {
+            w: Param<Tensor<1>>,
+        }
+        let device = Device::flex().autodiff();
+        let m = W {
+            w: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![1.0f32, 2.0], [2]),
+                &device,
+            )),
+        };
+        // loss = 64 * sum(w * (3, -5)): gradient (192, -320), unscaled by 64 -> (3, -5).
+        let coeff = Tensor::<1>::from_data(TensorData::new(vec![3.0f32, -5.0], [2]), &device);
+        let loss = (m.w.val() * coeff).sum() * 64.0;
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        let (mut grads, finite) = unscale_and_check(&m, grads, 64.0);
+        assert!(finite);
+        let g: Vec<f32> = grads
+            .remove::<1>(m.w.id)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        assert_eq!(g, vec![3.0, -5.0]);
+        let loss = (m.w.val() * f32::INFINITY).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        assert!(!unscale_and_check(&m, grads, 64.0).1);
+    }
+}

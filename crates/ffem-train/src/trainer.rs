@@ -1,7 +1,7 @@
 //! The training loop: records -> pipeline -> [`train_step`] -> metrics, with verification and
-//! checkpointing at their intervals. Setting a run up (data, model, optimiser, resume or `--init`)
-//! and each per-step concern live in their own functions and modules; the loop only sequences
-//! them.
+//! checkpointing at their intervals. Setting a run up (`open`: data, model, optimiser, resume or
+//! `--init`) and the hooks around each step (`Session::record`, `after_step`, `end_epoch`) are
+//! their own functions; `train` only sequences them.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,7 +23,7 @@ use crate::error::TrainError;
 use crate::metrics::{MetricsLog, MetricsRow, draw_curves};
 use crate::optimizer;
 use crate::run_dir::RunDir;
-use crate::step::{StepOutcome, TrainModule, train_step};
+use crate::step::{StepOutcome, StepResult, TrainModule, train_step};
 
 /// Options that are not part of the model's recipe.
 #[derive(Debug, Clone, Default)]
@@ -130,25 +130,30 @@ fn init_from(
     Ok(())
 }
 
-/// Verifies the current model on the held-out pair set.
-fn verify(
-    model: &EmbeddingModel,
-    cfg: &TrainConfig,
-    set: &PairSet,
-    device: &Device,
-) -> Result<ffem_eval::VerificationReport, TrainError> {
-    let embedder = Embedder::new(model, cfg.model(), device);
-    let emb = embed_set(&embedder, &set.faces, cfg.align, true, false)?;
-    Ok(verify_set(set, &emb))
+/// A run in progress: what the loop carries from step to step besides the module itself.
+struct Session<'a> {
+    cfg: &'a TrainConfig,
+    run: RunDir,
+    /// The device verification runs on (the training device without autodiff).
+    device: Device,
+    model_cfg: ModelConfig,
+    optim: ModuleOptimizer,
+    state: TrainState,
+    metrics: MetricsLog,
+    val_set: Option<PairSet>,
+    bar: indicatif::ProgressBar,
+    consecutive_nonfinite: u32,
+    verification: Option<ffem_eval::VerificationReport>,
 }
 
-/// Trains per `cfg` into `run_dir`; with `resume`, continues from the run's checkpoint.
-pub fn train(
-    cfg: &TrainConfig,
+/// Sets a run up: data, model, optimiser; then the checkpoint (`resume`) or `--init` and fresh
+/// run files. Returns the session, the module, the pipeline and the run's total step count.
+fn open<'a>(
+    cfg: &'a TrainConfig,
     run_dir: &Path,
     resume: bool,
     opts: &TrainOptions,
-) -> Result<TrainSummary, TrainError> {
+) -> Result<(Session<'a>, TrainModule, Pipeline), TrainError> {
     let run = RunDir::new(run_dir);
     let device = cfg.device.device()?;
     let ad = device.clone().autodiff();
@@ -171,8 +176,8 @@ pub fn train(
         classifier: ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad),
     };
     materialize(&module);
-    let mut optim: ModuleOptimizer = optimizer::build(cfg);
-    let (mut state, mut metrics) = if resume {
+    let mut optim = optimizer::build(cfg);
+    let (state, metrics) = if resume {
         let (m, o, state) = checkpoint::load(&run, module, optim)?;
         (module, optim) = (m, o);
         tracing::info!(
@@ -200,116 +205,129 @@ pub fn train(
             })?,
         ),
     };
-
     let bar = ffem_data::progress::bar(total_steps, "train", "steps", opts.progress);
     bar.set_position(state.step);
-    let mut consecutive_nonfinite = 0u32;
-    let mut last_loss = f64::NAN;
-    let mut verification = None;
-    let mut steps_here = 0u64;
-    let mut images_here = 0u64;
-    let started = Instant::now();
-    let size = cfg.image_size;
-    let stop_here = |steps_here: u64| opts.stop_after.is_some_and(|s| steps_here >= s);
-    'epochs: while state.epoch < cfg.epochs && (cfg.max_steps == 0 || state.step < cfg.max_steps) {
-        for batch in pipeline.epoch(state.epoch, state.batch) {
-            let batch = batch?;
-            let n = batch.len();
-            let t0 = Instant::now();
-            // Dropout draws from the backend RNG: seeding per step makes resumed runs identical.
-            ad.seed(ffem_data::pipeline::mix(cfg.seed, state.step));
-            let lr = state.schedule.lr_at(state.step);
-            let result = train_step(
-                module,
-                &mut optim,
-                Tensor::<4>::from_data(TensorData::new(batch.images, [n, 3, size, size]), &ad),
-                Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &ad),
-                lr,
-                cfg.precision,
-                &mut state.loss_scale,
-                opts.poison_steps.contains(&state.step),
-            );
-            module = result.module;
-            match result.outcome {
-                StepOutcome::Applied => {
-                    consecutive_nonfinite = 0;
-                    state.epoch_loss_sum += result.loss;
-                    state.epoch_batches += 1;
-                }
-                StepOutcome::GradientOverflow => state.skipped_nonfinite += 1,
-                StepOutcome::NonFiniteLoss => {
-                    consecutive_nonfinite += 1;
-                    state.skipped_nonfinite += 1;
-                    bar.suspend(|| {
-                        tracing::warn!(
-                            "step {}: loss is {}; step skipped ({consecutive_nonfinite} in a row)",
-                            state.step,
-                            result.loss
-                        )
-                    });
-                    if consecutive_nonfinite >= cfg.max_nonfinite {
-                        return Err(TrainError::Diverged {
-                            consecutive: consecutive_nonfinite,
-                            step: state.step,
-                            lr,
-                        });
-                    }
-                }
-            }
-            last_loss = result.loss;
-            state.step += 1;
-            state.batch += 1;
-            steps_here += 1;
-            images_here += n as u64;
-            let images_per_sec = n as f64 / t0.elapsed().as_secs_f64();
+    let session = Session {
+        cfg,
+        run,
+        device,
+        model_cfg,
+        optim,
+        state,
+        metrics,
+        val_set,
+        bar,
+        consecutive_nonfinite: 0,
+        verification: None,
+    };
+    Ok((session, module, pipeline))
+}
 
-            let mut val_accuracy = None;
-            if let Some(set) = &val_set
-                && cfg.eval_every > 0
-                && state.step.is_multiple_of(cfg.eval_every)
-            {
-                let v = verify(&module.model, cfg, set, &device)?;
-                bar.suspend(|| {
-                    tracing::info!(
-                        "step {}: {} accuracy {:.4} +- {:.4}",
-                        state.step,
-                        set.name,
-                        v.accuracy,
-                        v.std
+impl Session<'_> {
+    /// Whether the configured epochs or step limit are done.
+    fn finished(&self) -> bool {
+        self.state.epoch >= self.cfg.epochs
+            || (self.cfg.max_steps > 0 && self.state.step >= self.cfg.max_steps)
+    }
+
+    /// Books a step's outcome; too many non-finite losses in a row end the run.
+    fn record(&mut self, result: &StepResult, lr: f64) -> Result<(), TrainError> {
+        let state = &mut self.state;
+        match result.outcome {
+            StepOutcome::Applied => {
+                self.consecutive_nonfinite = 0;
+                state.epoch_loss_sum += result.loss;
+                state.epoch_batches += 1;
+            }
+            StepOutcome::GradientOverflow => state.skipped_nonfinite += 1,
+            StepOutcome::NonFiniteLoss => {
+                self.consecutive_nonfinite += 1;
+                state.skipped_nonfinite += 1;
+                let (step, run) = (state.step, self.consecutive_nonfinite);
+                self.bar.suspend(|| {
+                    tracing::warn!(
+                        "step {step}: loss is {}; step skipped ({run} in a row)",
+                        result.loss
                     )
                 });
-                val_accuracy = Some(v.accuracy);
-                verification = Some(v);
-            }
-            metrics.write(&MetricsRow {
-                step: state.step,
-                epoch: state.epoch,
-                loss: result.loss,
-                accuracy: result.accuracy,
-                lr,
-                images_per_sec,
-                skipped_nonfinite: state.skipped_nonfinite,
-                val_accuracy,
-            })?;
-            bar.set_message(format!(
-                "loss {:.3} acc {:.3} lr {lr:.1e} {images_per_sec:.0} img/s",
-                result.loss, result.accuracy
-            ));
-            bar.inc(1);
-            let checkpoint_due =
-                cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
-            if checkpoint_due || stop_here(steps_here) {
-                metrics.flush()?;
-                checkpoint::save(&run, &module, &optim, &state)?;
-            }
-            if stop_here(steps_here) {
-                break 'epochs;
-            }
-            if cfg.max_steps > 0 && state.step >= cfg.max_steps {
-                break;
+                if run >= self.cfg.max_nonfinite {
+                    return Err(TrainError::Diverged {
+                        consecutive: run,
+                        step,
+                        lr,
+                    });
+                }
             }
         }
-        // Epoch end: plateau schedule, model, verification, curves, checkpoint.
+        state.step += 1;
+        state.batch += 1;
+        Ok(())
+    }
+
+    /// Verifies on the held-out set and logs it.
+    fn verify(&mut self, model: &EmbeddingModel, when: &str) -> Result<f64, TrainError> {
+        let set = self
+            .val_set
+            .as_ref()
+            .expect("verify is called with a val_set");
+        let embedder = Embedder::new(model, self.model_cfg.clone(), &self.device);
+        let emb = embed_set(&embedder, &set.faces, self.cfg.align, true, false)?;
+        let v = verify_set(set, &emb);
+        self.bar.suspend(|| {
+            tracing::info!(
+                "{when}: {} accuracy {:.4} +- {:.4}",
+                set.name,
+                v.accuracy,
+                v.std
+            )
+        });
+        let accuracy = v.accuracy;
+        self.verification = Some(v);
+        Ok(accuracy)
+    }
+
+    /// After each step: verification when due, the metrics row, progress, a checkpoint when due
+    /// (or when `stop` asks for one).
+    fn after_step(
+        &mut self,
+        result: &StepResult,
+        lr: f64,
+        images_per_sec: f64,
+        stop: bool,
+    ) -> Result<(), TrainError> {
+        let step = self.state.step;
+        let every = |n: u64| n > 0 && step.is_multiple_of(n);
+        let val_accuracy = if self.val_set.is_some() && every(self.cfg.eval_every) {
+            Some(self.verify(&result.module.model, &format!("step {step}"))?)
+        } else {
+            None
+        };
+        self.metrics.write(&MetricsRow {
+            step,
+            epoch: self.state.epoch,
+            loss: result.loss,
+            accuracy: result.accuracy,
+            lr,
+            images_per_sec,
+            skipped_nonfinite: self.state.skipped_nonfinite,
+            val_accuracy,
+        })?;
+        self.bar.set_message(format!(
+            "loss {:.3} acc {:.3} lr {lr:.1e} {images_per_sec:.0} img/s",
+            result.loss, result.accuracy
+        ));
+        self.bar.inc(1);
+        if every(self.cfg.checkpoint_every) || stop {
+            self.metrics.flush()?;
+            checkpoint::save(&self.run, &result.module, &self.optim, &self.state)?;
+        }
+        Ok(())
+    }
+
+    /// At each epoch's end: the plateau schedule, the model, verification (when not per step),
+    /// curves and a checkpoint.
+    fn end_epoch(&mut self, module: &TrainModule) -> Result<(), TrainError> {
+        let state = &mut self.state;
         let mean_loss = if state.epoch_batches > 0 {
             state.epoch_loss_sum / state.epoch_batches as f64
         } else {
@@ -320,39 +338,82 @@ pub fn train(
         state.batch = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_batches = 0;
-        metrics.flush()?;
-        save_model(&run.model(), &model_cfg, &module.model.valid())?;
-        if let Some(set) = &val_set
-            && cfg.eval_every == 0
-        {
-            let v = verify(&module.model, cfg, set, &device)?;
-            bar.suspend(|| {
-                tracing::info!(
-                    "epoch {}: {} accuracy {:.4} +- {:.4}",
-                    state.epoch,
-                    set.name,
-                    v.accuracy,
-                    v.std
-                )
-            });
-            verification = Some(v);
+        self.metrics.flush()?;
+        save_model(&self.run.model(), &self.model_cfg, &module.model.valid())?;
+        if self.val_set.is_some() && self.cfg.eval_every == 0 {
+            let epoch = self.state.epoch;
+            self.verify(&module.model, &format!("epoch {epoch}"))?;
         }
-        if let Err(e) = draw_curves(&run) {
+        if let Err(e) = draw_curves(&self.run) {
             tracing::warn!("curves not drawn: {e}");
         }
-        checkpoint::save(&run, &module, &optim, &state)?;
+        checkpoint::save(&self.run, module, &self.optim, &self.state)
     }
-    bar.finish_and_clear();
-    save_model(&run.model(), &model_cfg, &module.model.valid())?;
-    if let Err(e) = draw_curves(&run) {
+}
+
+/// Trains per `cfg` into `run_dir`; with `resume`, continues from the run's checkpoint.
+pub fn train(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    opts: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
+    let (mut session, mut module, pipeline) = open(cfg, run_dir, resume, opts)?;
+    let ad = session.device.clone().autodiff();
+    let (mut steps_here, mut images_here, mut last_loss) = (0u64, 0u64, f64::NAN);
+    let started = Instant::now();
+    let size = cfg.image_size;
+    'epochs: while !session.finished() {
+        for batch in pipeline.epoch(session.state.epoch, session.state.batch) {
+            let batch = batch?;
+            let n = batch.len();
+            let t0 = Instant::now();
+            let step = session.state.step;
+            // Dropout draws from the backend RNG: seeding per step makes resumed runs identical.
+            ad.seed(ffem_data::pipeline::mix(cfg.seed, step));
+            let lr = session.state.schedule.lr_at(step);
+            let result = train_step(
+                module,
+                &mut session.optim,
+                Tensor::<4>::from_data(TensorData::new(batch.images, [n, 3, size, size]), &ad),
+                Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &ad),
+                lr,
+                cfg.precision,
+                &mut session.state.loss_scale,
+                opts.poison_steps.contains(&step),
+            );
+            session.record(&result, lr)?;
+            last_loss = result.loss;
+            steps_here += 1;
+            images_here += n as u64;
+            let stop = opts.stop_after.is_some_and(|s| steps_here >= s);
+            let images_per_sec = n as f64 / t0.elapsed().as_secs_f64();
+            session.after_step(&result, lr, images_per_sec, stop)?;
+            module = result.module;
+            if stop {
+                break 'epochs;
+            }
+            if session.finished() {
+                break;
+            }
+        }
+        session.end_epoch(&module)?;
+    }
+    session.bar.finish_and_clear();
+    save_model(
+        &session.run.model(),
+        &session.model_cfg,
+        &module.model.valid(),
+    )?;
+    if let Err(e) = draw_curves(&session.run) {
         tracing::warn!("curves not drawn: {e}");
     }
     Ok(TrainSummary {
-        steps: state.step,
+        steps: session.state.step,
         last_loss,
-        skipped_nonfinite: state.skipped_nonfinite,
-        model_dir: run.model(),
-        verification,
+        skipped_nonfinite: session.state.skipped_nonfinite,
+        model_dir: session.run.model(),
+        verification: session.verification,
         images_per_sec: images_here as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
 }

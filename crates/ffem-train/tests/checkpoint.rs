@@ -3,45 +3,14 @@
 //! (old checkpoint at step 4, new one at step 5), then `--resume` must accept what is left and
 //! finish with the uninterrupted run's loss curve.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+mod common;
+
+use common::{SERIAL, dataset, tiny_config};
 use ffem_data::atomic::{Interruption, replace_dir_interrupted, temp_path};
-use ffem_data::{PackOptions, pack};
-use ffem_train::config::{BackboneName, OptimizerName};
 use ffem_train::metrics::read_metrics;
-use ffem_train::{TrainConfig, TrainOptions, train};
-
-fn dataset(dir: &Path) -> PathBuf {
-    let src = dir.join("synthetic");
-    ffem_data::synth::generate(&src, 0, 6, 4, 32, 9).unwrap();
-    let out = dir.join("records");
-    pack(&PackOptions::new(
-        src.join("images"),
-        src.join("image_list.json"),
-        &out,
-    ))
-    .unwrap();
-    out
-}
-
-fn tiny_config(records: &Path) -> TrainConfig {
-    TrainConfig {
-        train_data: records.display().to_string(),
-        batch_size: 4,
-        epochs: 2,
-        image_size: 32,
-        embedding_dim: 16,
-        backbone: BackboneName::MobileNetV3Small,
-        width: 0.25,
-        optimizer: OptimizerName::Sgd,
-        lr: 0.05,
-        checkpoint_every: 0,
-        shuffle_buffer: 8,
-        workers: 1,
-        seed: 3,
-        ..TrainConfig::default()
-    }
-}
+use ffem_train::{TrainOptions, train};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -70,6 +39,7 @@ fn stop_after(n: u64) -> TrainOptions {
 
 #[test]
 fn a_kill_at_any_point_of_the_checkpoint_replacement_leaves_a_resumable_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let records = dataset(dir.path());
     let cfg = tiny_config(&records);

@@ -63,7 +63,7 @@ fn assert_close(got: &[f64], want: &[f64], what: &str) {
 /// on the first step); w -= lr (d + m b) with Nesterov, lr b without.
 fn sgd_by_hand(nesterov: bool) -> [Vec<f64>; 2] {
     let mut w = W0.to_vec();
-    let mut b = vec![0.0; 3];
+    let mut b = [0.0; 3];
     let mut out = Vec::new();
     for step in 0..2 {
         for i in 0..3 {
@@ -81,7 +81,7 @@ fn sgd_by_hand(nesterov: bool) -> [Vec<f64>; 2] {
 fn adam_by_hand(decoupled: bool) -> [Vec<f64>; 2] {
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-7);
     let mut w = W0.to_vec();
-    let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
+    let (mut m, mut v) = ([0.0; 3], [0.0; 3]);
     let mut out = Vec::new();
     for t in 1..=2 {
         for i in 0..3 {

@@ -1,52 +1,15 @@
 //! The trainer end to end on tiny synthetic data: resuming reproduces the uninterrupted loss
 //! curve exactly, the non-finite guard skips and then stops, labels beyond num_identity fail.
 
-use std::path::{Path, PathBuf};
-
-use ffem_data::{PackOptions, pack};
-use ffem_train::config::{BackboneName, LossName, OptimizerName, ScheduleName};
+use ffem_model::heads::HeadKind;
+use ffem_train::config::BackboneName;
 use ffem_train::metrics::read_metrics;
 use ffem_train::precision::Precision;
 use ffem_train::{TrainConfig, TrainOptions, train};
 
-/// burn's CPU backend draws from one process-wide seeded RNG: tests that train must not overlap.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+mod common;
 
-fn dataset(dir: &Path) -> PathBuf {
-    let src = dir.join("synthetic");
-    ffem_data::synth::generate(&src, 0, 8, 6, 48, 3).unwrap();
-    let out = dir.join("records");
-    pack(&PackOptions::new(
-        src.join("images"),
-        src.join("image_list.json"),
-        &out,
-    ))
-    .unwrap();
-    out
-}
-
-fn tiny_config(records: &Path) -> TrainConfig {
-    TrainConfig {
-        train_data: records.display().to_string(),
-        batch_size: 8,
-        epochs: 2,
-        image_size: 32,
-        embedding_dim: 16,
-        backbone: BackboneName::MobileNetV3Small,
-        width: 0.25,
-        head: ffem_model::heads::HeadKind::Gnap,
-        loss: LossName::Arcface,
-        scale: 16.0,
-        optimizer: OptimizerName::Sgd,
-        lr: 0.05,
-        schedule: ScheduleName::Cosine,
-        checkpoint_every: 0,
-        shuffle_buffer: 16,
-        workers: 2,
-        seed: 11,
-        ..TrainConfig::default()
-    }
-}
+use common::{SERIAL, dataset, tiny_config};
 
 #[test]
 fn interrupted_and_resumed_run_has_the_same_loss_curve() {
@@ -215,4 +178,170 @@ fn float_dtypes<M: burn::module::Module>(module: &M) -> Vec<burn::tensor::DType>
     let mut v = Dtypes(vec![]);
     module.visit(&mut v);
     v.0
+}
+
+/// Every trainable parameter of a module with its path (BatchNorm running statistics left out:
+/// they move with every training forward pass even at learning rate 0).
+fn trainable(module: &impl burn::module::Module) -> Vec<(String, Vec<f32>)> {
+    struct Collect {
+        path: Vec<String>,
+        out: Vec<(String, Vec<f32>)>,
+    }
+    impl burn::module::ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            if !self.path.last().is_some_and(|n| n.starts_with("running_")) {
+                let values = param
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec()
+                    .unwrap();
+                self.out.push((self.path.join("."), values));
+            }
+        }
+    }
+    let mut c = Collect {
+        path: vec![],
+        out: vec![],
+    };
+    module.visit(&mut c);
+    c.out
+}
+
+#[test]
+fn init_copies_the_backbone_and_a_matching_head_and_refuses_another_backbone() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let cfg = tiny_config(&records);
+    let first = dir.path().join("first");
+    train(&cfg, &first, false, &TrainOptions::default()).unwrap();
+    let device = burn::tensor::Device::flex();
+    let (_, source) = ffem_model::load_model(&first.join("model"), &device).unwrap();
+
+    // One step at learning rate 0 keeps whatever --init put in.
+    let frozen = |head| TrainConfig {
+        lr: 0.0,
+        weight_decay: 0.0,
+        max_steps: 1,
+        head,
+        ..cfg.clone()
+    };
+    let init = TrainOptions {
+        init: Some(first.join("model")),
+        ..Default::default()
+    };
+    let same_head = dir.path().join("same_head");
+    train(&frozen(HeadKind::Gnap), &same_head, false, &init).unwrap();
+    let (_, copied) = ffem_model::load_model(&same_head.join("model"), &device).unwrap();
+    assert_eq!(
+        trainable(&copied),
+        trainable(&source),
+        "backbone and GNAP head copied"
+    );
+
+    let other_head = dir.path().join("other_head");
+    train(&frozen(HeadKind::Flatten), &other_head, false, &init).unwrap();
+    let (_, partly) = ffem_model::load_model(&other_head.join("model"), &device).unwrap();
+    assert_eq!(
+        trainable(&partly.backbone),
+        trainable(&source.backbone),
+        "the backbone is copied whatever the head"
+    );
+    assert!(partly.flatten.is_some() && source.flatten.is_none());
+
+    // Without --init the same configuration starts elsewhere: the comparison above can fail.
+    let fresh = dir.path().join("fresh");
+    train(
+        &frozen(HeadKind::Gnap),
+        &fresh,
+        false,
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let (_, fresh) = ffem_model::load_model(&fresh.join("model"), &device).unwrap();
+    assert_ne!(trainable(&fresh.backbone), trainable(&source.backbone));
+
+    let err = train(
+        &TrainConfig {
+            backbone: BackboneName::MobileNetV3Large,
+            ..frozen(HeadKind::Gnap)
+        },
+        &dir.path().join("large"),
+        false,
+        &init,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("differs from this configuration's"), "{err}");
+}
+
+#[test]
+fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    // Ten pairs of held-out identities in an insightface .bin: 5 same, 5 different.
+    let held_out = dir.path().join("held_out");
+    ffem_data::synth::generate(&held_out, 100, 4, 4, 48, 5).unwrap();
+    let img = |id: u64, i: u32| {
+        std::fs::read(held_out.join(format!("images/id{id:05}/{i:03}.jpg"))).unwrap()
+    };
+    let mut set = ffem_eval::bin_set::BinSet {
+        images: vec![],
+        issame: vec![],
+    };
+    for k in 0..10u64 {
+        let (a, b) = if k % 2 == 0 {
+            (100 + k / 4, 100 + k / 4)
+        } else {
+            (100 + k % 4, 100 + (k + 1) % 4)
+        };
+        set.images.push(img(a, (k % 4) as u32));
+        set.images.push(img(b, ((k + 1) % 4) as u32));
+        set.issame.push(a == b);
+    }
+    let bin = dir.path().join("held_out.bin");
+    ffem_eval::bin_set::write_bin(&bin, &set).unwrap();
+
+    let mut cfg = tiny_config(&records);
+    cfg.val_set = format!("bin:{}", bin.display());
+    cfg.eval_every = 4;
+    let run = dir.path().join("run");
+    let s = train(&cfg, &run, false, &TrainOptions::default()).unwrap();
+    let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+    let verified: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.val_accuracy.is_some())
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(verified, vec![4, 8, 12]);
+
+    let device = burn::tensor::Device::flex();
+    let (model_cfg, model) = ffem_model::load_model(&run.join("model"), &device).unwrap();
+    let embedder = ffem_model::Embedder::new(&model, model_cfg, &device);
+    let pairs = ffem_model::evalset::PairSet::bin(&bin).unwrap();
+    let emb =
+        ffem_model::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
+    let separate = ffem_model::evalset::verify_set(&pairs, &emb);
+    let last = s.verification.expect("a verification").accuracy;
+    assert_eq!(last, separate.accuracy);
+    assert!((rows[11].val_accuracy.unwrap() - separate.accuracy).abs() < 1e-5);
+
+    // eval_every = 0: verified at epoch ends only, nothing in the per-step rows.
+    cfg.eval_every = 0;
+    let run0 = dir.path().join("run0");
+    let s = train(&cfg, &run0, false, &TrainOptions::default()).unwrap();
+    let rows = read_metrics(&run0.join("metrics.csv")).unwrap();
+    assert!(rows.iter().all(|r| r.val_accuracy.is_none()));
+    assert_eq!(s.verification.unwrap().pairs, 10);
 }

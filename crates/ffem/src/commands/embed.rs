@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ffem_eval::gallery::{self, GalleryEntry};
+use ffem_eval::gallery;
 use ffem_model::faces::{EmbedOptions, embed_sources, gather};
 use rayon::prelude::*;
 
@@ -66,14 +66,7 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
             sources.len()
         );
     }
-    let entries: Vec<GalleryEntry> = out
-        .kept
-        .iter()
-        .map(|&i| GalleryEntry {
-            name: sources[i].name.clone(),
-            label: sources[i].label.clone(),
-        })
-        .collect();
+    let entries = out.gallery_entries(&sources);
     gallery::write(&a.output, &out.embeddings, out.dim, &entries)?;
     if let Some(path) = &a.save_crops {
         let size = cfg.image_size;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ffem_eval::gallery::{Gallery, GalleryEntry};
+use ffem_eval::gallery::Gallery;
 use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources, gather};
 
 use super::verify::list_entries;
@@ -58,14 +58,7 @@ pub fn search(a: SearchArgs) -> Result<ExitCode> {
         for (_, reason) in &out.skipped {
             eprintln!("skipped {reason}");
         }
-        let entries = out
-            .kept
-            .iter()
-            .map(|&i| GalleryEntry {
-                name: sources[i].name.clone(),
-                label: sources[i].label.clone(),
-            })
-            .collect();
+        let entries = out.gallery_entries(&sources);
         Gallery::new(out.embeddings, out.dim, entries)
     };
     let entries = list_entries(a.list.as_deref())?;
