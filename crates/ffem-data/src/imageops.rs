@@ -3,7 +3,22 @@
 
 use image::RgbImage;
 
-/// Decodes an encoded image to 8-bit RGB, checking that a JPEG is complete.
+/// The largest image side ffem decodes: larger ones are refused before their pixels are
+/// allocated (a small PNG can claim 20,000 x 20,000 pixels: a decompression bomb).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Reader limits shared by every decode: sides up to [`MAX_IMAGE_SIDE`], 1 GiB of pixels.
+fn limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(MAX_IMAGE_SIDE);
+    l.max_image_height = Some(MAX_IMAGE_SIDE);
+    l.max_alloc = Some(1 << 30);
+    l
+}
+
+/// Decodes an encoded image (JPEG, PNG, WebP, BMP, PNM/PGM, TIFF; the format is read from the
+/// bytes, not the file name) to 8-bit RGB, upright: EXIF orientation is applied, as photo viewers
+/// do. A JPEG must be complete; images larger than [`MAX_IMAGE_SIDE`] are refused.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
     let format = image::guess_format(bytes)
         .map_err(|_| "not an image (unrecognised file signature)".to_string())?;
@@ -14,9 +29,31 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
             return Err("truncated JPEG: no end-of-image marker".into());
         }
     }
-    let img = image::load_from_memory_with_format(bytes, format)
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits());
+    let mut decoder = reader
+        .into_decoder()
         .map_err(|e| format!("cannot decode image: {e}"))?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("cannot decode image: {e}"))?;
+    img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// Width and height of an encoded image as [`decode_rgb`] returns it (EXIF rotations by 90
+/// degrees swap them), read from the header without decoding the pixels.
+pub fn upright_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let format = image::guess_format(bytes).ok()?;
+    let reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut decoder = reader.into_decoder().ok()?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    use image::metadata::Orientation::*;
+    match image::ImageDecoder::orientation(&mut decoder).ok()? {
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => Some((h, w)),
+        _ => Some((w, h)),
+    }
 }
 
 /// Encodes RGB pixels as JPEG at `quality` (1-100).

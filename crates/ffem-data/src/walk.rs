@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
 
-/// File extensions (lower case) of the images ffem reads: the formats its decoder is built with.
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// File extensions (lower case) of the images ffem reads: the formats its decoder is built with
+/// (the decoder itself goes by the bytes, so a WebP named `.jpg` still decodes).
+pub const IMAGE_EXTENSIONS: [&str; 11] = [
+    "jpg", "jpeg", "png", "webp", "bmp", "pgm", "ppm", "pbm", "pnm", "tif", "tiff",
+];
 
 /// Whether `path` names an image ffem can decode, by its extension (any case).
 pub fn is_image(path: &Path) -> bool {

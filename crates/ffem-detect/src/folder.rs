@@ -190,7 +190,9 @@ fn detect_one(
         std::fs::read(&path).map_err(|e| reject(format!("cannot read {}: {e}", path.display())))?;
     let img = ffem_data::imageops::decode_rgb(&bytes)
         .map_err(|e| reject(format!("{}: {e}", path.display())))?;
-    let mut faces = detector.detect(&img).map_err(|e| reject(e.to_string()))?;
+    let mut faces = detector
+        .detect_photo(&img)
+        .map_err(|e| reject(e.to_string()))?;
     if faces.is_empty() {
         return Err(reject("no face found".into()));
     }

@@ -33,10 +33,7 @@ pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, E
     let face_box = match face.face_box {
         Some(b) => b.map(|v| v.round() as i64),
         None => {
-            let (w, h) = image::ImageReader::new(std::io::Cursor::new(&face.bytes))
-                .with_guessed_format()
-                .ok()
-                .and_then(|r| r.into_dimensions().ok())
+            let (w, h) = ffem_data::imageops::upright_dimensions(&face.bytes)
                 .ok_or_else(|| unusable("not a decodable image".into()))?;
             let side = w.min(h) as i64;
             let (x0, y0) = ((w as i64 - side) / 2, (h as i64 - side) / 2);

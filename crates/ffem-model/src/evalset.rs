@@ -255,6 +255,7 @@ pub fn embed_set(
         flip,
         progress,
         skip_bad: false,
+        detector: None,
     };
     embed_faces(embedder, faces, |f| Ok(f.clone()), opts)
 }

@@ -4,7 +4,10 @@
 //!
 //! ```no_run
 //! use ffem_model::face::FaceModel;
-//! let model = FaceModel::load(std::path::Path::new("runs/demo/run/model")).unwrap();
+//! let model = FaceModel::load(std::path::Path::new("runs/demo/run/model"))
+//!     .unwrap()
+//!     .with_detector(&ffem_detect::default_weights_dir())
+//!     .unwrap();
 //! let a = model.embed_encoded(&std::fs::read("a.jpg").unwrap(), None, None).unwrap();
 //! let b = model.embed_encoded(&std::fs::read("b.jpg").unwrap(), None, None).unwrap();
 //! println!("cosine similarity {:.3}", FaceModel::compare(&a, &b));
@@ -18,10 +21,12 @@ use crate::evalset::EvalSetError;
 use crate::model::{ModelConfig, ModelError, load_model};
 use crate::threshold::SavedThreshold;
 
-/// A loaded embedding model (on the GPU in a `vulkan` build, else the CPU).
+/// A loaded embedding model (on the GPU in a `vulkan` build, else the CPU), with the face
+/// detector when [`FaceModel::with_detector`] added it.
 pub struct FaceModel {
     embedder: Embedder,
     config: ModelConfig,
+    detector: Option<ffem_detect::Mtcnn>,
     /// The decision threshold (cosine) saved by `ffem eval`, if any.
     pub threshold: Option<f32>,
 }
@@ -35,9 +40,12 @@ pub enum FaceError {
     /// The device this build prefers is not available.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceUnavailable),
-    /// The image cannot be embedded (not decodable, box outside it, ...).
+    /// The image cannot be embedded (not decodable, no face, box outside it, ...).
     #[error(transparent)]
     Face(#[from] EvalSetError),
+    /// The detector's weights could not be loaded (the message names the fetch script).
+    #[error(transparent)]
+    Detector(#[from] ffem_detect::DetectError),
 }
 
 impl FaceModel {
@@ -49,8 +57,17 @@ impl FaceModel {
         Ok(FaceModel {
             embedder: Embedder::new(&model, config.clone(), &device),
             config,
+            detector: None,
             threshold,
         })
+    }
+
+    /// Adds the MTCNN detector (weights from `weights_dir`, e.g. `ffem_detect::default_weights_dir()`
+    /// where `scripts/fetch-mtcnn.sh` puts them): faces given without a box are then found and
+    /// aligned by their landmarks, as `ffem embed` does.
+    pub fn with_detector(mut self, weights_dir: &Path) -> Result<Self, FaceError> {
+        self.detector = Some(ffem_detect::Mtcnn::load(weights_dir)?);
+        Ok(self)
     }
 
     /// Embedding width.
@@ -58,30 +75,40 @@ impl FaceModel {
         self.config.embedding_dim
     }
 
-    /// Embeds an encoded image (JPEG, PNG) with an optional face box (left, top, right, bottom)
-    /// and five landmarks (eyes, nose, mouth corners as x, y pairs). A model trained on aligned
-    /// faces aligns by the landmarks; otherwise the box is cropped, and without a box the centre
-    /// square. Returns a unit vector (flip TTA applied).
+    /// Embeds an encoded image (JPEG, PNG, WebP, ...) with an optional face box (left, top, right,
+    /// bottom) and five landmarks (eyes, nose, mouth corners as x, y pairs). Without a box the
+    /// detector finds the face (the largest one; an error if there is none), or, without a
+    /// detector, the centre square is used. A model trained on aligned faces aligns by the
+    /// landmarks. Returns a unit vector (flip TTA applied).
     pub fn embed_encoded(
         &self,
         bytes: &[u8],
         face_box: Option<[f32; 4]>,
         landmarks: Option<[f32; 10]>,
     ) -> Result<Vec<f32>, FaceError> {
-        if face_box.is_none() {
-            tracing::warn!("no face box given: embedding the centre crop");
-        }
-        if self.config.align && landmarks.is_none() {
-            tracing::warn!(
-                "this model was trained on aligned faces; without landmarks the box is cropped instead"
-            );
-        }
-        let face = FaceInput {
+        let mut face = FaceInput {
             bytes: bytes.to_vec(),
             face_box,
             landmarks,
             name: "image".into(),
         };
+        match (&self.detector, face_box) {
+            (Some(detector), None) => {
+                let found = crate::faces::locate_face(detector, &mut face)?;
+                if found > 1 {
+                    tracing::warn!("{found} faces in the image; the largest was used");
+                }
+            }
+            (None, None) => {
+                tracing::warn!("no face box and no detector: embedding the centre crop")
+            }
+            _ => {}
+        }
+        if self.config.align && face.landmarks.is_none() {
+            tracing::warn!(
+                "this model was trained on aligned faces; without landmarks the box is cropped instead"
+            );
+        }
         let image = prepare(&face, self.config.image_size, self.config.align)?;
         Ok(self.embed_prepared(&image))
     }

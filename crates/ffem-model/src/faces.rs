@@ -1,15 +1,50 @@
 //! What the embedding commands and the evaluation sets read: faces gathered from image files,
 //! folders (searched recursively, the parent folder's name as label) and `image_list.json` files
 //! (with their boxes and landmarks), and the one embedding loop over them that skips and reports
-//! what cannot be read, decoded or cropped.
+//! what cannot be read, decoded or cropped. A face that comes without a box is found by the
+//! detector (MTCNN) when one is given, with its five landmarks, so that a model trained on aligned
+//! crops is fed aligned crops; without a detector the centre square is used.
 
 use std::path::{Path, PathBuf};
 
 use ffem_data::image_list::{ImageEntry, ImageList};
 use rayon::prelude::*;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ffem_detect::Mtcnn;
+
 use crate::embed::{Embedder, FaceInput, prepare};
 use crate::evalset::EvalSetError;
+
+/// Finds the face of a photo that came without a box: MTCNN on the upright photo (large photos
+/// shrunk first, see `Mtcnn::detect_photo`); of several faces the largest is used (ties: the one
+/// nearest the centre). Fills in the box and landmarks and returns how many faces there were; a
+/// photo without a face is an error naming it.
+pub fn locate_face(detector: &Mtcnn, face: &mut FaceInput) -> Result<usize, EvalSetError> {
+    let unusable = |reason: String| EvalSetError::Unusable {
+        name: face.name.clone(),
+        reason,
+    };
+    let img = ffem_data::imageops::decode_rgb(&face.bytes).map_err(unusable)?;
+    let faces = detector
+        .detect_photo(&img)
+        .map_err(|e| unusable(e.to_string()))?;
+    let (w, h) = img.dimensions();
+    let area = |f: &ffem_detect::Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
+    let chosen = faces
+        .iter()
+        .max_by(|a, b| {
+            area(a).total_cmp(&area(b)).then(
+                b.centre_distance2(w, h)
+                    .total_cmp(&a.centre_distance2(w, h)),
+            )
+        })
+        .ok_or_else(|| unusable("no face found".into()))?;
+    face.face_box = Some(chosen.bbox);
+    face.landmarks = Some(chosen.landmarks);
+    Ok(faces.len())
+}
 
 /// A face to embed, not yet read: where its image is and what is known about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +182,7 @@ where
     let size = embedder.config().image_size;
     let dim = embedder.dim();
     let bar = ffem_data::progress::bar(faces.len() as u64, "embed", "img", opts.progress);
+    let several_faces = AtomicUsize::new(0);
     let mut out = Vec::with_capacity(faces.len() * dim);
     let chunk = embedder.batch_size.max(1);
     let (mut centre_cropped, mut norm_sum) = (0, 0f64);
@@ -155,7 +191,12 @@ where
         let prepared: Vec<Result<(Vec<f32>, bool), EvalSetError>> = group
             .par_iter()
             .map(|f| {
-                let face = read(f)?;
+                let mut face = read(f)?;
+                if let (None, Some(detector)) = (face.face_box, opts.detector)
+                    && locate_face(detector, &mut face)? > 1
+                {
+                    several_faces.fetch_add(1, Ordering::Relaxed);
+                }
                 let image = prepare(&face, size, opts.align)?;
                 Ok((image, face.face_box.is_none()))
             })
@@ -187,6 +228,10 @@ where
             "{centre_cropped} images had no face box and were embedded from the centre crop"
         );
     }
+    let several_faces = several_faces.into_inner();
+    if several_faces > 0 {
+        tracing::warn!("{several_faces} photos held more than one face; the largest was used");
+    }
     ffem_eval::embedding::normalize_rows(&mut out, dim);
     Ok(EmbeddedFaces {
         embeddings: out,
@@ -216,8 +261,8 @@ impl EmbeddedFaces {
 }
 
 /// How [`embed_faces`] treats the faces.
-#[derive(Debug, Clone, Copy)]
-pub struct EmbedOptions {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbedOptions<'a> {
     /// Align by landmarks where a face has them (use the model's `align`).
     pub align: bool,
     /// Flip test-time augmentation.
@@ -226,6 +271,8 @@ pub struct EmbedOptions {
     pub progress: bool,
     /// Skip and report faces that fail instead of failing.
     pub skip_bad: bool,
+    /// Finds faces that come without a box; `None` embeds their centre square.
+    pub detector: Option<&'a Mtcnn>,
 }
 
 /// Embeds the faces of `sources` (see [`embed_faces`]).

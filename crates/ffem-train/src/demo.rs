@@ -153,8 +153,10 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport, TrainError> {
         opts.seed,
     )?;
     let emb = embed_set(&embedder, &set.faces, cfg.align, true, opts.progress)?;
+    let verification = verify_set(&set, &emb);
+    crate::trainer::save_threshold(&summary.model_dir, &set.name, &verification)?;
     Ok(DemoReport {
-        verification: verify_set(&set, &emb),
+        verification,
         model_dir: summary.model_dir,
         images_per_sec: summary.images_per_sec,
         seconds: started.elapsed().as_secs_f64(),

@@ -351,6 +351,23 @@ impl Session<'_> {
     }
 }
 
+/// Saves the threshold a verification chose with the model (flip TTA, as verification embeds).
+pub fn save_threshold(
+    model_dir: &Path,
+    set: &str,
+    v: &ffem_eval::VerificationReport,
+) -> Result<(), TrainError> {
+    ffem_model::threshold::SavedThreshold {
+        set: set.to_string(),
+        threshold_cosine: v.threshold_cosine as f32,
+        threshold_squared_l2: v.threshold_mean as f32,
+        accuracy: v.accuracy,
+        flip: true,
+    }
+    .save(model_dir)?;
+    Ok(())
+}
+
 /// Trains per `cfg` into `run_dir`; with `resume`, continues from the run's checkpoint.
 pub fn train(
     cfg: &TrainConfig,
@@ -405,6 +422,10 @@ pub fn train(
         &session.model_cfg,
         &module.model.valid(),
     )?;
+    if let (Some(v), Some(set)) = (&session.verification, &session.val_set) {
+        // `ffem verify` works right after training; `ffem eval` replaces it.
+        save_threshold(&session.run.model(), &set.name, v)?;
+    }
     if let Err(e) = draw_curves(&session.run) {
         tracing::warn!("curves not drawn: {e}");
     }

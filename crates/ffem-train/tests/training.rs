@@ -333,8 +333,16 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     let emb =
         ffem_model::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
     let separate = ffem_model::evalset::verify_set(&pairs, &emb);
-    let last = s.verification.expect("a verification").accuracy;
-    assert_eq!(last, separate.accuracy);
+    let last = s.verification.expect("a verification");
+    assert_eq!(last.accuracy, separate.accuracy);
+    // The model carries the threshold its validation chose, for `ffem verify` right away.
+    let saved = ffem_model::threshold::SavedThreshold::load(&run.join("model"))
+        .unwrap()
+        .expect("a threshold saved with the model");
+    assert_eq!(
+        (saved.set.as_str(), saved.threshold_cosine),
+        ("held_out", separate.threshold_cosine as f32)
+    );
     assert!((rows[11].val_accuracy.unwrap() - separate.accuracy).abs() < 1e-5);
 
     // eval_every = 0: verified at epoch ends only, nothing in the per-step rows.

@@ -310,6 +310,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     let list_npy = dir.path().join("list.npy");
     let o = ffem(&[
         "embed",
+        "--no-detect",
         model.to_str().unwrap(),
         test.join("image_list.json").to_str().unwrap(),
         "--root",
@@ -356,6 +357,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     let crops = dir.path().join("crops.npy");
     let o = ffem(&[
         "embed",
+        "--no-detect",
         model.to_str().unwrap(),
         test.join("images").to_str().unwrap(),
         "--output",
@@ -422,6 +424,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     let ort_npy = dir.path().join("emb_ort.npy");
     let o = ffem(&[
         "embed",
+        "--no-detect",
         model.to_str().unwrap(),
         test.join("images").to_str().unwrap(),
         "--output",
@@ -455,6 +458,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     std::fs::write(test.join("images/id00100/zz.jpg"), b"not an image").unwrap();
     let o = ffem(&[
         "embed",
+        "--no-detect",
         model.to_str().unwrap(),
         test.join("images").to_str().unwrap(),
         "--output",
@@ -470,6 +474,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     let strict_npy = dir.path().join("strict.npy");
     let o = ffem(&[
         "embed",
+        "--no-detect",
         model.to_str().unwrap(),
         test.join("images").to_str().unwrap(),
         "--output",
@@ -534,6 +539,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     assert!(
         ffem(&[
             "embed",
+            "--no-detect",
             model.to_str().unwrap(),
             gallery.to_str().unwrap(),
             "--output",
@@ -545,6 +551,7 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
     for source in [&gallery_npy, &gallery] {
         let o = ffem(&[
             "search",
+            "--no-detect",
             model.to_str().unwrap(),
             "--gallery",
             source.to_str().unwrap(),
@@ -819,5 +826,185 @@ fn detect_a_folder_then_pack_aligned_crops() {
             && stderr(&strict).contains("1 image(s) skipped and --strict is set"),
         "{}",
         stderr(&strict)
+    );
+}
+
+/// Packs synthetic identities and trains a 32 px, 16-d model on aligned faces; returns its
+/// model directory.
+fn train_tiny_aligned_model(dir: &Path) -> std::path::PathBuf {
+    let train = synthetic(dir, 0, 6, 6);
+    let rec = dir.join("rec");
+    let o = ffem(&[
+        "pack",
+        "--root",
+        train.join("images").to_str().unwrap(),
+        "--json",
+        train.join("image_list.json").to_str().unwrap(),
+        "--output",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = dir.join("run");
+    let sets = [
+        format!("train_data=\"{}\"", rec.display()),
+        "backbone=mobilenet_v3_small".into(),
+        "width=0.25".into(),
+        "image_size=32".into(),
+        "embedding_dim=16".into(),
+        "batch_size=6".into(),
+        // L2-softmax with Adam separates the 6 identities within these 48 steps (ArcFace from
+        // scratch leaves every embedding nearly parallel this early).
+        "epochs=8".into(),
+        "loss=l2softmax".into(),
+        "optimizer=adam".into(),
+        "lr=0.01".into(),
+        "checkpoint_every=0".into(),
+        "align=true".into(),
+    ];
+    let mut args = vec!["train", "--run-dir", run.to_str().unwrap()];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let o = ffem(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    run.join("model")
+}
+
+/// The first number after `cosine similarity ` in `verify`'s output.
+fn printed_similarity(text: &str) -> f32 {
+    text.strip_prefix("cosine similarity ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no similarity in `{text}`"))
+}
+
+#[test]
+#[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
+fn verify_finds_and_aligns_the_face_in_raw_portraits() {
+    let data = ffem_data::require_shared_data();
+    let weights = ffem_detect::require_test_weights();
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_tiny_aligned_model(dir.path());
+    let lfw = data.join("lfw");
+    let list = ffem_data::ImageList::load(&lfw.join("image_list.json")).unwrap();
+    let photo = |key: &str| std::fs::read(lfw.join("lfw-deepfunneled").join(key)).unwrap();
+    // Portraits as users have them: 1382 x 1868, the face a small part of the frame; one saved
+    // as JPEG, the other as WebP under a .jpg name.
+    let portrait = |key: &str, x: i64, y: i64| {
+        let face = ffem_data::imageops::decode_rgb(&photo(key)).unwrap();
+        let big = image::imageops::resize(&face, 500, 500, image::imageops::FilterType::Triangle);
+        let mut frame = image::RgbImage::from_pixel(1382, 1868, image::Rgb([200, 195, 185]));
+        image::imageops::overlay(&mut frame, &big, x, y);
+        frame
+    };
+    let (key_a, key_b) = (
+        "Aaron_Peirsol/Aaron_Peirsol_0001.jpg",
+        "Aaron_Peirsol/Aaron_Peirsol_0002.jpg",
+    );
+    let a = dir.path().join("a.jpg");
+    let b = dir.path().join("b.jpg");
+    portrait(key_a, 300, 900).save(&a).unwrap();
+    portrait(key_b, 700, 300)
+        .save_with_format(&b, image::ImageFormat::WebP)
+        .unwrap();
+
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            model.to_str().unwrap(),
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--threshold",
+            "0.5",
+        ];
+        args.extend(extra);
+        let o = ffem(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        printed_similarity(&stdout(&o))
+    };
+    let detected = verify(&[]);
+    let centre = verify(&["--no-detect"]);
+
+    // The library with the detector gives what the command printed.
+    let library = FaceModel::load(&model)
+        .unwrap()
+        .with_detector(&weights)
+        .unwrap();
+    let ea = library
+        .embed_encoded(&std::fs::read(&a).unwrap(), None, None)
+        .unwrap();
+    let eb = library
+        .embed_encoded(&std::fs::read(&b).unwrap(), None, None)
+        .unwrap();
+    assert!((cosine(&ea, &eb) - detected).abs() < 1e-4);
+
+    // The aligned result: each portrait embeds like its original LFW photo aligned by the
+    // reference landmarks (an independent MTCNN's), and unlike the portrait's centre crop.
+    let reference = |key: &str| {
+        let e = list.entries.iter().find(|e| e.path == key).unwrap();
+        let b = e.face_box.unwrap();
+        library
+            .embed_encoded(&photo(key), Some([b.x1, b.y1, b.x2, b.y2]), e.landmarks)
+            .unwrap()
+    };
+    let plain = FaceModel::load(&model).unwrap();
+    let centre_a = plain
+        .embed_encoded(&std::fs::read(&a).unwrap(), None, None)
+        .unwrap();
+    let (aligned_vs_reference, centre_vs_reference) = (
+        cosine(&ea, &reference(key_a)),
+        cosine(&centre_a, &reference(key_a)),
+    );
+    assert!(
+        aligned_vs_reference > 0.95 && cosine(&eb, &reference(key_b)) > 0.95,
+        "detected and aligned vs reference-aligned: {aligned_vs_reference}"
+    );
+    assert!(
+        centre_vs_reference < aligned_vs_reference - 0.1,
+        "the centre crop should be far from the face: {centre_vs_reference} vs {aligned_vs_reference}"
+    );
+    assert!(
+        (cosine(
+            &centre_a,
+            &plain
+                .embed_encoded(&std::fs::read(&b).unwrap(), None, None)
+                .unwrap()
+        ) - centre)
+            .abs()
+            < 1e-4
+    );
+
+    // A photo without a face is an error naming it; missing weights name the fetch script.
+    let blank = dir.path().join("blank.png");
+    image::RgbImage::from_pixel(640, 480, image::Rgb([120, 120, 120]))
+        .save(&blank)
+        .unwrap();
+    let o = ffem(&[
+        "verify",
+        model.to_str().unwrap(),
+        a.to_str().unwrap(),
+        blank.to_str().unwrap(),
+        "--threshold",
+        "0.5",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("blank.png: no face found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ffem(&[
+        "verify",
+        model.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--threshold",
+        "0.5",
+        "--detector-weights",
+        dir.path().join("nowhere").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("scripts/fetch-mtcnn.sh"),
+        "{}",
+        stderr(&o)
     );
 }

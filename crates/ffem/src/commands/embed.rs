@@ -10,7 +10,7 @@ use ffem_eval::gallery;
 use ffem_model::faces::{EmbedOptions, embed_sources, gather};
 use rayon::prelude::*;
 
-use super::{EngineArg, open_model};
+use super::{DetectArg, EngineArg, open_model};
 
 /// Arguments of `ffem embed`.
 #[derive(Args)]
@@ -38,6 +38,8 @@ pub struct EmbedArgs {
     save_crops: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArg,
+    #[command(flatten)]
+    detect: DetectArg,
 }
 
 /// Runs `ffem embed`.
@@ -47,12 +49,14 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     if sources.is_empty() {
         bail!("no images found in the inputs (looked for .jpg, .jpeg and .png files)");
     }
+    let detector = a.detect.load_for(&sources)?;
     let started = std::time::Instant::now();
     let opts = EmbedOptions {
         align: cfg.align,
         flip: !a.no_flip,
         progress: true,
         skip_bad: true,
+        detector: detector.as_ref(),
     };
     let out = embed_sources(&embedder, &sources, opts)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -74,11 +78,12 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
             .kept
             .par_iter()
             .map(|&i| {
-                Ok(ffem_model::embed::prepare(
-                    &sources[i].read()?,
-                    size,
-                    cfg.align,
-                )?)
+                // The same face the embedding used: detection is deterministic.
+                let mut face = sources[i].read()?;
+                if let (None, Some(d)) = (face.face_box, &detector) {
+                    ffem_model::faces::locate_face(d, &mut face)?;
+                }
+                Ok(ffem_model::embed::prepare(&face, size, cfg.align)?)
             })
             .collect::<Result<Vec<_>>>()?
             .concat();

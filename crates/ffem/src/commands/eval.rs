@@ -11,9 +11,10 @@ use ffem_data::image_list::ImageList;
 use ffem_eval::embedding;
 use ffem_model::FaceInput;
 use ffem_model::evalset::{PairSet, embed_set, load_faces, set_distances, verify_set};
+use ffem_model::faces::{EmbedOptions, embed_faces};
 use ffem_model::threshold::SavedThreshold;
 
-use super::{EngineArg, open_model};
+use super::{DetectArg, EngineArg, open_model};
 
 /// Arguments of `ffem eval`.
 #[derive(Args)]
@@ -64,6 +65,9 @@ pub struct EvalArgs {
     cmc: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArg,
+    /// With --identify: how list entries without a box are found.
+    #[command(flatten)]
+    detect: DetectArg,
 }
 
 fn read_issame(path: &Path) -> Result<Vec<bool>> {
@@ -249,7 +253,17 @@ fn identify(a: &EvalArgs) -> Result<ExitCode> {
     } else {
         bail!("--identify needs --list image_list.json (with --root) or --records DIR");
     };
-    let emb = embed_set(&embedder, &faces, cfg.align, !a.no_flip, true)?;
+    let detector = a
+        .detect
+        .load_if(faces.iter().any(|f| f.face_box.is_none()))?;
+    let opts = EmbedOptions {
+        align: cfg.align,
+        flip: !a.no_flip,
+        progress: true,
+        skip_bad: false,
+        detector: detector.as_ref(),
+    };
+    let emb = embed_faces(&embedder, &faces, |f| Ok(f.clone()), opts)?;
     let report = ffem_eval::identify(&emb.embeddings, &labels, emb.dim, 50);
     if let Some(p) = &a.cmc {
         let pts: Vec<(f64, f64)> = report

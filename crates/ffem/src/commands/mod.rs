@@ -14,10 +14,12 @@ pub mod search;
 pub mod train;
 pub mod verify;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
+use ffem_detect::Mtcnn;
+use ffem_model::faces::FaceSource;
 use ffem_model::{ComputeDevice, Embedder, ModelConfig, load_model};
 
 /// Which runtime runs the network's forward passes.
@@ -35,6 +37,38 @@ pub struct EngineArg {
     /// Runtime for the network: burn, or onnxruntime (optional build feature).
     #[arg(long, value_enum, default_value = "burn")]
     engine: Engine,
+}
+
+/// How faces that come without a box are found, shared by the commands that embed photos.
+#[derive(Args)]
+pub struct DetectArg {
+    /// Embed the centre square of photos given without a box instead of detecting the face.
+    #[arg(long)]
+    no_detect: bool,
+    /// Directory holding pnet.onnx, rnet.onnx, onet.onnx (default: where scripts/fetch-mtcnn.sh
+    /// puts them).
+    #[arg(long, value_name = "DIR")]
+    detector_weights: Option<PathBuf>,
+}
+
+impl DetectArg {
+    /// The detector, loaded only when detection is on and some of `sources` has no box (a list
+    /// with boxes needs no weights).
+    pub fn load_for(&self, sources: &[FaceSource]) -> Result<Option<Mtcnn>> {
+        self.load_if(sources.iter().any(|s| s.face_box.is_none()))
+    }
+
+    /// The detector when detection is on and `needed`.
+    pub fn load_if(&self, needed: bool) -> Result<Option<Mtcnn>> {
+        if self.no_detect || !needed {
+            return Ok(None);
+        }
+        let dir = self
+            .detector_weights
+            .clone()
+            .unwrap_or_else(ffem_detect::default_weights_dir);
+        Ok(Some(Mtcnn::load(&dir)?))
+    }
 }
 
 /// Loads the model directory `path` onto this build's preferred device, for `engine`.

@@ -9,7 +9,7 @@ use ffem_eval::gallery::Gallery;
 use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources, gather};
 
 use super::verify::list_entries;
-use super::{EngineArg, open_model, require_all};
+use super::{DetectArg, EngineArg, open_model, require_all};
 
 /// Arguments of `ffem search`.
 #[derive(Args)]
@@ -30,18 +30,31 @@ pub struct SearchArgs {
     list: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArg,
+    #[command(flatten)]
+    detect: DetectArg,
 }
 
 /// Runs `ffem search`.
 pub fn search(a: SearchArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model, &a.engine)?;
+    let list = list_entries(a.list.as_deref())?;
+    let query_source = [FaceSource::file_in_list(&a.query, &list)];
+    let gallery_sources = if a.gallery.extension().is_some_and(|e| e == "npy") {
+        vec![]
+    } else {
+        gather(std::slice::from_ref(&a.gallery), None)?
+    };
+    let detector = a
+        .detect
+        .load_for(&[&query_source[..], &gallery_sources[..]].concat())?;
     let opts = EmbedOptions {
         align: cfg.align,
         flip: true,
         progress: false,
         skip_bad: true,
+        detector: detector.as_ref(),
     };
-    let gallery = if a.gallery.extension().is_some_and(|e| e == "npy") {
+    let gallery = if gallery_sources.is_empty() {
         let g = Gallery::load(&a.gallery)?;
         if g.dim != embedder.dim() {
             bail!(
@@ -53,20 +66,14 @@ pub fn search(a: SearchArgs) -> Result<ExitCode> {
         }
         g
     } else {
-        let sources = gather(std::slice::from_ref(&a.gallery), None)?;
-        let out = embed_sources(&embedder, &sources, opts)?;
+        let out = embed_sources(&embedder, &gallery_sources, opts)?;
         for (_, reason) in &out.skipped {
             eprintln!("skipped {reason}");
         }
-        let entries = out.gallery_entries(&sources);
+        let entries = out.gallery_entries(&gallery_sources);
         Gallery::new(out.embeddings, out.dim, entries)
     };
-    let entries = list_entries(a.list.as_deref())?;
-    let query = embed_sources(
-        &embedder,
-        &[FaceSource::file_in_list(&a.query, &entries)],
-        opts,
-    )?;
+    let query = embed_sources(&embedder, &query_source, opts)?;
     require_all(&query.skipped)?;
     for (rank, hit) in gallery.search(&query.embeddings, a.k).iter().enumerate() {
         println!(

@@ -9,7 +9,7 @@ use ffem_data::image_list::ImageList;
 use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources};
 use ffem_model::threshold::SavedThreshold;
 
-use super::{EngineArg, open_model, require_all};
+use super::{DetectArg, EngineArg, open_model, require_all};
 
 /// Arguments of `ffem verify`.
 #[derive(Args)]
@@ -28,6 +28,8 @@ pub struct VerifyArgs {
     list: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArg,
+    #[command(flatten)]
+    detect: DetectArg,
 }
 
 /// The entries of the `--list` given (for boxes and landmarks), or none.
@@ -59,11 +61,13 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
         FaceSource::file_in_list(&a.a, &entries),
         FaceSource::file_in_list(&a.b, &entries),
     ];
+    let detector = a.detect.load_for(&sources)?;
     let opts = EmbedOptions {
         align: cfg.align,
         flip,
         progress: false,
         skip_bad: true,
+        detector: detector.as_ref(),
     };
     let out = embed_sources(&embedder, &sources, opts)?;
     require_all(&out.skipped)?;
