@@ -87,25 +87,39 @@ fn sample(img: &[u8], w: usize, h: usize, x: f32, y: f32, out: &mut [f32; 3]) {
 
 /// Crops the box (x1, y1, x2, y2; pixel edges) from `img` and resizes it bilinearly to
 /// `size` x `size`, writing interleaved RGB f32 in 0..255 into `out` (len size*size*3).
-/// Sample positions are clamped to the image, as [`sample`] does.
+/// A box may reach past the image: output pixels whose sample point lies outside the image are
+/// 0 (black), as TensorFlow's `crop_and_resize` pads, so the face keeps its aspect ratio; inside,
+/// the last half pixel at each edge is clamped to the border, as [`sample`] does.
 pub fn crop_resize(img: &RgbImage, bx: [f32; 4], size: usize, out: &mut [f32]) {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let sx = (bx[2] - bx[0]) / size as f32;
     let sy = (bx[3] - bx[1]) / size as f32;
     let raw = img.as_raw();
-    // Column taps are the same for every row: compute them once.
-    let taps = |start: f32, step: f32, i: usize, limit: usize| -> (usize, usize, f32) {
-        let v = (start + (i as f32 + 0.5) * step - 0.5).clamp(0.0, (limit - 1) as f32);
+    // Taps (first, second, weight), or None outside the image. Columns are the same for every row.
+    let taps = |start: f32, step: f32, i: usize, limit: usize| -> Option<(usize, usize, f32)> {
+        let v = start + (i as f32 + 0.5) * step - 0.5;
+        if v < -0.5 || v > limit as f32 - 0.5 {
+            return None;
+        }
+        let v = v.clamp(0.0, (limit - 1) as f32);
         let v0 = v.floor() as usize;
-        (v0, (v0 + 1).min(limit - 1), v - v0 as f32)
+        Some((v0, (v0 + 1).min(limit - 1), v - v0 as f32))
     };
-    let cols: Vec<(usize, usize, f32)> = (0..size).map(|ox| taps(bx[0], sx, ox, w)).collect();
+    let cols: Vec<Option<(usize, usize, f32)>> =
+        (0..size).map(|ox| taps(bx[0], sx, ox, w)).collect();
     for oy in 0..size {
-        let (y0, y1, fy) = taps(bx[1], sy, oy, h);
+        let row = &mut out[oy * size * 3..(oy + 1) * size * 3];
+        let Some((y0, y1, fy)) = taps(bx[1], sy, oy, h) else {
+            row.fill(0.0);
+            continue;
+        };
         let r0 = &raw[y0 * w * 3..(y0 + 1) * w * 3];
         let r1 = &raw[y1 * w * 3..(y1 + 1) * w * 3];
-        let row = &mut out[oy * size * 3..(oy + 1) * size * 3];
-        for (px, &(x0, x1, fx)) in row.chunks_exact_mut(3).zip(&cols) {
+        for (px, col) in row.chunks_exact_mut(3).zip(&cols) {
+            let Some((x0, x1, fx)) = *col else {
+                px.fill(0.0);
+                continue;
+            };
             let (a, b) = (x0 * 3, x1 * 3);
             for c in 0..3 {
                 let top = r0[a + c] as f32 * (1.0 - fx) + r0[b + c] as f32 * fx;
@@ -157,6 +171,33 @@ mod tests {
                 assert!((p[0] - 10.0 * (4.5 + 2.0 * ox as f32)).abs() < 1e-3);
                 assert!((p[1] - 10.0 * (8.5 + 2.0 * oy as f32)).abs() < 1e-3);
                 assert_eq!(p[2], 7.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_box_past_the_edge_pads_with_black_and_keeps_its_scale() {
+        let img = RgbImage::from_fn(20, 20, |x, y| {
+            image::Rgb([(10 * x) as u8, (10 * y) as u8, 7])
+        });
+        // A 16 x 16 box whose left half lies outside the image: 8 output columns of 2 px each.
+        let mut out = vec![0f32; 8 * 8 * 3];
+        crop_resize(&img, [-8.0, 2.0, 8.0, 18.0], 8, &mut out);
+        for oy in 0..8 {
+            for ox in 0..8 {
+                let p = &out[(oy * 8 + ox) * 3..][..3];
+                // Sample x = -8 + (ox + 0.5) * 2 - 0.5 = 2 ox - 7.5: outside for ox <= 3.
+                if ox <= 3 {
+                    assert_eq!(p, [0.0, 0.0, 0.0], "({ox}, {oy})");
+                } else {
+                    let x = 2.0 * ox as f32 - 7.5;
+                    let y = 2.0 + (oy as f32 + 0.5) * 2.0 - 0.5;
+                    assert!(
+                        (p[0] - 10.0 * x.max(0.0)).abs() < 1e-3,
+                        "({ox}, {oy}): {p:?}"
+                    );
+                    assert!((p[1] - 10.0 * y).abs() < 1e-3);
+                }
             }
         }
     }

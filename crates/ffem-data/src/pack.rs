@@ -101,9 +101,12 @@ fn check_entry(root: &Path, entry: &ImageEntry) -> std::result::Result<FaceBox, 
             x2: w as f32,
             y2: h as f32,
         }),
+        // Stored as given (TensorFlow reads back the list's box): only a box that misses the
+        // image entirely is rejected.
         Some(b) => b
             .clip(w, h)
             .filter(|c| c.width() >= 1.0 && c.height() >= 1.0)
+            .map(|_| b)
             .ok_or_else(|| {
                 format!(
                     "box (x1={}, y1={}, x2={}, y2={}) lies outside the {w}x{h} image",

@@ -23,7 +23,7 @@ use crate::records::RecordSource;
 /// Which augmentations run; each fires per image with probability `probability`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
-    /// Move each box coordinate by U(-10%, +10%) of its value, clipped to the image.
+    /// Move each box coordinate by U(-10%, +10%) of its value (the crop pads past the image).
     pub box_jitter: bool,
     /// Mirror horizontally.
     pub flip: bool,
@@ -156,25 +156,15 @@ pub fn preprocess(
         _ => None,
     };
     if aligned.is_none() {
-        let b = record.face_box.map(|v| v as f32);
-        let mut bx = [
-            b[0].clamp(0.0, w),
-            b[1].clamp(0.0, h),
-            b[2].clamp(0.0, w),
-            b[3].clamp(0.0, h),
-        ];
+        // The box as stored, even where it reaches past the image: crop_resize pads with black
+        // (as TensorFlow's crop_and_resize does) instead of squeezing the face.
+        let mut bx = record.face_box.map(|v| v as f32);
         if bx[2] - bx[0] < 1.0 || bx[3] - bx[1] < 1.0 {
             bx = [0.0, 0.0, w, h];
         }
         if aug.box_jitter && rng.random::<f32>() < p {
             let j: [f32; 4] =
                 std::array::from_fn(|i| bx[i] + rng.random_range(-0.1f32..=0.1) * bx[i]);
-            let j = [
-                j[0].clamp(0.0, w),
-                j[1].clamp(0.0, h),
-                j[2].clamp(0.0, w),
-                j[3].clamp(0.0, h),
-            ];
             if j[2] - j[0] >= 1.0 && j[3] - j[1] >= 1.0 {
                 bx = j;
             }

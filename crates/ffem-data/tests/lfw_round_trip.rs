@@ -13,9 +13,21 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();
     assert_eq!(list.entries.len(), 13_233);
     assert!(list.rejected.is_empty());
-    // A subset keeps the test quick: the first 600 entries in file order.
+    // Two reference boxes reach past the 250 x 250 frame: packed as given, not clipped.
+    let past_the_edge: Vec<_> = list
+        .entries
+        .iter()
+        .filter(|e| {
+            let b = e.face_box.unwrap();
+            b.x1 < 0.0 || b.y1 < 0.0 || b.x2 > 250.0 || b.y2 > 250.0
+        })
+        .cloned()
+        .collect();
+    assert_eq!(past_the_edge.len(), 2);
+    // A subset keeps the test quick: the first 598 entries in file order and those two.
     let dir = tempfile::tempdir().unwrap();
-    let subset: Vec<_> = list.entries[..600].to_vec();
+    let mut subset: Vec<_> = list.entries[..598].to_vec();
+    subset.extend(past_the_edge);
     let json = dir.path().join("subset.json");
     ffem_data::image_list::write_image_list(&json, &subset).unwrap();
     let out = dir.path().join("lfw");
@@ -43,7 +55,7 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
         let b = e.face_box.unwrap();
         assert_eq!(
             r.face_box,
-            [b.x1, b.y1, b.x2, b.y2].map(|v| v.clamp(0.0, 250.0).round() as i64)
+            [b.x1, b.y1, b.x2, b.y2].map(|v| v.round() as i64)
         );
         assert_eq!(r.landmarks, e.landmarks);
         n += 1;

@@ -97,8 +97,8 @@ fn pack_skips_and_reports_every_bad_entry_and_keeps_the_good_ones() {
     );
     assert_eq!(recs[0].face_box, [10, 5, 50, 40]);
     assert_eq!(recs[0].landmarks.unwrap()[0], 20.0);
-    // The box is stored clipped to the image.
-    assert_eq!(recs[2].face_box, [0, 0, 30, 30]);
+    // The box is stored as the list gives it, even where it reaches past the image.
+    assert_eq!(recs[2].face_box, [-5, -5, 30, 30]);
 
     let stats = inspect(&src, false).unwrap();
     assert_eq!(
@@ -160,13 +160,15 @@ fn crop_mode_translates_box_and_landmarks() {
     let img = ffem_data::imageops::decode_rgb(&recs[0].jpeg).unwrap();
     assert_eq!(img.dimensions(), (60, 48));
     assert_eq!(recs[0].face_box, [10, 5, 50, 40]);
-    // Box 0,0-30,30 grown by 7.5 -> 0..37.5: crop 38 x 38.
+    // Box -5,-5-30,30 (35 px, past the top-left corner) grown by 8.75 -> -13.75..38.75: the crop
+    // holds the image part, 0..38.75 -> 39 x 39, and the box is kept as given relative to it.
     assert_eq!(
         ffem_data::imageops::decode_rgb(&recs[2].jpeg)
             .unwrap()
             .dimensions(),
-        (38, 38)
+        (39, 39)
     );
+    assert_eq!(recs[2].face_box, [-5, -5, 30, 30]);
 }
 
 #[test]
