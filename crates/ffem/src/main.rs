@@ -44,6 +44,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Export the embedding network for deployment (ONNX, BatchNorm folded).
     Export(commands::export::ExportArgs),
+    /// Serve the model over HTTP: embed, verify, search and a gallery, with a web page at /.
+    Serve(commands::serve::ServeArgs),
     /// Measure training or inference images/s of a network on a device (flags as bench/README.md).
     #[command(hide = true, disable_help_flag = true)]
     BenchTrain {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Search(a) => commands::search::search(a),
         Command::Info(a) => commands::info::info(a),
         Command::Export(a) => commands::export::export(a),
+        Command::Serve(a) => commands::serve::serve(a),
         Command::BenchTrain { args } => commands::bench::bench_train(args),
     };
     match result {

@@ -11,6 +11,7 @@ pub mod info;
 pub mod inspect;
 pub mod pack;
 pub mod search;
+pub mod serve;
 pub mod train;
 pub mod verify;
 

@@ -1,0 +1,595 @@
+#![warn(missing_docs)]
+//! `ffem serve`: a face service over HTTP. Images go in as `multipart/form-data`, answers come
+//! back as JSON:
+//!
+//! - `POST /v1/embed` (field `image`): every face found, with box, landmarks and embedding;
+//! - `POST /v1/verify` (fields `a`, `b`): the largest face of each, their cosine similarity and
+//!   the decision at the model's saved threshold;
+//! - `POST /v1/search?k=5` (field `image`): the gallery identities most like its largest face;
+//! - gallery: `GET/POST /v1/identities`, `DELETE /v1/identities/{name}`,
+//!   `POST /v1/identities/{name}/faces` (field `image`), `DELETE /v1/identities/{name}/faces/{id}`;
+//! - `GET /health`, `GET /metrics` (Prometheus), `GET /openapi.json`, `GET /` (a web page).
+//!
+//! Faces are found by MTCNN and aligned as training did (`--no-detect`: each image is one face,
+//! already cropped). Concurrent requests are batched for the network ([`batcher`]); the gallery
+//! is a redb database ([`gallery`]). Limits on body size, image size, faces per image and request
+//! time, and an optional API key, keep it serving under bad input.
+
+pub mod batcher;
+pub mod gallery;
+pub mod metrics;
+mod openapi;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use ffem_detect::Mtcnn;
+use ffem_model::FaceInput;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::batcher::{BatchError, Batcher};
+use crate::gallery::{FaceRecord, Gallery, GalleryError};
+use crate::metrics::Metrics;
+
+/// Everything `ffem serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The model directory.
+    pub model_dir: PathBuf,
+    /// The gallery database file (created if missing).
+    pub gallery: PathBuf,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Required on every route but `/health` (header `x-api-key`, `Authorization: Bearer`, or
+    /// `?api_key=` for the web page).
+    pub api_key: Option<String>,
+    /// MTCNN weights; `None` treats each image as one face crop (`--no-detect`).
+    pub detector_weights: Option<PathBuf>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Largest image side accepted.
+    pub max_image_side: u32,
+    /// Most faces embedded per image (`/v1/embed`); the largest are kept.
+    pub max_faces: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Most faces per forward pass.
+    pub max_batch: usize,
+    /// How long a forward pass waits for its batch to fill.
+    pub batch_wait: Duration,
+}
+
+impl ServeConfig {
+    /// The defaults for a model and a gallery file.
+    pub fn new(model_dir: PathBuf, gallery: PathBuf) -> Self {
+        ServeConfig {
+            model_dir,
+            gallery,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_key: None,
+            detector_weights: Some(ffem_detect::default_weights_dir()),
+            max_body_bytes: 20 << 20,
+            max_image_side: 8192,
+            max_faces: 32,
+            request_timeout: Duration::from_secs(30),
+            max_batch: 32,
+            batch_wait: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model did not load.
+    #[error("model {0}")]
+    Model(String),
+    /// The detector's weights did not load (the message names the fetch script).
+    #[error(transparent)]
+    Detector(#[from] ffem_detect::DetectError),
+    /// The gallery did not open.
+    #[error(transparent)]
+    Gallery(#[from] GalleryError),
+    /// Binding or serving failed.
+    #[error("{addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every handler shares.
+pub struct AppState {
+    config: ServeConfig,
+    batcher: Batcher,
+    model: ffem_model::ModelConfig,
+    detector: Option<Arc<Mtcnn>>,
+    gallery: Gallery,
+    threshold: Option<f32>,
+    metrics: Metrics,
+}
+
+/// Loads the model, the detector and the gallery: the service's state.
+pub fn load(config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
+    let (batcher, model) = Batcher::start(&config.model_dir, config.max_batch, config.batch_wait)
+        .map_err(ServeError::Model)?;
+    let detector = match &config.detector_weights {
+        Some(dir) => Some(Arc::new(Mtcnn::load(dir)?)),
+        None => None,
+    };
+    let threshold = ffem_model::threshold::SavedThreshold::load(&config.model_dir)
+        .map_err(|e| ServeError::Model(e.to_string()))?
+        .map(|t| t.threshold_cosine);
+    let gallery = Gallery::open(&config.gallery, model.embedding_dim)?;
+    Ok(Arc::new(AppState {
+        config,
+        batcher,
+        model,
+        detector,
+        gallery,
+        threshold,
+        metrics: Metrics::default(),
+    }))
+}
+
+/// The HTTP routes over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/embed", post(embed))
+        .route("/v1/verify", post(verify))
+        .route("/v1/search", post(search))
+        .route("/v1/identities", get(list_identities).post(create_identity))
+        .route("/v1/identities/{name}", delete(delete_identity))
+        .route("/v1/identities/{name}/faces", post(add_face))
+        .route("/v1/identities/{name}/faces/{id}", delete(remove_face))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such route; see /openapi.json")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves until Ctrl-C.
+pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
+    let addr = state.config.addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Io { addr, source })?;
+    tracing::info!(
+        "serving {} on http://{addr} ({} faces in the gallery)",
+        state.config.model_dir.display(),
+        state.gallery.len()
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|source| ServeError::Io { addr, source })
+}
+
+/// A JSON error: `{"error": "..."}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<GalleryError> for ApiError {
+    fn from(e: GalleryError) -> Self {
+        let status = match e {
+            GalleryError::UnknownIdentity(_) | GalleryError::UnknownFace(..) => {
+                StatusCode::NOT_FOUND
+            }
+            GalleryError::Exists(_) => StatusCode::CONFLICT,
+            GalleryError::BadName(_) => StatusCode::BAD_REQUEST,
+            GalleryError::Db(_) | GalleryError::Dimension { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// API key, request timeout and metrics, around every route.
+async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = if let Some(key) = &state.config.api_key
+        && route != "/health"
+        && !has_key(request.headers(), request.uri().query(), key)
+    {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API key: send it as `x-api-key` or `Authorization: Bearer KEY`",
+        )
+        .into_response()
+    } else {
+        match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request took longer than {} s",
+                    state.config.request_timeout.as_secs_f64()
+                ),
+            )
+            .into_response(),
+        }
+    };
+    state.metrics.request(
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn has_key(headers: &HeaderMap, query: Option<&str>, key: &str) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    header("x-api-key") == Some(key)
+        || header(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "))
+            == Some(key)
+        || query.is_some_and(|q| q.split('&').any(|kv| kv == format!("api_key={key}")))
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(state.gallery.len()),
+    )
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(openapi::document())
+}
+
+/// A multipart body, or why it is not one (answered as a JSON 400, not axum's plain text).
+type Upload = Result<Multipart, axum::extract::multipart::MultipartRejection>;
+
+/// The named file fields of a multipart body; anything else is an error naming the field.
+async fn files(form: Upload, wanted: &[&str]) -> Result<Vec<Vec<u8>>, ApiError> {
+    let mut form = form.map_err(|e| {
+        ApiError::bad(format!(
+            "send multipart/form-data with {}: {e}",
+            wanted.join(", ")
+        ))
+    })?;
+    let mut found: Vec<Option<Vec<u8>>> = vec![None; wanted.len()];
+    loop {
+        let field = form.next_field().await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                format!("not a readable multipart/form-data body: {}", e.body_text()),
+            )
+        })?;
+        let Some(field) = field else { break };
+        let name = field.name().unwrap_or("").to_string();
+        let Some(slot) = wanted.iter().position(|w| *w == name) else {
+            return Err(ApiError::bad(format!(
+                "unexpected field `{name}`: send {}",
+                wanted.join(", ")
+            )));
+        };
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::new(e.status(), format!("field `{name}`: {}", e.body_text())))?;
+        found[slot] = Some(bytes.to_vec());
+    }
+    found
+        .into_iter()
+        .zip(wanted)
+        .map(|(f, name)| match f {
+            Some(b) if !b.is_empty() => Ok(b),
+            Some(_) => Err(ApiError::bad(format!("field `{name}` is empty"))),
+            None => Err(ApiError::bad(format!(
+                "missing field `{name}` (multipart/form-data with {})",
+                wanted.join(", ")
+            ))),
+        })
+        .collect()
+}
+
+/// A face found in an upload, prepared for the network.
+struct Found {
+    face_box: [f32; 4],
+    landmarks: Option<[f32; 10]>,
+    score: Option<f32>,
+    image: Vec<f32>,
+}
+
+/// The faces of an uploaded image, largest first (at most `limit`); an image without a face, or
+/// one that is not a usable image, is a 422 naming `what`.
+fn find_faces(
+    state: &AppState,
+    bytes: &[u8],
+    what: &str,
+    limit: usize,
+) -> Result<Vec<Found>, ApiError> {
+    let unusable =
+        |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{what}: {m}"));
+    // The header alone gives the size, so an oversized image is refused before decoding; a header
+    // that does not parse gets the decoder's own diagnosis (truncated JPEG, unknown format, ...).
+    let (w, h) = ffem_data::imageops::upright_dimensions(bytes).ok_or_else(|| {
+        unusable(
+            ffem_data::imageops::decode_rgb(bytes)
+                .err()
+                .unwrap_or_else(|| "not an image (JPEG, PNG, WebP, BMP, PNM or TIFF)".into()),
+        )
+    })?;
+    let side = state.config.max_image_side;
+    if w > side || h > side {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what}: the image is {w} x {h}; the largest side accepted is {side}"),
+        ));
+    }
+    let size = state.model.image_size;
+    let faces: Vec<(Option<ffem_detect::Face>, FaceInput)> = match &state.detector {
+        None => vec![(
+            None,
+            FaceInput {
+                bytes: bytes.to_vec(),
+                face_box: Some([0.0, 0.0, w as f32, h as f32]),
+                landmarks: None,
+                name: what.to_string(),
+            },
+        )],
+        Some(detector) => {
+            let img = ffem_data::imageops::decode_rgb(bytes).map_err(unusable)?;
+            let mut faces = detector
+                .detect_photo(&img)
+                .map_err(|e| unusable(e.to_string()))?;
+            if faces.is_empty() {
+                return Err(unusable("no face found".into()));
+            }
+            let area = |f: &ffem_detect::Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
+            faces.sort_by(|a, b| area(b).total_cmp(&area(a)));
+            faces.truncate(limit);
+            faces
+                .into_iter()
+                .map(|f| {
+                    let input = FaceInput {
+                        bytes: bytes.to_vec(),
+                        face_box: Some(f.bbox),
+                        landmarks: Some(f.landmarks),
+                        name: what.to_string(),
+                    };
+                    (Some(f), input)
+                })
+                .collect()
+        }
+    };
+    faces
+        .into_iter()
+        .map(|(detected, input)| {
+            let image = ffem_model::embed::prepare(&input, size, state.model.align)
+                .map_err(|e| unusable(e.to_string()))?;
+            Ok(Found {
+                face_box: input.face_box.expect("set above"),
+                landmarks: input.landmarks,
+                score: detected.map(|f| f.score),
+                image,
+            })
+        })
+        .collect()
+}
+
+/// Finds faces off the async threads (decoding and detection are CPU work).
+async fn faces_of(
+    state: &Arc<AppState>,
+    bytes: Vec<u8>,
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<Found>, ApiError> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || find_faces(&s, &bytes, what, limit))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+async fn embed_found(state: &AppState, found: &mut [Found]) -> Result<Vec<Vec<f32>>, ApiError> {
+    let mut out = Vec::with_capacity(found.len());
+    for f in found.iter_mut() {
+        out.push(state.batcher.embed(std::mem::take(&mut f.image)).await?);
+    }
+    state.metrics.faces_embedded(out.len() as u64);
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct FaceJson {
+    #[serde(rename = "box")]
+    face_box: [f32; 4],
+    landmarks: Option<[f32; 10]>,
+    score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<Vec<f32>>,
+}
+
+impl FaceJson {
+    fn of(f: &Found, embedding: Option<Vec<f32>>) -> Self {
+        FaceJson {
+            face_box: f.face_box,
+            landmarks: f.landmarks,
+            score: f.score,
+            embedding,
+        }
+    }
+}
+
+async fn embed(
+    State(state): State<Arc<AppState>>,
+    form: Upload,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let [image] = <[Vec<u8>; 1]>::try_from(files(form, &["image"]).await?).expect("one field");
+    let mut found = faces_of(&state, image, "image", state.config.max_faces).await?;
+    let embeddings = embed_found(&state, &mut found).await?;
+    let faces: Vec<FaceJson> = found
+        .iter()
+        .zip(embeddings)
+        .map(|(f, e)| FaceJson::of(f, Some(e)))
+        .collect();
+    Ok(Json(json!({ "faces": faces, "dim": state.batcher.dim() })))
+}
+
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    form: Upload,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let [a, b] = <[Vec<u8>; 2]>::try_from(files(form, &["a", "b"]).await?).expect("two fields");
+    let (fa, fb) = tokio::join!(faces_of(&state, a, "a", 1), faces_of(&state, b, "b", 1));
+    let (mut fa, mut fb) = (fa?, fb?);
+    let ea = embed_found(&state, &mut fa).await?;
+    let eb = embed_found(&state, &mut fb).await?;
+    let similarity = ffem_eval::embedding::cosine(&ea[0], &eb[0]);
+    Ok(Json(json!({
+        "similarity": similarity,
+        "threshold": state.threshold,
+        "same_person": state.threshold.map(|t| similarity >= t),
+        "a": FaceJson::of(&fa[0], None),
+        "b": FaceJson::of(&fb[0], None),
+    })))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    k: Option<usize>,
+}
+
+async fn search(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<SearchQuery>,
+    form: Upload,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let k = q.k.unwrap_or(5);
+    if !(1..=100).contains(&k) {
+        return Err(ApiError::bad(format!("k = {k}: ask for 1 to 100 results")));
+    }
+    let [image] = <[Vec<u8>; 1]>::try_from(files(form, &["image"]).await?).expect("one field");
+    let mut found = faces_of(&state, image, "image", 1).await?;
+    let e = embed_found(&state, &mut found).await?;
+    let matches = state.gallery.search(&e[0], k);
+    Ok(Json(json!({
+        "face": FaceJson::of(&found[0], None),
+        "matches": matches,
+        "threshold": state.threshold,
+    })))
+}
+
+#[derive(Deserialize)]
+struct NewIdentity {
+    name: String,
+}
+
+async fn list_identities(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "identities": state.gallery.identities()? })))
+}
+
+async fn create_identity(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<NewIdentity>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(new) =
+        body.map_err(|e| ApiError::bad(format!("send JSON {{\"name\": \"...\"}}: {e}")))?;
+    state.gallery.create_identity(&new.name)?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": new.name }))))
+}
+
+async fn delete_identity(
+    State(state): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let removed = state.gallery.delete_identity(&name)?;
+    Ok(Json(json!({ "deleted": name, "faces_removed": removed })))
+}
+
+async fn add_face(
+    State(state): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    form: Upload,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let [image] = <[Vec<u8>; 1]>::try_from(files(form, &["image"]).await?).expect("one field");
+    let sha: [u8; 32] = Sha256::digest(&image).into();
+    let mut found = faces_of(&state, image, "image", 1).await?;
+    let e = embed_found(&state, &mut found).await?;
+    let face = FaceRecord {
+        identity: name.clone(),
+        image_sha256: sha,
+        face_box: found[0].face_box,
+        embedding: e.into_iter().next().expect("one face"),
+    };
+    let s = state.clone();
+    let id = tokio::task::spawn_blocking(move || s.gallery.add_face(face))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "identity": name, "face_id": id, "face": FaceJson::of(&found[0], None) })),
+    ))
+}
+
+async fn remove_face(
+    State(state): State<Arc<AppState>>,
+    UrlPath((name, id)): UrlPath<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.gallery.remove_face(&name, id)?;
+    Ok(Json(json!({ "identity": name, "removed_face_id": id })))
+}
