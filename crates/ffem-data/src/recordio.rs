@@ -218,6 +218,16 @@ impl RecReader {
             let lrec = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
             let (flag, len) = (lrec >> 29, (lrec & ((1 << 29) - 1)) as usize);
             let padded = len.div_ceil(4) * 4;
+            // A damaged length must not become a huge allocation: the chunk has to fit in the file.
+            if pos + 8 + padded as u64 > self.len {
+                return Err(self.corrupt(
+                    at,
+                    format!(
+                        "truncated record: a chunk of {len} bytes at byte {pos} runs past the end of the {}-byte file",
+                        self.len
+                    ),
+                ));
+            }
             let start = out.len();
             out.resize(start + padded, 0);
             self.input

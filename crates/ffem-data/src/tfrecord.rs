@@ -73,6 +73,8 @@ impl RecordWriter {
 /// Streams records from one TFRecord file, checking both checksums.
 pub struct RecordReader {
     input: BufReader<File>,
+    /// The file's size: no record may claim more than what is left of it.
+    file_len: u64,
     path: PathBuf,
     offset: u64,
     index: u64,
@@ -96,8 +98,10 @@ impl RecordReader {
     /// Opens `path` for sequential reading.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
         Ok(RecordReader {
             input: BufReader::with_capacity(1 << 20, file),
+            file_len,
             path: path.to_path_buf(),
             offset: 0,
             index: 0,
@@ -164,9 +168,17 @@ impl RecordReader {
             return Err(self.corrupt(start, what));
         }
         let len = u64::from_le_bytes(len_bytes);
-        if len > (1 << 34) {
+        // The length's checksum matched, but the record must also fit in what is left of the file
+        // before its bytes are allocated.
+        if start.saturating_add(16).saturating_add(len) > self.file_len {
             self.done = true;
-            return Err(self.corrupt(start, format!("record length {len} is implausible")));
+            return Err(self.corrupt(
+                start,
+                format!(
+                    "truncated record: {len} bytes announced, the {}-byte file ends before",
+                    self.file_len
+                ),
+            ));
         }
         let mut data = vec![0u8; len as usize];
         let mut crc = [0u8; 4];

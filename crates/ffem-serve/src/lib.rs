@@ -173,8 +173,10 @@ pub async fn serve(state: Arc<AppState>) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Io { addr, source })?;
+    // The bound address: with port 0 the system picks one, and scripts read it from this line.
+    let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(
-        "serving {} on http://{addr} ({} faces in the gallery)",
+        "serving {} on http://{bound} ({} faces in the gallery)",
         state.config.model_dir.display(),
         state.gallery.len()
     );
