@@ -150,6 +150,56 @@ pub fn gather(inputs: &[PathBuf], root: Option<&Path>) -> Result<Vec<FaceSource>
     Ok(sources)
 }
 
+/// Every face of the photos among `sources` that come without a box, each as a source of its own
+/// named `NAME#0`, `NAME#1`, ... (largest first, the key form `ffem detect --all-faces` writes);
+/// sources with a box pass through. Photos that cannot be read or hold no face are returned with
+/// the reason, by index into `sources`.
+pub fn expand_all_faces(
+    detector: &Mtcnn,
+    sources: &[FaceSource],
+) -> (Vec<FaceSource>, Vec<(usize, String)>) {
+    let found: Vec<Result<Vec<FaceSource>, EvalSetError>> = sources
+        .par_iter()
+        .map(|s| {
+            if s.face_box.is_some() {
+                return Ok(vec![s.clone()]);
+            }
+            let face = s.read()?;
+            let unusable = |reason: String| EvalSetError::Unusable {
+                name: s.name.clone(),
+                reason,
+            };
+            let img = ffem_data::imageops::decode_rgb(&face.bytes).map_err(unusable)?;
+            let mut faces = detector
+                .detect_photo(&img)
+                .map_err(|e| unusable(e.to_string()))?;
+            if faces.is_empty() {
+                return Err(unusable("no face found".into()));
+            }
+            let area = |f: &ffem_detect::Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
+            faces.sort_by(|a, b| area(b).total_cmp(&area(a)));
+            Ok(faces
+                .iter()
+                .enumerate()
+                .map(|(k, f)| FaceSource {
+                    name: format!("{}{}{k}", s.name, ffem_data::image_list::FACE_SUFFIX),
+                    face_box: Some(f.bbox),
+                    landmarks: Some(f.landmarks),
+                    ..s.clone()
+                })
+                .collect())
+        })
+        .collect();
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for (i, r) in found.into_iter().enumerate() {
+        match r {
+            Ok(faces) => out.extend(faces),
+            Err(e) => skipped.push((i, e.to_string())),
+        }
+    }
+    (out, skipped)
+}
+
 /// What [`embed_sources`] produced.
 #[derive(Debug, Clone)]
 pub struct EmbeddedFaces {

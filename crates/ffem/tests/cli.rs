@@ -974,6 +974,44 @@ fn verify_finds_and_aligns_the_face_in_raw_portraits() {
             < 1e-4
     );
 
+    // A group photo: `--all-faces` gives a row per face, the largest first, and that row is what
+    // the library (which takes the largest face) embeds.
+    let group = dir.path().join("group.jpg");
+    {
+        let mut frame = portrait(key_a, 100, 600);
+        let small =
+            ffem_data::imageops::decode_rgb(&photo("Abdullah_Gul/Abdullah_Gul_0001.jpg")).unwrap();
+        let small =
+            image::imageops::resize(&small, 300, 300, image::imageops::FilterType::Triangle);
+        image::imageops::overlay(&mut frame, &small, 900, 200);
+        frame.save(&group).unwrap();
+    }
+    let group_npy = dir.path().join("group.npy");
+    let o = ffem(&[
+        "embed",
+        model.to_str().unwrap(),
+        group.to_str().unwrap(),
+        "--all-faces",
+        "--output",
+        group_npy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("embedded 2 faces of 1 images (0 skipped)"),
+        "{}",
+        stdout(&o)
+    );
+    let index = std::fs::read_to_string(group_npy.with_extension("csv")).unwrap();
+    let g = group.display().to_string();
+    assert_eq!(index, format!("row,path,label\n0,{g}#0,\n1,{g}#1,\n"));
+    let (rows, n, d) = ffem_eval::npy::read_f32(&group_npy).unwrap();
+    assert_eq!((n, d), (2, 16));
+    let largest = library
+        .embed_encoded(&std::fs::read(&group).unwrap(), None, None)
+        .unwrap();
+    assert!(cosine(&rows[..16], &largest) > 0.9999);
+    assert!(cosine(&rows[16..], &largest) < 0.99);
+
     // A photo without a face is an error naming it; missing weights name the fetch script.
     let blank = dir.path().join("blank.png");
     image::RgbImage::from_pixel(640, 480, image::Rgb([120, 120, 120]))

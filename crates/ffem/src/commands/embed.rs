@@ -40,17 +40,36 @@ pub struct EmbedArgs {
     engine: EngineArg,
     #[command(flatten)]
     detect: DetectArg,
+    /// Every face of each photo without a box, one row each (`path#0` the largest, `path#1`, ...)
+    /// instead of only the largest.
+    #[arg(long, conflicts_with = "no_detect")]
+    all_faces: bool,
 }
 
 /// Runs `ffem embed`.
 pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model, &a.engine)?;
-    let sources = gather(&a.inputs, a.root.as_deref())?;
+    let mut sources = gather(&a.inputs, a.root.as_deref())?;
     if sources.is_empty() {
-        bail!("no images found in the inputs (looked for .jpg, .jpeg and .png files)");
+        bail!(
+            "no images found in the inputs (looked for {})",
+            ffem_data::walk::IMAGE_EXTENSIONS.join(", ")
+        );
     }
+    let photos = sources.len();
     let detector = a.detect.load_for(&sources)?;
     let started = std::time::Instant::now();
+    let mut no_face = Vec::new();
+    if a.all_faces
+        && let Some(d) = &detector
+    {
+        let (faces, skipped) = ffem_model::faces::expand_all_faces(d, &sources);
+        no_face = skipped
+            .into_iter()
+            .map(|(i, reason)| (sources[i].name.clone(), reason))
+            .collect();
+        sources = faces;
+    }
     let opts = EmbedOptions {
         align: cfg.align,
         flip: !a.no_flip,
@@ -63,12 +82,12 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
     for (_, reason) in &out.skipped {
         eprintln!("skipped {reason}");
     }
-    if a.strict && !out.skipped.is_empty() {
-        bail!(
-            "--strict: {} of {} images could not be embedded; nothing written",
-            out.skipped.len(),
-            sources.len()
-        );
+    for (_, reason) in &no_face {
+        eprintln!("skipped {reason}");
+    }
+    let skipped = out.skipped.len() + no_face.len();
+    if a.strict && skipped > 0 {
+        bail!("--strict: {skipped} of {photos} images could not be embedded; nothing written");
     }
     let entries = out.gallery_entries(&sources);
     gallery::write(&a.output, &out.embeddings, out.dim, &entries)?;
@@ -89,16 +108,18 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
             .concat();
         ffem_eval::npy::write_f32(path, &crops, out.kept.len(), 3 * size * size)?;
     }
+    let what = if a.all_faces {
+        format!("{} faces of {photos} images", out.kept.len())
+    } else {
+        format!("{} of {photos} images", out.kept.len())
+    };
     println!(
-        "embedded {} of {} images ({} skipped) -> {} [{} x {}], index {}; read, decode, crop and embed took {seconds:.2} s ({:.1} images/s)",
-        out.kept.len(),
-        sources.len(),
-        out.skipped.len(),
+        "embedded {what} ({skipped} skipped) -> {} [{} x {}], index {}; read, decode, crop and embed took {seconds:.2} s ({:.1} images/s)",
         a.output.display(),
         out.kept.len(),
         out.dim,
         gallery::index_path(&a.output).display(),
-        sources.len() as f64 / seconds
+        photos as f64 / seconds
     );
     Ok(ExitCode::SUCCESS)
 }
