@@ -67,6 +67,8 @@ pub struct ServeConfig {
     pub max_batch: usize,
     /// How long a forward pass waits for its batch to fill.
     pub batch_wait: Duration,
+    /// Gallery size from which search is approximate (HNSW) instead of exact.
+    pub ann_above: usize,
 }
 
 impl ServeConfig {
@@ -84,6 +86,7 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(30),
             max_batch: 32,
             batch_wait: Duration::from_millis(5),
+            ann_above: 1_000_000,
         }
     }
 }
@@ -133,7 +136,7 @@ pub fn load(config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
     let threshold = ffem_model::threshold::SavedThreshold::load(&config.model_dir)
         .map_err(|e| ServeError::Model(e.to_string()))?
         .map(|t| t.threshold_cosine);
-    let gallery = Gallery::open(&config.gallery, model.embedding_dim)?;
+    let gallery = Gallery::open_with_ann(&config.gallery, model.embedding_dim, config.ann_above)?;
     Ok(Arc::new(AppState {
         config,
         batcher,

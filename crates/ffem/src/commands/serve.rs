@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// How long a forward pass waits for more faces, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_wait_ms: u64,
+    /// Gallery size from which search uses an HNSW graph instead of comparing every face.
+    #[arg(long, default_value_t = 1_000_000)]
+    ann_above: usize,
 }
 
 /// Runs `ffem serve` until Ctrl-C.
@@ -69,6 +72,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
     cfg.request_timeout = Duration::from_secs_f64(a.timeout.max(0.001));
     cfg.max_batch = a.max_batch.max(1);
     cfg.batch_wait = Duration::from_millis(a.batch_wait_ms);
+    cfg.ann_above = a.ann_above;
     let state = ffem_serve::load(cfg)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
