@@ -202,11 +202,9 @@ fn tfrecord_and_example_parsers_survive_mutations() {
     });
 }
 
-#[test]
-fn recordio_pack_reader_survives_mutations() {
-    let dir = tempfile::tempdir().unwrap();
-    let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
-    let mut w = RecWriter::create(&rec, &idx).unwrap();
+/// A valid insightface-style pack of three tiny images, keys 0..3.
+fn write_pack(rec: &Path, idx: &Path) {
+    let mut w = RecWriter::create(rec, idx).unwrap();
     for i in 0..3u8 {
         let h = IrHeader {
             flag: 0,
@@ -218,6 +216,13 @@ fn recordio_pack_reader_survives_mutations() {
         w.write(i as u64, &pack_payload(&h, &tiny_jpeg(i))).unwrap();
     }
     w.finish().unwrap();
+}
+
+#[test]
+fn recordio_pack_reader_survives_mutations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
+    write_pack(&rec, &idx);
     assert!(read_all(dir.path()));
     let (rec_bytes, idx_bytes) = (std::fs::read(&rec).unwrap(), std::fs::read(&idx).unwrap());
     let m = tempfile::tempdir().unwrap();
@@ -276,20 +281,7 @@ fn found_inputs_stay_fixed() {
     let rec = std::fs::read(fixtures.join("recordio-huge-chunk.rec")).unwrap();
     let (w, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
     // The index of the valid pack the input was mutated from: records at 0, then as written.
-    let mut writer = RecWriter::create(&dir.path().join("v.rec"), &idx).unwrap();
-    for i in 0..3u8 {
-        let h = IrHeader {
-            flag: 0,
-            label: i as f32,
-            id: i as u64,
-            id2: 0,
-            labels: vec![],
-        };
-        writer
-            .write(i as u64, &pack_payload(&h, &tiny_jpeg(i)))
-            .unwrap();
-    }
-    writer.finish().unwrap();
+    write_pack(&dir.path().join("v.rec"), &idx);
     std::fs::write(&w, &rec).unwrap();
     LARGEST.store(0, Ordering::Relaxed);
     let _ = read_all(dir.path());

@@ -57,12 +57,28 @@ pub struct Face {
 }
 
 impl Face {
+    /// The box's area in square pixels.
+    pub fn area(&self) -> f32 {
+        (self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1])
+    }
+
     /// Squared distance of the box centre from the centre of a `width` x `height` image.
     pub fn centre_distance2(&self, width: u32, height: u32) -> f32 {
         let cx = (self.bbox[0] + self.bbox[2]) / 2.0 - width as f32 / 2.0;
         let cy = (self.bbox[1] + self.bbox[3]) / 2.0 - height as f32 / 2.0;
         cx * cx + cy * cy
     }
+}
+
+/// Orders the faces of a `width` x `height` photo the way the tools pick one: largest first, and
+/// among equal sizes the one nearest the centre.
+pub fn largest_first(faces: &mut [Face], width: u32, height: u32) {
+    faces.sort_by(|a, b| {
+        b.area().total_cmp(&a.area()).then(
+            a.centre_distance2(width, height)
+                .total_cmp(&b.centre_distance2(width, height)),
+        )
+    });
 }
 
 /// File names of the three networks inside the weights directory.

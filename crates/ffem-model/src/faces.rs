@@ -27,19 +27,13 @@ pub fn locate_face(detector: &Mtcnn, face: &mut FaceInput) -> Result<usize, Eval
         reason,
     };
     let img = ffem_data::imageops::decode_rgb(&face.bytes).map_err(unusable)?;
-    let faces = detector
+    let mut faces = detector
         .detect_photo(&img)
         .map_err(|e| unusable(e.to_string()))?;
     let (w, h) = img.dimensions();
-    let area = |f: &ffem_detect::Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
+    ffem_detect::largest_first(&mut faces, w, h);
     let chosen = faces
-        .iter()
-        .max_by(|a, b| {
-            area(a).total_cmp(&area(b)).then(
-                b.centre_distance2(w, h)
-                    .total_cmp(&a.centre_distance2(w, h)),
-            )
-        })
+        .first()
         .ok_or_else(|| unusable("no face found".into()))?;
     face.face_box = Some(chosen.bbox);
     face.landmarks = Some(chosen.landmarks);
@@ -176,8 +170,7 @@ pub fn expand_all_faces(
             if faces.is_empty() {
                 return Err(unusable("no face found".into()));
             }
-            let area = |f: &ffem_detect::Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
-            faces.sort_by(|a, b| area(b).total_cmp(&area(a)));
+            ffem_detect::largest_first(&mut faces, img.width(), img.height());
             Ok(faces
                 .iter()
                 .enumerate()

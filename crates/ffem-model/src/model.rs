@@ -44,6 +44,20 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// MobileNetV3-Small at `width` with a GNAP head, `embedding_dim` wide, for `image_size`
+    /// inputs: the small networks of the demo, the tests and the benchmarks.
+    pub fn small(width: f32, embedding_dim: usize, image_size: usize) -> Self {
+        ModelConfig {
+            backbone: MobileNetV3Config {
+                width,
+                ..MobileNetV3Config::small()
+            },
+            embedding_dim,
+            image_size,
+            ..ModelConfig::default()
+        }
+    }
+
     /// Builds the network.
     pub fn init(&self, device: &Device) -> EmbeddingModel {
         let c = self.backbone.out_channels();

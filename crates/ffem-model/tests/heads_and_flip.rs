@@ -4,7 +4,6 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ffem_model::ModelConfig;
-use ffem_model::backbones::mobilenet_v3::MobileNetV3Config;
 use ffem_model::embed::{Embedder, mirror};
 use ffem_model::heads::GnapHead;
 
@@ -72,15 +71,7 @@ fn mirror_reverses_each_row_of_each_plane() {
 fn flip_tta_sums_both_passes_and_is_mirror_invariant() {
     let device = Device::flex();
     device.seed(4);
-    let cfg = ModelConfig {
-        backbone: MobileNetV3Config {
-            width: 0.25,
-            ..MobileNetV3Config::small()
-        },
-        embedding_dim: 16,
-        image_size: 32,
-        ..ModelConfig::default()
-    };
+    let cfg = ModelConfig::small(0.25, 16, 32);
     let embedder = Embedder::new(&cfg.init(&device), cfg.clone(), &device);
     let s = cfg.image_size;
     // A left-right asymmetric image: a bright left half.

@@ -403,8 +403,7 @@ fn find_faces(
             if faces.is_empty() {
                 return Err(unusable("no face found".into()));
             }
-            let area = |f: &ffem_detect::Face| (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]);
-            faces.sort_by(|a, b| area(b).total_cmp(&area(a)));
+            ffem_detect::largest_first(&mut faces, img.width(), img.height());
             faces.truncate(limit);
             faces
                 .into_iter()

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ffem_eval::embedding::cosine;
-use ffem_model::backbones::mobilenet_v3::MobileNetV3Config;
 use ffem_model::face::FaceModel;
 use ffem_model::threshold::SavedThreshold;
 use ffem_model::{ModelConfig, save_model};
@@ -21,15 +20,7 @@ use tower::ServiceExt;
 
 /// An untrained 32 px, 16-d model (its embeddings still depend on the image) with a threshold.
 fn model(dir: &Path) -> std::path::PathBuf {
-    let cfg = ModelConfig {
-        backbone: MobileNetV3Config {
-            width: 0.25,
-            ..MobileNetV3Config::small()
-        },
-        embedding_dim: 16,
-        image_size: 32,
-        ..ModelConfig::default()
-    };
+    let cfg = ModelConfig::small(0.25, 16, 32);
     let device = burn::tensor::Device::flex();
     device.seed(5);
     let path = dir.join("model");

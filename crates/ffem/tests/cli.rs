@@ -150,54 +150,8 @@ fn info_reports_torchvision_parameter_counts() {
 #[test]
 fn a_trained_model_through_eval_embed_verify_and_search() {
     let dir = tempfile::tempdir().unwrap();
-    let train = synthetic(dir.path(), 0, 6, 6);
-    let rec = dir.path().join("rec");
-    assert!(
-        ffem(&[
-            "pack",
-            "--root",
-            train.join("images").to_str().unwrap(),
-            "--json",
-            train.join("image_list.json").to_str().unwrap(),
-            "--output",
-            rec.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
-    let run = dir.path().join("run");
-    let o = ffem(&[
-        "train",
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--set",
-        &format!("train_data=\"{}\"", rec.display()),
-        "--set",
-        "backbone=mobilenet_v3_small",
-        "--set",
-        "width=0.25",
-        "--set",
-        "image_size=32",
-        "--set",
-        "embedding_dim=16",
-        "--set",
-        "batch_size=6",
-        "--set",
-        "epochs=8",
-        "--set",
-        "loss=l2softmax",
-        "--set",
-        "optimizer=adam",
-        "--set",
-        "lr=0.01",
-        "--set",
-        "checkpoint_every=0",
-        "--set",
-        "align=true",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("trained 48 steps"), "{}", stdout(&o));
-    let model = run.join("model");
+    let model = train_tiny_aligned_model(dir.path());
+    let (run, rec) = (dir.path().join("run"), dir.path().join("rec"));
     // Training again into the same run directory is refused with advice.
     let o = ffem(&[
         "train",
@@ -867,6 +821,7 @@ fn train_tiny_aligned_model(dir: &Path) -> std::path::PathBuf {
     }
     let o = ffem(&args);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("trained 48 steps"), "{}", stdout(&o));
     run.join("model")
 }
 

@@ -8,20 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ffem_model::backbones::mobilenet_v3::MobileNetV3Config;
 use ffem_model::{ModelConfig, save_model};
 
 /// An untrained 32 px, 16-d model.
 fn model(dir: &Path) -> PathBuf {
     let cfg = ModelConfig {
-        backbone: MobileNetV3Config {
-            width: 0.25,
-            ..MobileNetV3Config::small()
-        },
-        embedding_dim: 16,
-        image_size: 32,
         align: true,
-        ..ModelConfig::default()
+        ..ModelConfig::small(0.25, 16, 32)
     };
     let device = burn::tensor::Device::flex();
     device.seed(5);
