@@ -444,6 +444,19 @@ impl Mtcnn {
             .collect())
     }
 
+    /// The faces of an encoded photo (any format ffem decodes, EXIF orientation applied), largest
+    /// first ([`largest_first`]); a photo without a face, or one that does not decode, is an
+    /// error in words.
+    pub fn faces_in(&self, encoded: &[u8]) -> std::result::Result<Vec<Face>, String> {
+        let img = ffem_data::imageops::decode_rgb(encoded)?;
+        let mut faces = self.detect_photo(&img).map_err(|e| e.to_string())?;
+        if faces.is_empty() {
+            return Err("no face found".into());
+        }
+        largest_first(&mut faces, img.width(), img.height());
+        Ok(faces)
+    }
+
     /// Every face in the image at its own resolution (the reference MTCNN's behaviour), best score
     /// first.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {

@@ -26,15 +26,8 @@ pub fn locate_face(detector: &Mtcnn, face: &mut FaceInput) -> Result<usize, Eval
         name: face.name.clone(),
         reason,
     };
-    let img = ffem_data::imageops::decode_rgb(&face.bytes).map_err(unusable)?;
-    let mut faces = detector
-        .detect_photo(&img)
-        .map_err(|e| unusable(e.to_string()))?;
-    let (w, h) = img.dimensions();
-    ffem_detect::largest_first(&mut faces, w, h);
-    let chosen = faces
-        .first()
-        .ok_or_else(|| unusable("no face found".into()))?;
+    let faces = detector.faces_in(&face.bytes).map_err(unusable)?;
+    let chosen = faces[0];
     face.face_box = Some(chosen.bbox);
     face.landmarks = Some(chosen.landmarks);
     Ok(faces.len())
@@ -163,14 +156,7 @@ pub fn expand_all_faces(
                 name: s.name.clone(),
                 reason,
             };
-            let img = ffem_data::imageops::decode_rgb(&face.bytes).map_err(unusable)?;
-            let mut faces = detector
-                .detect_photo(&img)
-                .map_err(|e| unusable(e.to_string()))?;
-            if faces.is_empty() {
-                return Err(unusable("no face found".into()));
-            }
-            ffem_detect::largest_first(&mut faces, img.width(), img.height());
+            let faces = detector.faces_in(&face.bytes).map_err(unusable)?;
             Ok(faces
                 .iter()
                 .enumerate()

@@ -396,14 +396,7 @@ fn find_faces(
             },
         )],
         Some(detector) => {
-            let img = ffem_data::imageops::decode_rgb(bytes).map_err(unusable)?;
-            let mut faces = detector
-                .detect_photo(&img)
-                .map_err(|e| unusable(e.to_string()))?;
-            if faces.is_empty() {
-                return Err(unusable("no face found".into()));
-            }
-            ffem_detect::largest_first(&mut faces, img.width(), img.height());
+            let mut faces = detector.faces_in(bytes).map_err(unusable)?;
             faces.truncate(limit);
             faces
                 .into_iter()
