@@ -176,6 +176,33 @@ mod tests {
     }
 
     #[test]
+    fn exif_orientation_turns_the_photo_upright() {
+        // Stored 16 wide x 8 high: red left half, blue right half.
+        let img = RgbImage::from_fn(16, 8, |x, _| {
+            if x < 8 {
+                image::Rgb([250, 0, 0])
+            } else {
+                image::Rgb([0, 0, 250])
+            }
+        });
+        let jpeg = encode_jpeg(&img, 95).unwrap();
+        // An EXIF block saying "rotate 90 degrees clockwise to display" (orientation 6), as
+        // phone cameras write for portrait shots, right after the start-of-image marker.
+        let mut exif = vec![0xff, 0xe1, 0x00, 0x22];
+        exif.extend_from_slice(b"Exif\0\0II\x2a\x00\x08\x00\x00\x00");
+        exif.extend_from_slice(&[1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+        let rotated = [&jpeg[..2], &exif, &jpeg[2..]].concat();
+        assert_eq!(upright_dimensions(&jpeg), Some((16, 8)));
+        assert_eq!(upright_dimensions(&rotated), Some((8, 16)));
+        let up = decode_rgb(&rotated).unwrap();
+        assert_eq!(up.dimensions(), (8, 16));
+        // Clockwise: the stored left (red) half is now the top half.
+        let (top, bottom) = (up.get_pixel(4, 3), up.get_pixel(4, 12));
+        assert!(top[0] > 200 && top[2] < 60, "{top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
+    }
+
+    #[test]
     fn a_box_past_the_edge_pads_with_black_and_keeps_its_scale() {
         let img = RgbImage::from_fn(20, 20, |x, y| {
             image::Rgb([(10 * x) as u8, (10 * y) as u8, 7])
