@@ -4,21 +4,93 @@ use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ffem_model::losses::{ClassifierLoss, LossConfig};
 
-/// Reference: mean cross-entropy of the margin / L2-softmax logits, in f64, written from the papers.
-fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize], d: usize) -> f64 {
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Cosine of `f` to identity `j`: to its best of `k` centres (rows `j k .. j k + k` of `w`),
+/// clamped as the losses clamp it.
+fn cosine_to(f: &[f64], w: &[f64], j: usize, k: usize, d: usize) -> f64 {
+    (0..k)
+        .map(|t| {
+            let wj = &w[(j * k + t) * d..][..d];
+            let dot: f64 = f.iter().zip(wj).map(|(a, b)| a * b).sum();
+            (dot / (norm(f) * norm(wj))).clamp(-1.0 + 1e-7, 1.0 - 1e-7)
+        })
+        .fold(f64::MIN, f64::max)
+}
+
+/// Reference of the proxy losses, written from the papers: Proxy-NCA per sample, Proxy-Anchor over
+/// the batch.
+fn proxy_reference(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize], d: usize) -> f64 {
     let n = labels.len();
     let c = w.len() / d;
-    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let cos = |i: usize, j: usize| cosine_to(&f[i * d..][..d], w, j, 1, d);
+    match cfg {
+        LossConfig::ProxyNca { scale } => {
+            let mut total = 0.0;
+            for (i, &label) in labels.iter().enumerate() {
+                let neg_dist = |j: usize| 2.0 * scale * scale * (cos(i, j) - 1.0);
+                let others: Vec<f64> = (0..c).filter(|&j| j != label).map(neg_dist).collect();
+                let max = others.iter().cloned().fold(f64::MIN, f64::max);
+                let lse = max + others.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+                total += lse - neg_dist(label);
+            }
+            total / n as f64
+        }
+        LossConfig::ProxyAnchor { alpha, delta } => {
+            let (mut pos, mut with_positives, mut neg) = (0.0, 0usize, 0.0);
+            for p in 0..c {
+                let members: Vec<usize> = (0..n).filter(|&i| labels[i] == p).collect();
+                if !members.is_empty() {
+                    with_positives += 1;
+                    pos += (1.0
+                        + members
+                            .iter()
+                            .map(|&i| (-alpha * (cos(i, p) - delta)).exp())
+                            .sum::<f64>())
+                    .ln();
+                }
+                neg += (1.0
+                    + (0..n)
+                        .filter(|&i| labels[i] != p)
+                        .map(|i| (alpha * (cos(i, p) + delta)).exp())
+                        .sum::<f64>())
+                .ln();
+            }
+            pos / with_positives as f64 + neg / c as f64
+        }
+        other => unreachable!("{other:?} is not a proxy loss"),
+    }
+}
+
+/// Reference: mean cross-entropy of the margin / L2-softmax logits, in f64, written from the papers.
+fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize], d: usize) -> f64 {
+    if matches!(
+        cfg,
+        LossConfig::ProxyNca { .. } | LossConfig::ProxyAnchor { .. }
+    ) {
+        return proxy_reference(cfg, f, w, labels, d);
+    }
+    let n = labels.len();
+    let k = cfg.centres_per_class();
+    let c = w.len() / d / k;
+    // Sub-center ArcFace is ArcFace on the best centre's cosine.
+    let cfg = match cfg {
+        LossConfig::SubcenterArcface { margin, scale, .. } => LossConfig::arcface(margin, scale),
+        other => other,
+    };
     let mut total = 0.0;
     for i in 0..n {
         let fi = &f[i * d..][..d];
         let nf = norm(fi);
         let mut logits = vec![0.0; c];
         for j in 0..c {
-            let wj = &w[j * d..][..d];
-            let dot: f64 = fi.iter().zip(wj).map(|(a, b)| a * b).sum();
             logits[j] = match cfg {
-                LossConfig::L2Softmax { scale } => scale * dot / nf + b[j],
+                LossConfig::L2Softmax { scale } => {
+                    let dot: f64 = fi.iter().zip(&w[j * d..][..d]).map(|(a, b)| a * b).sum();
+                    scale * dot / nf + b[j]
+                }
                 LossConfig::Margin {
                     m1,
                     m2,
@@ -26,7 +98,7 @@ fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize],
                     scale,
                     easy_margin,
                 } => {
-                    let cos = (dot / (nf * norm(wj))).clamp(-1.0 + 1e-7, 1.0 - 1e-7);
+                    let cos = cosine_to(fi, w, j, k, d);
                     if j != labels[i] {
                         scale * cos
                     } else {
@@ -45,6 +117,7 @@ fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize],
                         scale * phi
                     }
                 }
+                other => unreachable!("{other:?} has its own reference"),
             };
         }
         let max = logits.iter().cloned().fold(f64::MIN, f64::max);
@@ -76,10 +149,10 @@ fn burn_loss(
 ) -> (f64, Vec<f64>, Vec<f64>) {
     let device = Device::flex().autodiff();
     let n = labels.len();
-    let c = w.len() / d;
-    let mut head = ClassifierLoss::new(cfg, c, d, &device);
+    let rows = w.len() / d;
+    let mut head = ClassifierLoss::new(cfg, rows / cfg.centres_per_class(), d, &device);
     let wt = Tensor::<2>::from_data(
-        TensorData::new(w.iter().map(|&v| v as f32).collect(), [c, d]),
+        TensorData::new(w.iter().map(|&v| v as f32).collect(), [rows, d]),
         &device,
     );
     head.weight = Param::from_tensor(wt);
@@ -122,7 +195,7 @@ fn burn_loss(
 fn check(cfg: LossConfig, seed: u64) {
     let (n, d, c) = (4, 6, 5);
     let f = pseudo_random(n * d, seed);
-    let w = pseudo_random(c * d, seed + 1);
+    let w = pseudo_random(c * cfg.centres_per_class() * d, seed + 1);
     let labels = [0, 3, 4, 3];
     let zeros = vec![0.0; c];
     let (val, gf, gw) = burn_loss(cfg, &f, &w, &labels, d);
@@ -223,4 +296,58 @@ fn arcface_hand_computed_cases() {
     let o = (a - PI / 2.0).cos();
     let expected = (t.exp() + o.exp()).ln() - t;
     assert!((val - expected).abs() < 1e-5, "{val} vs {expected}");
+}
+
+#[test]
+fn subcenter_arcface_value_and_gradient() {
+    check(
+        LossConfig::SubcenterArcface {
+            subcenters: 3,
+            margin: 0.5,
+            scale: 16.0,
+        },
+        41,
+    );
+}
+
+#[test]
+fn proxy_nca_value_and_gradient() {
+    check(LossConfig::ProxyNca { scale: 3.0 }, 43);
+}
+
+#[test]
+fn proxy_anchor_value_and_gradient() {
+    check(
+        LossConfig::ProxyAnchor {
+            alpha: 32.0,
+            delta: 0.1,
+        },
+        47,
+    );
+    // Smaller alpha: the two terms' balance differs, the gradients must still agree.
+    check(
+        LossConfig::ProxyAnchor {
+            alpha: 4.0,
+            delta: 0.1,
+        },
+        53,
+    );
+}
+
+#[test]
+fn proxy_anchor_by_hand() {
+    // Two samples, two proxies, in 2-d: f0 = p0 = (1, 0), f1 = p1 = (0, 1); labels 0 and 1. Each
+    // proxy's positive has cos 1 and its negative cos 0:
+    // pos = log(1 + e^{-a(1 - d)}), neg = log(1 + e^{a d}), loss = pos + neg.
+    let (a, dl) = (4.0f64, 0.1f64);
+    let expected = (1.0 + (-a * (1.0 - dl)).exp()).ln() + (1.0 + (a * dl).exp()).ln();
+    let cfg = LossConfig::ProxyAnchor {
+        alpha: a,
+        delta: dl,
+    };
+    let f = [1.0, 0.0, 0.0, 1.0];
+    let (val, _, _) = burn_loss(cfg, &f, &f, &[0, 1], 2);
+    assert!((val - expected).abs() < 1e-5, "{val} vs {expected}");
+    // (Both clamp cosines to 1 - 1e-7, which moves the value by about alpha x 1e-7.)
+    assert!((reference(cfg, &f, &f, &[0.0; 2], &[0, 1], 2) - expected).abs() < 1e-6);
 }

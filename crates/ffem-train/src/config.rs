@@ -39,6 +39,15 @@ pub enum LossName {
     Cosface,
     /// insightface's combined margin `cos(m1 * theta + m2) - m3` (`margins`, `scale`).
     Combined,
+    /// Sub-center ArcFace (`subcenters`, `margin`, `scale`): robust to noisy labels.
+    #[serde(rename = "subcenter_arcface")]
+    SubcenterArcface,
+    /// Proxy-NCA (`proxy_nca_scale`).
+    #[serde(rename = "proxy_nca")]
+    ProxyNca,
+    /// Proxy-Anchor (`proxy_anchor_alpha`, `proxy_anchor_delta`).
+    #[serde(rename = "proxy_anchor")]
+    ProxyAnchor,
 }
 
 /// The optimiser.
@@ -110,7 +119,8 @@ pub struct TrainConfig {
     pub stem_stride: usize,
     /// Dropout of the flatten head.
     pub dropout: f64,
-    /// `l2softmax`, `arcface`, `cosface` or `combined`.
+    /// `l2softmax`, `arcface`, `cosface`, `combined`, `subcenter_arcface`, `proxy_nca` or
+    /// `proxy_anchor`.
     pub loss: LossName,
     /// Logit scale s.
     pub scale: f64,
@@ -120,6 +130,15 @@ pub struct TrainConfig {
     pub margins: [f64; 3],
     /// ArcFace easy margin.
     pub easy_margin: bool,
+    /// Centres per identity of `subcenter_arcface` (3 in the paper).
+    pub subcenters: usize,
+    /// Scale of unit embeddings and proxies in `proxy_nca` (distances grow with its square; 3
+    /// gives ProxyNCA++'s temperature of 1/9).
+    pub proxy_nca_scale: f64,
+    /// `proxy_anchor`'s alpha (32 in the paper).
+    pub proxy_anchor_alpha: f64,
+    /// `proxy_anchor`'s margin delta (0.1 in the paper).
+    pub proxy_anchor_delta: f64,
     /// `adam`, `adamw` or `sgd`.
     pub optimizer: OptimizerName,
     /// Base learning rate.
@@ -196,6 +215,10 @@ impl Default for TrainConfig {
             margin: 0.5,
             margins: [1.0, 0.3, 0.2],
             easy_margin: false,
+            subcenters: 3,
+            proxy_nca_scale: 3.0,
+            proxy_anchor_alpha: 32.0,
+            proxy_anchor_delta: 0.1,
             optimizer: OptimizerName::Sgd,
             lr: 0.1,
             schedule: ScheduleName::Constant,
@@ -282,7 +305,12 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
-        if self.loss == LossName::Arcface && self.margin > std::f64::consts::PI {
+        if self.subcenters == 0 {
+            return bad("subcenters must be at least 1".into());
+        }
+        if matches!(self.loss, LossName::Arcface | LossName::SubcenterArcface)
+            && self.margin > std::f64::consts::PI
+        {
             return bad(format!(
                 "margin {} rad is more than pi: ArcFace's margin is an angle (0.5 is usual); did you swap margin and scale?",
                 self.margin
@@ -323,6 +351,18 @@ impl TrainConfig {
                 m3: self.margins[2],
                 scale: self.scale,
                 easy_margin: false,
+            },
+            LossName::SubcenterArcface => LossConfig::SubcenterArcface {
+                subcenters: self.subcenters,
+                margin: self.margin,
+                scale: self.scale,
+            },
+            LossName::ProxyNca => LossConfig::ProxyNca {
+                scale: self.proxy_nca_scale,
+            },
+            LossName::ProxyAnchor => LossConfig::ProxyAnchor {
+                alpha: self.proxy_anchor_alpha,
+                delta: self.proxy_anchor_delta,
             },
             LossName::Arcface => LossConfig::Margin {
                 m1: 1.0,

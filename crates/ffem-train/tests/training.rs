@@ -2,7 +2,7 @@
 //! curve exactly, the non-finite guard skips and then stops, labels beyond num_identity fail.
 
 use ffem_model::heads::HeadKind;
-use ffem_train::config::BackboneName;
+use ffem_train::config::{BackboneName, LossName, OptimizerName};
 use ffem_train::metrics::read_metrics;
 use ffem_train::precision::Precision;
 use ffem_train::{TrainConfig, TrainOptions, train};
@@ -352,4 +352,36 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     let rows = read_metrics(&run0.join("metrics.csv")).unwrap();
     assert!(rows.iter().all(|r| r.val_accuracy.is_none()));
     assert_eq!(s.verification.unwrap().pairs, 10);
+}
+
+#[test]
+fn the_proxy_and_subcenter_losses_lower_their_loss_in_a_short_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    for loss in [
+        LossName::SubcenterArcface,
+        LossName::ProxyNca,
+        LossName::ProxyAnchor,
+    ] {
+        let cfg = TrainConfig {
+            loss,
+            optimizer: OptimizerName::Adam,
+            lr: 0.01,
+            epochs: 4,
+            ..tiny_config(&records)
+        };
+        let run = dir.path().join(format!("{loss:?}"));
+        train(&cfg, &run, false, &TrainOptions::default()).unwrap();
+        let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+        assert_eq!(rows.len(), 24);
+        let mean = |r: &[ffem_train::metrics::MetricsRow]| {
+            r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
+        };
+        let (first, last) = (mean(&rows[..6]), mean(&rows[18..]));
+        assert!(
+            rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
+            "{loss:?}: loss {first} -> {last}"
+        );
+    }
 }
