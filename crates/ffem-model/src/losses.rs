@@ -24,7 +24,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// Which loss and its hyper-parameters.
@@ -113,10 +113,17 @@ pub struct ClassifierLoss {
     /// The loss.
     #[module(skip)]
     pub config: LossConfig,
+    /// Partial FC (An et al., CVPR 2022): the fraction of identities whose rows take part in each
+    /// step (the batch's own identities always do); 1 uses them all.
+    #[module(skip)]
+    pub sample_rate: f64,
 }
 
 /// Loss value and logits of one batch.
 pub struct LossOutput {
+    /// The labels as the logits' columns number them (the batch's labels, or with Partial FC
+    /// their positions among the sampled identities).
+    pub labels: Tensor<1, Int>,
     /// Mean cross-entropy, shape [1].
     pub loss: Tensor<1>,
     /// Logits without margin (for accuracy), (N, classes).
@@ -138,7 +145,14 @@ impl ClassifierLoss {
             bias: matches!(config, LossConfig::L2Softmax { .. })
                 .then(|| Initializer::Zeros.init([classes], device)),
             config,
+            sample_rate: 1.0,
         }
+    }
+
+    /// With Partial FC at `rate` (0 < rate <= 1; 1 turns it off).
+    pub fn with_sample_rate(mut self, rate: f64) -> Self {
+        self.sample_rate = rate;
+        self
     }
 
     /// Number of identities.
@@ -148,10 +162,10 @@ impl ClassifierLoss {
 
     /// Cosines of the embeddings to every identity (N, classes): to its best centre when it has
     /// several.
-    fn cosines(&self, emb: Tensor<2>) -> Tensor<2> {
+    fn cosines(&self, emb: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
         let eps = 1e-7;
         let cos = l2_normalize(emb)
-            .matmul(l2_normalize(self.weight.val()).transpose())
+            .matmul(l2_normalize(weight).transpose())
             .clamp(-1.0 + eps, 1.0 - eps);
         let k = self.config.centres_per_class();
         if k == 1 {
@@ -165,13 +179,88 @@ impl ClassifierLoss {
 
     /// Logits of the loss for embeddings `emb` (N, D) and labels (N).
     pub fn forward(&self, emb: Tensor<2>, labels: Tensor<1, Int>) -> LossOutput {
+        if self.sample_rate < 1.0 {
+            return self.forward_sampled(emb, labels, self.sample_rate);
+        }
+        let bias = self.bias.as_ref().map(|b| b.val());
+        self.loss_with(self.weight.val(), bias, emb, labels)
+    }
+
+    /// Partial FC: the loss over the batch's identities plus a random share of the others,
+    /// `ceil(rate x classes)` in all, drawn from the backend's RNG (seeded per step by the
+    /// trainer, so runs repeat). Only the sampled rows receive gradient. Public so that tests can
+    /// run the sampled path at `rate = 1`, where it must equal the plain loss.
+    pub fn forward_sampled(&self, emb: Tensor<2>, labels: Tensor<1, Int>, rate: f64) -> LossOutput {
+        let device = emb.device();
         let classes = self.classes();
+        let k = self.config.centres_per_class();
+        let host_labels: Vec<i64> = labels
+            .to_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("integer labels");
+        let scores: Vec<f32> =
+            Tensor::<1>::random([classes], Distribution::Uniform(0.0, 1.0), &device)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 scores");
+        let mut keep = vec![false; classes];
+        for &l in &host_labels {
+            keep[l as usize] = true;
+        }
+        let positives = keep.iter().filter(|k| **k).count();
+        let wanted = ((rate * classes as f64).ceil() as usize).clamp(positives, classes);
+        let mut others: Vec<usize> = (0..classes).filter(|c| !keep[*c]).collect();
+        others.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+        for &c in others.iter().take(wanted - positives) {
+            keep[c] = true;
+        }
+        // Sampled identities in class order, each label's position among them, their rows.
+        let sampled: Vec<usize> = (0..classes).filter(|c| keep[*c]).collect();
+        let mut position = vec![0i64; classes];
+        for (p, &c) in sampled.iter().enumerate() {
+            position[c] = p as i64;
+        }
+        let rows: Vec<i64> = sampled
+            .iter()
+            .flat_map(|&c| (c * k..c * k + k).map(|r| r as i64))
+            .collect();
+        let n_rows = rows.len();
+        let index = |v: Vec<i64>, len: usize| {
+            Tensor::<1, Int>::from_data(TensorData::new(v, [len]), &device)
+        };
+        let weight = self.weight.val().select(0, index(rows, n_rows));
+        let bias = self.bias.as_ref().map(|b| {
+            b.val().select(
+                0,
+                index(sampled.iter().map(|&c| c as i64).collect(), sampled.len()),
+            )
+        });
+        let n = host_labels.len();
+        let remapped = index(
+            host_labels.iter().map(|&l| position[l as usize]).collect(),
+            n,
+        );
+        self.loss_with(weight, bias, emb, remapped)
+    }
+
+    /// The loss against `weight` (rows: identities x centres) and `bias`, labels numbering the
+    /// rows' identities.
+    fn loss_with(
+        &self,
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+        emb: Tensor<2>,
+        labels: Tensor<1, Int>,
+    ) -> LossOutput {
+        let classes = weight.dims()[0] / self.config.centres_per_class();
         let n = emb.dims()[0];
         let (logits, plain) = match self.config {
             LossConfig::L2Softmax { scale } => {
-                let mut z = (l2_normalize(emb) * scale).matmul(self.weight.val().transpose());
-                if let Some(b) = &self.bias {
-                    z = z + b.val().unsqueeze_dim(0);
+                let mut z = (l2_normalize(emb) * scale).matmul(weight.transpose());
+                if let Some(b) = bias {
+                    z = z + b.unsqueeze_dim(0);
                 }
                 (z.clone(), z)
             }
@@ -183,7 +272,7 @@ impl ClassifierLoss {
                     scale,
                     easy_margin: false,
                 };
-                margin_logits(self.cosines(emb), labels.clone(), arcface)
+                margin_logits(self.cosines(emb, weight.clone()), labels.clone(), arcface)
             }
             LossConfig::Margin {
                 m1,
@@ -199,23 +288,24 @@ impl ClassifierLoss {
                     scale,
                     easy_margin,
                 };
-                margin_logits(self.cosines(emb), labels.clone(), margins)
+                margin_logits(self.cosines(emb, weight.clone()), labels.clone(), margins)
             }
             LossConfig::ProxyNca { scale } => {
-                let cos = self.cosines(emb);
+                let cos = self.cosines(emb, weight.clone());
                 // -d(x, p) = 2 s^2 (cos - 1); the positive is left out of the normaliser.
                 let neg_dist = (cos.clone() - 1.0) * (2.0 * scale * scale);
                 let one_hot: Tensor<2> = labels.clone().one_hot::<2>(classes).float();
-                let positive = neg_dist.clone().gather(1, labels.reshape([n, 1]));
+                let positive = neg_dist.clone().gather(1, labels.clone().reshape([n, 1]));
                 let others = neg_dist.mask_fill(one_hot.bool(), f32::NEG_INFINITY);
                 return LossOutput {
                     loss: (logsumexp_rows(others) - positive).mean().reshape([1]),
                     logits: cos,
+                    labels,
                 };
             }
             LossConfig::ProxyAnchor { alpha, delta } => {
-                let cos = self.cosines(emb);
-                let positive: Tensor<2> = labels.one_hot::<2>(classes).float();
+                let cos = self.cosines(emb, weight.clone());
+                let positive: Tensor<2> = labels.clone().one_hot::<2>(classes).float();
                 let negative = positive.clone().neg() + 1.0;
                 let pos_exp = ((cos.clone() - delta) * (-alpha)).exp() * positive.clone();
                 let neg_exp = ((cos.clone() + delta) * alpha).exp() * negative;
@@ -226,14 +316,16 @@ impl ClassifierLoss {
                 return LossOutput {
                     loss: (pos_term + neg_term).reshape([1]),
                     logits: cos,
+                    labels,
                 };
             }
         };
         let logp = log_softmax(logits, 1);
-        let picked = logp.gather(1, labels.reshape([n, 1]));
+        let picked = logp.gather(1, labels.clone().reshape([n, 1]));
         LossOutput {
             loss: picked.mean().neg(),
             logits: plain,
+            labels,
         }
     }
 }

@@ -351,3 +351,91 @@ fn proxy_anchor_by_hand() {
     // (Both clamp cosines to 1 - 1e-7, which moves the value by about alpha x 1e-7.)
     assert!((reference(cfg, &f, &f, &[0.0; 2], &[0, 1], 2) - expected).abs() < 1e-6);
 }
+
+/// Partial FC's sampled path at rate 1 is the plain loss (value and gradients); at 0.2 only the
+/// batch's identities and the sampled others get gradient, and the batch's always do.
+#[test]
+fn partial_fc_at_rate_one_is_the_plain_loss_and_samples_rows() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let (n, d, c) = (6, 8, 40);
+    let f = pseudo_random(n * d, 61);
+    let labels = [0usize, 7, 7, 13, 22, 39];
+    let emb = || {
+        Tensor::<2>::from_data(
+            TensorData::new(f.iter().map(|&v| v as f32).collect(), [n, d]),
+            &device,
+        )
+    };
+    let lt = || {
+        Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+            &device,
+        )
+    };
+    for cfg in [
+        LossConfig::arcface(0.5, 16.0),
+        LossConfig::L2Softmax { scale: 8.0 },
+    ] {
+        let head = ClassifierLoss::new(cfg, c, d, &device);
+        let plain = head.forward(emb(), lt());
+        let sampled = head.forward_sampled(emb(), lt(), 1.0);
+        let value = |t: Tensor<1>| {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap()[0]
+        };
+        let (gp, gs) = (
+            plain.loss.clone().backward(),
+            sampled.loss.clone().backward(),
+        );
+        let (vp, vs) = (value(plain.loss), value(sampled.loss));
+        assert!(
+            (vp - vs).abs() < 1e-6 * vp.abs().max(1.0),
+            "{cfg:?}: {vp} vs {vs}"
+        );
+        let grad = |g: &burn::tensor::Gradients| {
+            head.weight
+                .val()
+                .grad(g)
+                .unwrap()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let diff = grad(&gp)
+            .iter()
+            .zip(grad(&gs))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-6, "{cfg:?}: weight gradients differ by {diff}");
+
+        // At 0.2: 8 of 40 rows take part, the batch's 5 identities among them.
+        let part = head.forward_sampled(emb(), lt(), 0.2);
+        assert_eq!(part.logits.dims(), [n, 8]);
+        let g = part.loss.backward();
+        let rows = grad(&g);
+        let touched: Vec<usize> = (0..c)
+            .filter(|r| rows[r * d..(r + 1) * d].iter().any(|v| *v != 0.0))
+            .collect();
+        assert_eq!(touched.len(), 8, "{cfg:?}: {touched:?}");
+        for l in labels {
+            assert!(
+                touched.contains(&l),
+                "{cfg:?}: positive {l} not sampled: {touched:?}"
+            );
+        }
+        // The logits' labels point at the batch's identities among the sampled ones.
+        let remapped: Vec<i64> = part
+            .labels
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec()
+            .unwrap();
+        for (r, l) in remapped.iter().zip(labels) {
+            assert_eq!(touched[*r as usize], l);
+        }
+    }
+}

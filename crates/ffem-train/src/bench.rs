@@ -6,7 +6,7 @@
 //! Flags: `--device cpu|vulkan --backbone large|small --minimalistic --head gnap|gdc|flatten
 //! --loss l2softmax|arcface|cosface|combined --optimizer adam|adamw|sgd --batch 64 --classes 2000
 //! --image 112 --steps 10 --warmup 2 --precision f32|f16|bf16 --infer --profile --burn-ops
-//! --save-model DIR --engine burn|onnxruntime` (`--burn-ops`: burn's own operations instead of
+//! --save-model DIR --engine burn|onnxruntime --sample-rate 1` (`--burn-ops`: burn's own operations instead of
 //! ffem's CPU kernels, the "before" column). Steps are synchronised by reading the loss back.
 
 use std::str::FromStr;
@@ -43,7 +43,7 @@ impl Flags<'_> {
     fn number<T: FromStr>(&self, name: &str, default: &str) -> Result<T, ConfigError> {
         let v = self.text(name, default);
         v.parse()
-            .map_err(|_| ConfigError(format!("{name} {v}: not a whole number")))
+            .map_err(|_| ConfigError(format!("{name} {v}: not a number")))
     }
     fn switch(&self, name: &str) -> bool {
         self.0.iter().any(|a| a == name)
@@ -200,6 +200,10 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
         format!("loss=\"{}\"", flags.text("--loss", "arcface")),
         format!("optimizer=\"{}\"", flags.text("--optimizer", "sgd")),
         format!("device=\"{device_name}\""),
+        format!(
+            "sample_rate={:?}",
+            flags.number::<f64>("--sample-rate", "1")?
+        ),
         format!("image_size={image}"),
     ];
     if flags.switch("--minimalistic") {
@@ -284,7 +288,8 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &ad);
     let mut module = TrainModule {
         model: cfg.model().init(&ad),
-        classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad),
+        classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad)
+            .with_sample_rate(cfg.sample_rate),
     };
     materialize(&module);
     let mut optim = optimizer::build(&cfg);

@@ -139,6 +139,9 @@ pub struct TrainConfig {
     pub proxy_anchor_alpha: f64,
     /// `proxy_anchor`'s margin delta (0.1 in the paper).
     pub proxy_anchor_delta: f64,
+    /// Partial FC: the fraction of identities in each step's classifier (the batch's own always
+    /// are; 0.1 is typical at hundreds of thousands of identities; 1 = all).
+    pub sample_rate: f64,
     /// `adam`, `adamw` or `sgd`.
     pub optimizer: OptimizerName,
     /// Base learning rate.
@@ -219,6 +222,7 @@ impl Default for TrainConfig {
             proxy_nca_scale: 3.0,
             proxy_anchor_alpha: 32.0,
             proxy_anchor_delta: 0.1,
+            sample_rate: 1.0,
             optimizer: OptimizerName::Sgd,
             lr: 0.1,
             schedule: ScheduleName::Constant,
@@ -304,6 +308,12 @@ impl TrainConfig {
         let bad = |m: String| Err(ConfigError(m));
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
+        }
+        if !(self.sample_rate > 0.0 && self.sample_rate <= 1.0) {
+            return bad(format!(
+                "sample_rate {} must be in (0, 1]: the fraction of identities per step",
+                self.sample_rate
+            ));
         }
         if self.subcenters == 0 {
             return bad("subcenters must be at least 1".into());

@@ -59,10 +59,9 @@ pub fn train_step(
     poison: bool,
 ) -> StepResult {
     let n = labels.dims()[0];
-    let out = module.classifier.forward(
-        forward_embeddings(&module.model, images, precision),
-        labels.clone(),
-    );
+    let out = module
+        .classifier
+        .forward(forward_embeddings(&module.model, images, precision), labels);
     let loss = if poison {
         out.loss * f32::NAN
     } else {
@@ -74,11 +73,12 @@ pub fn train_step(
         1.0
     };
     let grads = GradientsParams::from_grads((loss.clone() * scale).backward(), &module);
+    // The logits' own labels: with Partial FC they number the sampled identities.
     let correct = out
         .logits
         .argmax(1)
         .reshape([n])
-        .equal(labels)
+        .equal(out.labels)
         .int()
         .sum()
         .float();

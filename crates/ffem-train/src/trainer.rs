@@ -173,7 +173,8 @@ fn open<'a>(
     ad.seed(cfg.seed);
     let mut module = TrainModule {
         model: model_cfg.init(&ad),
-        classifier: ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad),
+        classifier: ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad)
+            .with_sample_rate(cfg.sample_rate),
     };
     materialize(&module);
     let mut optim = optimizer::build(cfg);
