@@ -64,6 +64,49 @@ fn proxy_reference(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize], d: u
     }
 }
 
+/// Reference of SoftTriple (Qian et al., ICCV 2019), from the paper and the authors' regulariser.
+fn softtriple_reference(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize], d: usize) -> f64 {
+    let LossConfig::SoftTriple {
+        centres: k,
+        lambda,
+        gamma,
+        tau,
+        delta,
+    } = cfg
+    else {
+        unreachable!()
+    };
+    let n = labels.len();
+    let c = w.len() / d / k;
+    let unit = |v: &[f64]| v.iter().map(|x| x / norm(v)).collect::<Vec<f64>>();
+    let centre = |j: usize, t: usize| unit(&w[(j * k + t) * d..][..d]);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let mut ce = 0.0;
+    for (i, &label) in labels.iter().enumerate() {
+        let fi = unit(&f[i * d..][..d]);
+        let logits: Vec<f64> = (0..c)
+            .map(|j| {
+                let cos: Vec<f64> = (0..k).map(|t| dot(&fi, &centre(j, t))).collect();
+                let z: f64 = cos.iter().map(|x| (x / gamma).exp()).sum();
+                let relaxed: f64 = cos.iter().map(|x| (x / gamma).exp() / z * x).sum();
+                lambda * (relaxed - if j == label { delta } else { 0.0 })
+            })
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        ce += lse - logits[label];
+    }
+    let mut reg = 0.0;
+    for j in 0..c {
+        for t in 0..k {
+            for u in t + 1..k {
+                reg += (2.0 + 1e-5 - 2.0 * dot(&centre(j, t), &centre(j, u))).sqrt();
+            }
+        }
+    }
+    ce / n as f64 + tau * reg / (c * k * (k - 1)) as f64
+}
+
 /// Reference: mean cross-entropy of the margin / L2-softmax logits, in f64, written from the papers.
 fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize], d: usize) -> f64 {
     if matches!(
@@ -71,6 +114,9 @@ fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize],
         LossConfig::ProxyNca { .. } | LossConfig::ProxyAnchor { .. }
     ) {
         return proxy_reference(cfg, f, w, labels, d);
+    }
+    if matches!(cfg, LossConfig::SoftTriple { .. }) {
+        return softtriple_reference(cfg, f, w, labels, d);
     }
     let n = labels.len();
     let k = cfg.centres_per_class();
@@ -438,4 +484,18 @@ fn partial_fc_at_rate_one_is_the_plain_loss_and_samples_rows() {
             assert_eq!(touched[*r as usize], l);
         }
     }
+}
+
+#[test]
+fn softtriple_value_and_gradient() {
+    check(
+        LossConfig::SoftTriple {
+            centres: 3,
+            lambda: 20.0,
+            gamma: 0.1,
+            tau: 0.2,
+            delta: 0.01,
+        },
+        59,
+    );
 }

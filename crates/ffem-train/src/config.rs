@@ -48,6 +48,9 @@ pub enum LossName {
     /// Proxy-Anchor (`proxy_anchor_alpha`, `proxy_anchor_delta`).
     #[serde(rename = "proxy_anchor")]
     ProxyAnchor,
+    /// SoftTriple (`softtriple_centres`, `_lambda`, `_gamma`, `_tau`, `_delta`).
+    #[serde(rename = "softtriple")]
+    SoftTriple,
 }
 
 /// The optimiser.
@@ -119,8 +122,8 @@ pub struct TrainConfig {
     pub stem_stride: usize,
     /// Dropout of the flatten head.
     pub dropout: f64,
-    /// `l2softmax`, `arcface`, `cosface`, `combined`, `subcenter_arcface`, `proxy_nca` or
-    /// `proxy_anchor`.
+    /// `l2softmax`, `arcface`, `cosface`, `combined`, `subcenter_arcface`, `proxy_nca`,
+    /// `proxy_anchor` or `softtriple`.
     pub loss: LossName,
     /// Logit scale s.
     pub scale: f64,
@@ -139,6 +142,16 @@ pub struct TrainConfig {
     pub proxy_anchor_alpha: f64,
     /// `proxy_anchor`'s margin delta (0.1 in the paper).
     pub proxy_anchor_delta: f64,
+    /// SoftTriple's centres per identity (10 in the paper).
+    pub softtriple_centres: usize,
+    /// SoftTriple's logit scale lambda (20).
+    pub softtriple_lambda: f64,
+    /// SoftTriple's temperature over an identity's centres gamma (0.1).
+    pub softtriple_gamma: f64,
+    /// SoftTriple's centre-merging regulariser weight tau (0.2).
+    pub softtriple_tau: f64,
+    /// SoftTriple's margin delta (0.01).
+    pub softtriple_delta: f64,
     /// Partial FC: the fraction of identities in each step's classifier (the batch's own always
     /// are; 0.1 is typical at hundreds of thousands of identities; 1 = all).
     pub sample_rate: f64,
@@ -222,6 +235,11 @@ impl Default for TrainConfig {
             proxy_nca_scale: 3.0,
             proxy_anchor_alpha: 32.0,
             proxy_anchor_delta: 0.1,
+            softtriple_centres: 10,
+            softtriple_lambda: 20.0,
+            softtriple_gamma: 0.1,
+            softtriple_tau: 0.2,
+            softtriple_delta: 0.01,
             sample_rate: 1.0,
             optimizer: OptimizerName::Sgd,
             lr: 0.1,
@@ -369,6 +387,13 @@ impl TrainConfig {
             },
             LossName::ProxyNca => LossConfig::ProxyNca {
                 scale: self.proxy_nca_scale,
+            },
+            LossName::SoftTriple => LossConfig::SoftTriple {
+                centres: self.softtriple_centres,
+                lambda: self.softtriple_lambda,
+                gamma: self.softtriple_gamma,
+                tau: self.softtriple_tau,
+                delta: self.softtriple_delta,
             },
             LossName::ProxyAnchor => LossConfig::ProxyAnchor {
                 alpha: self.proxy_anchor_alpha,

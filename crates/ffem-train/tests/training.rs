@@ -355,7 +355,7 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
 }
 
 #[test]
-fn the_proxy_and_subcenter_losses_lower_their_loss_in_a_short_run() {
+fn the_proxy_subcenter_and_softtriple_losses_lower_their_loss_in_a_short_run() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let records = dataset(dir.path());
@@ -363,6 +363,7 @@ fn the_proxy_and_subcenter_losses_lower_their_loss_in_a_short_run() {
         LossName::SubcenterArcface,
         LossName::ProxyNca,
         LossName::ProxyAnchor,
+        LossName::SoftTriple,
     ] {
         let cfg = TrainConfig {
             loss,
