@@ -6,6 +6,7 @@
 //! the gallery index `ffem embed` writes and `ffem search` reads (`gallery`).
 
 pub mod bin_set;
+pub mod clean;
 pub mod embedding;
 pub mod error;
 pub mod gallery;

@@ -44,6 +44,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Export the embedding network for deployment (ONNX, BatchNorm folded).
     Export(commands::export::ExportArgs),
+    /// Flag probably mislabelled images and duplicated identities of a list with a trained model.
+    Clean(commands::clean::CleanArgs),
     /// Serve the model over HTTP: embed, verify, search and a gallery, with a web page at /.
     Serve(commands::serve::ServeArgs),
     /// Measure training or inference images/s of a network on a device (flags as bench/README.md).
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::info(a),
         Command::Export(a) => commands::export::export(a),
         Command::Serve(a) => commands::serve::serve(a),
+        Command::Clean(a) => commands::clean::clean(a),
         Command::BenchTrain { args } => commands::bench::bench_train(args),
     };
     match result {

@@ -1001,3 +1001,43 @@ fn verify_finds_and_aligns_the_face_in_raw_portraits() {
         stderr(&o)
     );
 }
+
+#[test]
+fn clean_flags_injected_label_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_tiny_aligned_model(dir.path());
+    let held_out = synthetic(dir.path(), 100, 6, 6);
+    let cleaned = dir.path().join("cleaned.json");
+    let o = ffem(&[
+        "clean",
+        model.to_str().unwrap(),
+        "--list",
+        held_out.join("image_list.json").to_str().unwrap(),
+        "--root",
+        held_out.join("images").to_str().unwrap(),
+        "--output",
+        cleaned.to_str().unwrap(),
+        "--inject-label-noise",
+        "0.2",
+        "--seed",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    // 36 images, 7 labels flipped; the printed counts agree with the files written.
+    let flagged: usize = text.split_whitespace().next().unwrap().parse().unwrap();
+    let kept = ffem_data::ImageList::load(&cleaned).unwrap().entries.len();
+    assert_eq!(kept, 36 - flagged, "{text}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cleaned.with_extension("report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["suspects"].as_array().unwrap().len(), flagged);
+    let recall: f64 = text
+        .split("recall ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(text.contains("7 labels flipped") && recall >= 0.5, "{text}");
+}

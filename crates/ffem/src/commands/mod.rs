@@ -2,6 +2,7 @@
 //! calls the libraries and prints. What several commands share is here.
 
 pub mod bench;
+pub mod clean;
 pub mod demo;
 pub mod detect;
 pub mod embed;
