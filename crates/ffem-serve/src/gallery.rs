@@ -280,56 +280,50 @@ impl Gallery {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(IDENTITIES).map_err(db_err)?;
         let index = self.index.read().expect("index lock");
+        let mut counts: std::collections::HashMap<&str, usize> = Default::default();
+        for identity in &index.identities {
+            *counts.entry(identity.as_str()).or_default() += 1;
+        }
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (name, _) = item.map_err(db_err)?;
             let name = name.value().to_string();
-            let faces = index.identities.iter().filter(|i| **i == name).count();
+            let faces = counts.get(name.as_str()).copied().unwrap_or(0);
             out.push(IdentitySummary { name, faces });
         }
         Ok(out)
     }
 
-    /// Deletes an identity and its faces.
+    /// Deletes an identity and its faces; returns how many faces went.
     pub fn delete_identity(&self, name: &str) -> Result<usize, GalleryError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let removed = {
-            let mut t = txn.open_table(IDENTITIES).map_err(db_err)?;
-            if t.remove(name).map_err(db_err)?.is_none() {
-                return Err(GalleryError::UnknownIdentity(name.to_string()));
-            }
-            let ids: Vec<u64> = {
-                let index = self.index.read().expect("index lock");
-                index
-                    .face_ids
-                    .iter()
-                    .zip(&index.identities)
-                    .filter(|(_, i)| *i == name)
-                    .map(|(id, _)| *id)
-                    .collect()
-            };
-            let mut faces = txn.open_table(FACES).map_err(db_err)?;
-            for id in &ids {
-                faces.remove(id).map_err(db_err)?;
-            }
-            ids.len()
-        };
-        txn.commit().map_err(db_err)?;
+        // The index lock before the write transaction, in the order every writer takes them.
         let mut index = self.index.write().expect("index lock");
-        let gone: Vec<u64> = index
+        let ids: Vec<u64> = index
             .face_ids
             .iter()
             .zip(&index.identities)
             .filter(|(_, i)| *i == name)
             .map(|(id, _)| *id)
             .collect();
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(IDENTITIES).map_err(db_err)?;
+            if t.remove(name).map_err(db_err)?.is_none() {
+                return Err(GalleryError::UnknownIdentity(name.to_string()));
+            }
+            let mut faces = txn.open_table(FACES).map_err(db_err)?;
+            for id in &ids {
+                faces.remove(id).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
         self.retain(&mut index, |_, identity| identity != name);
         drop(index);
         if let Some(ann) = self.ann.write().expect("ann lock").as_mut() {
-            ann.removed.extend(gone);
+            ann.removed.extend(&ids);
         }
         self.refresh_ann();
-        Ok(removed)
+        Ok(ids.len())
     }
 
     fn retain(&self, index: &mut Index, keep: impl Fn(u64, &str) -> bool) {
@@ -402,44 +396,7 @@ impl Gallery {
 
     /// Enrols a face under `identity`; durable when this returns. Returns its id.
     pub fn add_face(&self, face: FaceRecord) -> Result<u64, GalleryError> {
-        assert_eq!(
-            face.embedding.len(),
-            self.dim,
-            "an embedding of the gallery's width"
-        );
-        // One writer at a time: redb serialises write transactions, and the index follows.
-        let mut index = self.index.write().expect("index lock");
-        let txn = self.db.begin_write().map_err(db_err)?;
-        let id = {
-            if txn
-                .open_table(IDENTITIES)
-                .map_err(db_err)?
-                .get(face.identity.as_str())
-                .map_err(db_err)?
-                .is_none()
-            {
-                return Err(GalleryError::UnknownIdentity(face.identity.clone()));
-            }
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let id = meta
-                .get("next_face_id")
-                .map_err(db_err)?
-                .map_or(1, |v| v.value());
-            meta.insert("next_face_id", id + 1).map_err(db_err)?;
-            let mut faces = txn.open_table(FACES).map_err(db_err)?;
-            faces.insert(id, face.encode().as_slice()).map_err(db_err)?;
-            id
-        };
-        txn.commit().map_err(db_err)?;
-        if let Some(ann) = self.ann.read().expect("ann lock").as_ref() {
-            ann.graph.insert_slice((&face.embedding, id as usize));
-        }
-        index.face_ids.push(id);
-        index.identities.push(face.identity);
-        index.embeddings.extend(face.embedding);
-        drop(index);
-        self.refresh_ann();
-        Ok(id)
+        Ok(self.add_faces(vec![face])?[0])
     }
 
     /// Removes one face of an identity.
