@@ -118,8 +118,25 @@ pub fn recover_dir(target: &Path) -> Result<bool> {
     if target.exists() {
         return Ok(false);
     }
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+    let parked = staging_beside(target)?
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".old"));
+    let Some(parked) = parked else {
         return Ok(false);
+    };
+    std::fs::rename(&parked, target).map_err(|e| DataError::io(target, e))?;
+    tracing::warn!(
+        "{}: restored from {}, left by a replacement that was interrupted",
+        target.display(),
+        parked.display()
+    );
+    Ok(true)
+}
+
+/// The staging paths writers of `target` use beside it (`.NAME.tmp-PID`, `.NAME.tmp-PID.old`).
+fn staging_beside(target: &Path) -> Result<Vec<PathBuf>> {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(vec![]);
     };
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -129,22 +146,17 @@ pub fn recover_dir(target: &Path) -> Result<bool> {
     let prefix = format!(".{}.tmp-", name.to_string_lossy());
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(DataError::io(dir, e)),
     };
+    let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if file_name.starts_with(&prefix) && file_name.ends_with(".old") {
-            std::fs::rename(entry.path(), target).map_err(|e| DataError::io(target, e))?;
-            tracing::warn!(
-                "{}: restored from {file_name}, left by a replacement that was interrupted",
-                target.display()
-            );
-            return Ok(true);
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            out.push(entry.path());
         }
     }
-    Ok(false)
+    Ok(out)
 }
 
 /// Swaps two paths atomically.
@@ -179,33 +191,14 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
 /// that interrupted writers of `target` left beside it. Call it only while no other process is
 /// writing `target`.
 pub fn remove_stale_staging(target: &Path) -> Result<usize> {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return Ok(0);
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    let mut removed = 0;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(DataError::io(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let path = entry.path();
-            let r = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            r.map_err(|e| DataError::io(&path, e))?;
-            removed += 1;
-        }
+    let stale = staging_beside(target)?;
+    for path in &stale {
+        let r = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        r.map_err(|e| DataError::io(path, e))?;
     }
-    Ok(removed)
+    Ok(stale.len())
 }
