@@ -82,15 +82,24 @@ impl Batcher {
         self.dim
     }
 
-    /// Embeds one prepared face (3 x S x S) with flip test-time augmentation; a unit vector.
-    pub async fn embed(&self, image: Vec<f32>) -> Result<Vec<f32>, BatchError> {
-        let (reply, answer) = oneshot::channel();
-        match self.jobs.try_send(Job { image, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(BatchError::Busy(QUEUE)),
-            Err(TrySendError::Disconnected(_)) => return Err(BatchError::Stopped),
+    /// Embeds prepared faces (each 3 x S x S) with flip test-time augmentation; unit vectors in
+    /// order. All are queued before any answer is awaited, so the faces of one image share a
+    /// forward pass.
+    pub async fn embed(&self, images: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, BatchError> {
+        let mut answers = Vec::with_capacity(images.len());
+        for image in images {
+            let (reply, answer) = oneshot::channel();
+            match self.jobs.try_send(Job { image, reply }) {
+                Ok(()) => answers.push(answer),
+                Err(TrySendError::Full(_)) => return Err(BatchError::Busy(QUEUE)),
+                Err(TrySendError::Disconnected(_)) => return Err(BatchError::Stopped),
+            }
         }
-        answer.await.map_err(|_| BatchError::Stopped)
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(answer.await.map_err(|_| BatchError::Stopped)?);
+        }
+        Ok(out)
     }
 }
 

@@ -441,10 +441,11 @@ async fn faces_of(
 }
 
 async fn embed_found(state: &AppState, found: &mut [Found]) -> Result<Vec<Vec<f32>>, ApiError> {
-    let mut out = Vec::with_capacity(found.len());
-    for f in found.iter_mut() {
-        out.push(state.batcher.embed(std::mem::take(&mut f.image)).await?);
-    }
+    let images = found
+        .iter_mut()
+        .map(|f| std::mem::take(&mut f.image))
+        .collect();
+    let out = state.batcher.embed(images).await?;
     state.metrics.faces_embedded(out.len() as u64);
     Ok(out)
 }
@@ -492,8 +493,8 @@ async fn verify(
     let [a, b] = <[Vec<u8>; 2]>::try_from(files(form, &["a", "b"]).await?).expect("two fields");
     let (fa, fb) = tokio::join!(faces_of(&state, a, "a", 1), faces_of(&state, b, "b", 1));
     let (mut fa, mut fb) = (fa?, fb?);
-    let ea = embed_found(&state, &mut fa).await?;
-    let eb = embed_found(&state, &mut fb).await?;
+    let (ea, eb) = tokio::join!(embed_found(&state, &mut fa), embed_found(&state, &mut fb));
+    let (ea, eb) = (ea?, eb?);
     let similarity = ffem_eval::embedding::cosine(&ea[0], &eb[0]);
     Ok(Json(json!({
         "similarity": similarity,
