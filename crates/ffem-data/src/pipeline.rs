@@ -19,6 +19,7 @@ use crate::error::{DataError, Result};
 use crate::example::FaceRecord;
 use crate::imageops::{crop_resize, decode_rgb};
 use crate::records::RecordSource;
+use image::RgbImage;
 
 /// Which augmentations run; each fires per image with probability `probability`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -145,20 +146,33 @@ pub fn preprocess(
     rng: &mut impl Rng,
     out: &mut [f32],
 ) -> Result<(), String> {
-    let size = cfg.image_size;
     let img = decode_rgb(&record.jpeg)?;
+    preprocess_image(&img, record.face_box, record.landmarks, cfg, rng, out)
+}
+
+/// [`preprocess`] of an image already decoded, with its face box and landmarks: for callers that
+/// decode once for more than one use (detection, several faces of one photo).
+pub fn preprocess_image(
+    img: &RgbImage,
+    face_box: [i64; 4],
+    landmarks: Option<[f32; 10]>,
+    cfg: &PipelineConfig,
+    rng: &mut impl Rng,
+    out: &mut [f32],
+) -> Result<(), String> {
+    let size = cfg.image_size;
     let (w, h) = (img.width() as f32, img.height() as f32);
     let mut hwc = vec![0f32; size * size * 3];
     let aug = &cfg.augment;
     let p = aug.probability;
-    let aligned = match (cfg.align, record.landmarks) {
-        (true, Some(lm)) => warp_aligned(&img, &lm, size, &mut hwc),
+    let aligned = match (cfg.align, landmarks) {
+        (true, Some(lm)) => warp_aligned(img, &lm, size, &mut hwc),
         _ => None,
     };
     if aligned.is_none() {
         // The box as stored, even where it reaches past the image: crop_resize pads with black
         // (as TensorFlow's crop_and_resize does) instead of squeezing the face.
-        let mut bx = record.face_box.map(|v| v as f32);
+        let mut bx = face_box.map(|v| v as f32);
         if bx[2] - bx[0] < 1.0 || bx[3] - bx[1] < 1.0 {
             bx = [0.0, 0.0, w, h];
         }
@@ -169,7 +183,7 @@ pub fn preprocess(
                 bx = j;
             }
         }
-        crop_resize(&img, bx, size, &mut hwc);
+        crop_resize(img, bx, size, &mut hwc);
     }
     if aug.flip && rng.random::<f32>() < p {
         for row in hwc.chunks_exact_mut(size * 3) {

@@ -444,12 +444,10 @@ impl Mtcnn {
             .collect())
     }
 
-    /// The faces of an encoded photo (any format ffem decodes, EXIF orientation applied), largest
-    /// first ([`largest_first`]); a photo without a face, or one that does not decode, is an
-    /// error in words.
-    pub fn faces_in(&self, encoded: &[u8]) -> std::result::Result<Vec<Face>, String> {
-        let img = ffem_data::imageops::decode_rgb(encoded)?;
-        let mut faces = self.detect_photo(&img).map_err(|e| e.to_string())?;
+    /// The faces of a decoded (upright) photo, largest first ([`largest_first`]); a photo
+    /// without a face is an error in words.
+    pub fn faces_in(&self, img: &RgbImage) -> std::result::Result<Vec<Face>, String> {
+        let mut faces = self.detect_photo(img).map_err(|e| e.to_string())?;
         if faces.is_empty() {
             return Err("no face found".into());
         }

@@ -3,8 +3,8 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use ffem_data::FaceRecord;
-use ffem_data::pipeline::{AugmentConfig, PipelineConfig, preprocess};
+use ffem_data::pipeline::{AugmentConfig, PipelineConfig, preprocess_image};
+use image::RgbImage;
 
 use crate::evalset::EvalSetError;
 use crate::model::{EmbeddingModel, ModelConfig, images_tensor, to_vec2};
@@ -30,22 +30,28 @@ pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, E
         name: face.name.clone(),
         reason,
     };
-    let face_box = match face.face_box {
+    let img = ffem_data::imageops::decode_rgb(&face.bytes)
+        .map_err(|e| unusable(format!("not a decodable image: {e}")))?;
+    prepare_decoded(&img, face.face_box, face.landmarks, size, align).map_err(unusable)
+}
+
+/// [`prepare`] of an image already decoded (upright), for callers that decode once for
+/// detection or for several faces of one photo.
+pub fn prepare_decoded(
+    img: &RgbImage,
+    face_box: Option<[f32; 4]>,
+    landmarks: Option<[f32; 10]>,
+    size: usize,
+    align: bool,
+) -> Result<Vec<f32>, String> {
+    let face_box = match face_box {
         Some(b) => b.map(|v| v.round() as i64),
         None => {
-            let (w, h) = ffem_data::imageops::upright_dimensions(&face.bytes)
-                .ok_or_else(|| unusable("not a decodable image".into()))?;
-            let side = w.min(h) as i64;
-            let (x0, y0) = ((w as i64 - side) / 2, (h as i64 - side) / 2);
+            let (w, h) = (img.width() as i64, img.height() as i64);
+            let side = w.min(h);
+            let (x0, y0) = ((w - side) / 2, (h - side) / 2);
             [x0, y0, x0 + side, y0 + side]
         }
-    };
-    let rec = FaceRecord {
-        jpeg: face.bytes.clone(),
-        label: 0,
-        face_box,
-        landmarks: face.landmarks,
-        path: None,
     };
     let cfg = PipelineConfig {
         image_size: size,
@@ -55,7 +61,7 @@ pub fn prepare(face: &FaceInput, size: usize, align: bool) -> Result<Vec<f32>, E
     };
     let mut out = vec![0f32; 3 * size * size];
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    preprocess(&rec, &cfg, &mut rng, &mut out).map_err(|e| unusable(e.to_string()))?;
+    preprocess_image(img, face_box, landmarks, &cfg, &mut rng, &mut out)?;
     Ok(out)
 }
 

@@ -16,8 +16,9 @@
 use std::path::Path;
 
 use crate::ComputeDevice;
-use crate::embed::{Embedder, FaceInput, prepare};
+use crate::embed::{Embedder, FaceInput};
 use crate::evalset::EvalSetError;
+use crate::faces::prepare_face;
 use crate::model::{ModelConfig, ModelError, load_model};
 use crate::threshold::SavedThreshold;
 
@@ -92,24 +93,23 @@ impl FaceModel {
             landmarks,
             name: "image".into(),
         };
-        match (&self.detector, face_box) {
-            (Some(detector), None) => {
-                let found = crate::faces::locate_face(detector, &mut face)?;
-                if found > 1 {
-                    tracing::warn!("{found} faces in the image; the largest was used");
-                }
-            }
-            (None, None) => {
-                tracing::warn!("no face box and no detector: embedding the centre crop")
-            }
-            _ => {}
+        if face_box.is_none() && self.detector.is_none() {
+            tracing::warn!("no face box and no detector: embedding the centre crop");
+        }
+        let (image, found) = prepare_face(
+            &mut face,
+            self.detector.as_ref(),
+            self.config.image_size,
+            self.config.align,
+        )?;
+        if found > 1 {
+            tracing::warn!("{found} faces in the image; the largest was used");
         }
         if self.config.align && face.landmarks.is_none() {
             tracing::warn!(
                 "this model was trained on aligned faces; without landmarks the box is cropped instead"
             );
         }
-        let image = prepare(&face, self.config.image_size, self.config.align)?;
         Ok(self.embed_prepared(&image))
     }
 

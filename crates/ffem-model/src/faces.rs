@@ -14,23 +14,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ffem_detect::Mtcnn;
 
-use crate::embed::{Embedder, FaceInput, prepare};
+use crate::embed::{Embedder, FaceInput, prepare_decoded};
 use crate::evalset::EvalSetError;
 
-/// Finds the face of a photo that came without a box: MTCNN on the upright photo (large photos
-/// shrunk first, see `Mtcnn::detect_photo`); of several faces the largest is used (ties: the one
-/// nearest the centre). Fills in the box and landmarks and returns how many faces there were; a
-/// photo without a face is an error naming it.
-pub fn locate_face(detector: &Mtcnn, face: &mut FaceInput) -> Result<usize, EvalSetError> {
+/// The network input of a face, its photo decoded once. A face given without a box is found
+/// first when there is a detector: MTCNN on the upright photo (large photos shrunk first, see
+/// `Mtcnn::detect_photo`), the largest face (ties: the one nearest the centre), its box and
+/// landmarks filled in; a photo without a face is an error naming it. Also returns how many faces
+/// the photo held (0 when none was looked for).
+pub fn prepare_face(
+    face: &mut FaceInput,
+    detector: Option<&Mtcnn>,
+    size: usize,
+    align: bool,
+) -> Result<(Vec<f32>, usize), EvalSetError> {
+    let name = face.name.clone();
     let unusable = |reason: String| EvalSetError::Unusable {
-        name: face.name.clone(),
+        name: name.clone(),
         reason,
     };
-    let faces = detector.faces_in(&face.bytes).map_err(unusable)?;
-    let chosen = faces[0];
-    face.face_box = Some(chosen.bbox);
-    face.landmarks = Some(chosen.landmarks);
-    Ok(faces.len())
+    let img = ffem_data::imageops::decode_rgb(&face.bytes)
+        .map_err(|e| unusable(format!("not a decodable image: {e}")))?;
+    let mut found = 0;
+    if let (None, Some(detector)) = (face.face_box, detector) {
+        let faces = detector.faces_in(&img).map_err(&unusable)?;
+        face.face_box = Some(faces[0].bbox);
+        face.landmarks = Some(faces[0].landmarks);
+        found = faces.len();
+    }
+    let image =
+        prepare_decoded(&img, face.face_box, face.landmarks, size, align).map_err(unusable)?;
+    Ok((image, found))
 }
 
 /// A face to embed, not yet read: where its image is and what is known about it.
@@ -156,7 +170,9 @@ pub fn expand_all_faces(
                 name: s.name.clone(),
                 reason,
             };
-            let faces = detector.faces_in(&face.bytes).map_err(unusable)?;
+            let img = ffem_data::imageops::decode_rgb(&face.bytes)
+                .map_err(|e| unusable(format!("not a decodable image: {e}")))?;
+            let faces = detector.faces_in(&img).map_err(unusable)?;
             Ok(faces
                 .iter()
                 .enumerate()
@@ -221,12 +237,10 @@ where
             .par_iter()
             .map(|f| {
                 let mut face = read(f)?;
-                if let (None, Some(detector)) = (face.face_box, opts.detector)
-                    && locate_face(detector, &mut face)? > 1
-                {
+                let (image, found) = prepare_face(&mut face, opts.detector, size, opts.align)?;
+                if found > 1 {
                     several_faces.fetch_add(1, Ordering::Relaxed);
                 }
-                let image = prepare(&face, size, opts.align)?;
                 Ok((image, face.face_box.is_none()))
             })
             .collect();

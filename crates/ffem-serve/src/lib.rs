@@ -32,7 +32,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use ffem_detect::Mtcnn;
-use ffem_model::FaceInput;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -384,47 +383,35 @@ fn find_faces(
             format!("{what}: the image is {w} x {h}; the largest side accepted is {side}"),
         ));
     }
-    let size = state.model.image_size;
-    let faces: Vec<(Option<ffem_detect::Face>, FaceInput)> = match &state.detector {
-        None => vec![(
-            None,
-            FaceInput {
-                bytes: bytes.to_vec(),
-                face_box: Some([0.0, 0.0, w as f32, h as f32]),
-                landmarks: None,
-                name: what.to_string(),
-            },
-        )],
+    // One decode for all the photo's faces.
+    let img = ffem_data::imageops::decode_rgb(bytes).map_err(unusable)?;
+    let found = |face_box: [f32; 4], landmarks: Option<[f32; 10]>, score: Option<f32>| {
+        let image = ffem_model::embed::prepare_decoded(
+            &img,
+            Some(face_box),
+            landmarks,
+            state.model.image_size,
+            state.model.align,
+        )
+        .map_err(unusable)?;
+        Ok(Found {
+            face_box,
+            landmarks,
+            score,
+            image,
+        })
+    };
+    match &state.detector {
+        None => Ok(vec![found([0.0, 0.0, w as f32, h as f32], None, None)?]),
         Some(detector) => {
-            let mut faces = detector.faces_in(bytes).map_err(unusable)?;
+            let mut faces = detector.faces_in(&img).map_err(unusable)?;
             faces.truncate(limit);
             faces
                 .into_iter()
-                .map(|f| {
-                    let input = FaceInput {
-                        bytes: bytes.to_vec(),
-                        face_box: Some(f.bbox),
-                        landmarks: Some(f.landmarks),
-                        name: what.to_string(),
-                    };
-                    (Some(f), input)
-                })
+                .map(|f| found(f.bbox, Some(f.landmarks), Some(f.score)))
                 .collect()
         }
-    };
-    faces
-        .into_iter()
-        .map(|(detected, input)| {
-            let image = ffem_model::embed::prepare(&input, size, state.model.align)
-                .map_err(|e| unusable(e.to_string()))?;
-            Ok(Found {
-                face_box: input.face_box.expect("set above"),
-                landmarks: input.landmarks,
-                score: detected.map(|f| f.score),
-                image,
-            })
-        })
-        .collect()
+    }
 }
 
 /// Finds faces off the async threads (decoding and detection are CPU work).

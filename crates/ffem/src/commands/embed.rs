@@ -99,10 +99,9 @@ pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
             .map(|&i| {
                 // The same face the embedding used: detection is deterministic.
                 let mut face = sources[i].read()?;
-                if let (None, Some(d)) = (face.face_box, &detector) {
-                    ffem_model::faces::locate_face(d, &mut face)?;
-                }
-                Ok(ffem_model::embed::prepare(&face, size, cfg.align)?)
+                let (image, _) =
+                    ffem_model::faces::prepare_face(&mut face, detector.as_ref(), size, cfg.align)?;
+                Ok(image)
             })
             .collect::<Result<Vec<_>>>()?
             .concat();
