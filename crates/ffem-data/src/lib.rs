@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod recordio;
 pub mod records;
+pub mod sampler;
 pub mod synth;
 pub mod tfrecord;
 pub mod walk;
@@ -26,6 +27,7 @@ pub use image_list::{FaceBox, ImageEntry, ImageList, Rejected};
 pub use pack::{PackOptions, PackReport, pack, pack_from_rec};
 pub use pipeline::{AugmentConfig, Batch, Pipeline, PipelineConfig};
 pub use records::{RecordSource, inspect};
+pub use sampler::Sampler;
 
 /// Where the real face data lives (`FFEM_DATA`, else `../shared/data` beside the checkout), for
 /// tests and benches; `None` when absent.

@@ -19,6 +19,7 @@ use crate::error::{DataError, Result};
 use crate::example::FaceRecord;
 use crate::imageops::{crop_resize, decode_rgb};
 use crate::records::RecordSource;
+use crate::sampler::{Sampler, pk_batches};
 use image::RgbImage;
 
 /// Which augmentations run; each fires per image with probability `probability`.
@@ -84,6 +85,8 @@ pub struct PipelineConfig {
     pub skip_corrupt: bool,
     /// When set, a label >= this is an error naming the record.
     pub num_classes: Option<u64>,
+    /// Record order: the shuffle buffer, or identity-balanced P x K batches.
+    pub sampler: Sampler,
 }
 
 impl Default for PipelineConfig {
@@ -100,6 +103,7 @@ impl Default for PipelineConfig {
             align: false,
             skip_corrupt: false,
             num_classes: None,
+            sampler: Sampler::Shuffle,
         }
     }
 }
@@ -316,6 +320,15 @@ impl Pipeline {
         if config.batch_size == 0 {
             return Err(DataError::Invalid("batch size must be at least 1".into()));
         }
+        if let Sampler::Pk { per_identity } = config.sampler
+            && (per_identity == 0 || config.batch_size % per_identity != 0)
+        {
+            return Err(DataError::Invalid(format!(
+                "the P x K sampler needs a batch size that is a multiple of its images per identity: \
+                 {} is not a multiple of {per_identity}",
+                config.batch_size
+            )));
+        }
         Ok(Pipeline { source, config })
     }
 
@@ -363,6 +376,29 @@ impl Pipeline {
                 }
                 true
             };
+            if let Sampler::Pk { per_identity } = cfg.sampler {
+                // The whole epoch is read first: batches are drawn by identity.
+                let mut records = Vec::new();
+                for rec in ordered.records(cfg.skip_corrupt) {
+                    match rec {
+                        Ok(r) => records.push(r),
+                        Err(e) => {
+                            let _ = raw_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let labels: Vec<i64> = records.iter().map(|r| r.label).collect();
+                let per_batch = cfg.batch_size / per_identity;
+                for indices in pk_batches(&labels, per_identity, per_batch, &mut rng) {
+                    for i in indices {
+                        if !emit(records[i].clone(), &mut batch) {
+                            return;
+                        }
+                    }
+                }
+                return;
+            }
             for rec in ordered.records(cfg.skip_corrupt) {
                 let rec = match rec {
                     Ok(r) => r,

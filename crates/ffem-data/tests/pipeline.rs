@@ -7,6 +7,10 @@ use ffem_data::{AugmentConfig, Pipeline, PipelineConfig, RecordSource};
 use image::RgbImage;
 
 fn write_dataset(dir: &std::path::Path, n: usize) -> RecordSource {
+    write_labelled(dir, n, |i| i as i64)
+}
+
+fn write_labelled(dir: &std::path::Path, n: usize, label: impl Fn(usize) -> i64) -> RecordSource {
     let path = dir.join("d.tfrecord");
     let mut w = RecordWriter::create(&path).unwrap();
     for i in 0..n {
@@ -20,7 +24,7 @@ fn write_dataset(dir: &std::path::Path, n: usize) -> RecordSource {
         });
         let rec = FaceRecord {
             jpeg: encode_jpeg(&img, 95).unwrap(),
-            label: i as i64,
+            label: label(i),
             face_box: [0, 0, 40, 40],
             landmarks: None,
             path: Some(format!("img{i}")),
@@ -163,4 +167,30 @@ fn without_augmentation_the_crop_is_the_plain_resize() {
     for i in 0..256 {
         assert!((b.images[i] - (hwc[i * 3] / 127.5 - 1.0)).abs() < 1e-6);
     }
+}
+
+#[test]
+fn pk_sampler_batches_p_identities_of_k_images_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6 identities of 10 images: groups of 2 -> 30 groups, 3 identities per batch of 6.
+    let src = write_labelled(dir.path(), 60, |i| (i % 6) as i64);
+    let mut cfg = config(5, 2);
+    cfg.batch_size = 6;
+    cfg.sampler = ffem_data::Sampler::Pk { per_identity: 2 };
+    let p = Pipeline::new(src.clone(), cfg.clone()).unwrap();
+    let labels: Vec<Vec<i64>> = p.epoch(0, 0).map(|b| b.unwrap().labels).collect();
+    // 30 groups of 2, 3 per batch: 10 batches unless the random draw leaves the last groups with
+    // fewer than 3 identities.
+    assert!((8..=10).contains(&labels.len()), "{} batches", labels.len());
+    for b in &labels {
+        assert_eq!((b[0] == b[1], b[2] == b[3], b[4] == b[5]), (true, true, true), "{b:?}");
+        assert!(b[0] != b[2] && b[2] != b[4] && b[0] != b[4], "{b:?}");
+    }
+    let again: Vec<Vec<i64>> = p.epoch(0, 0).map(|b| b.unwrap().labels).collect();
+    assert_eq!(labels, again);
+    let next_epoch: Vec<Vec<i64>> = p.epoch(1, 0).map(|b| b.unwrap().labels).collect();
+    assert_ne!(labels, next_epoch);
+    cfg.batch_size = 7;
+    let err = Pipeline::new(src, cfg).err().unwrap().to_string();
+    assert!(err.contains("multiple of"), "{err}");
 }

@@ -21,6 +21,19 @@
 //!   the softmax(cos / gamma)-weighted mean of its centres' cosines; cross-entropy of
 //!   `lambda (S - delta [y])`, plus `tau` times the mean distance between an identity's centres.
 //!
+//! - Center loss (Wen et al., ECCV 2016): softmax over `f . W + b` plus
+//!   `lambda / 2 * mean ||f - c_y||^2`; the centres are not trained by the gradient but moved after
+//!   each step by the paper's rule `c_j -= alpha * sum over i with y_i = j of (c_j - f_i) / (1 + n_j)`
+//!   ([`ClassifierLoss::update_centres`]).
+//! - Triplet loss with selection-bias correction (Yu et al., ECCV 2018), on P x K batches: each
+//!   anchor's hardest positive and hardest negative in the batch (squared distances of unit
+//!   vectors), the hinge `[margin + d(a, p) - d(a, n)]+`, plus `correction` times the squared
+//!   distance between the mean triplet feature `(a - p)^2 - (a - n)^2` (per dimension; it sums to
+//!   `d(a, p) - d(a, n)`) of the selected triplets and that of all the batch's triplets: the
+//!   selected (hard) triplets are a biased sample, and matching their first moment to the
+//!   unbiased one is the correction. Its logits (for the accuracy column only) are a soft nearest
+//!   neighbour in the batch: `log sum over other images j of class c of exp(32 (cos_ij - 1))`.
+//!
 //! The seed passed margin and scale in swapped order (margin 60 rad, scale 30): here they are
 //! named fields.
 
@@ -79,6 +92,20 @@ pub enum LossConfig {
         /// Margin delta on the target similarity (0.01).
         delta: f64,
     },
+    /// Center loss: softmax plus `lambda / 2` times the squared distance to the label's centre.
+    Center {
+        /// Weight of the centre term (0.003 in the paper's face experiments).
+        lambda: f64,
+        /// Centre learning rate (0.5 in the paper).
+        alpha: f64,
+    },
+    /// Batch-hard triplet loss with the selection-bias correction; needs P x K batches.
+    Triplet {
+        /// Margin on squared distances of unit vectors (FaceNet's 0.2).
+        margin: f64,
+        /// Weight of the mean triplet-feature alignment (0 = plain batch-hard triplet loss).
+        correction: f64,
+    },
     /// Proxy-Anchor: proxies as anchors over the batch.
     ProxyAnchor {
         /// Sharpness (32 in the paper).
@@ -125,8 +152,11 @@ impl LossConfig {
 pub struct ClassifierLoss {
     /// Identity weights (classes x dim).
     pub weight: Param<Tensor<2>>,
-    /// Bias (L2-softmax only).
+    /// Bias (L2-softmax and center loss).
     pub bias: Option<Param<Tensor<1>>>,
+    /// Class centres of center loss (classes x dim), moved by [`ClassifierLoss::update_centres`]
+    /// rather than by the optimiser.
+    pub centres: Option<Param<Tensor<2>>>,
     /// The loss.
     #[module(skip)]
     pub config: LossConfig,
@@ -159,8 +189,13 @@ impl ClassifierLoss {
         let rows = classes * config.centres_per_class();
         ClassifierLoss {
             weight: init.init_with([rows, dim], Some(dim), Some(rows), device),
-            bias: matches!(config, LossConfig::L2Softmax { .. })
-                .then(|| Initializer::Zeros.init([classes], device)),
+            bias: matches!(
+                config,
+                LossConfig::L2Softmax { .. } | LossConfig::Center { .. }
+            )
+            .then(|| Initializer::Zeros.init([classes], device)),
+            centres: matches!(config, LossConfig::Center { .. })
+                .then(|| Initializer::Zeros.init([classes, dim], device).set_require_grad(false)),
             config,
             sample_rate: 1.0,
         }
@@ -194,9 +229,39 @@ impl ClassifierLoss {
             .reshape([n, rows / k])
     }
 
+    /// Whether the loss classifies against per-identity rows (which Partial FC can sample); center
+    /// and triplet loss do not.
+    pub fn samples_identities(&self) -> bool {
+        !matches!(
+            self.config,
+            LossConfig::Center { .. } | LossConfig::Triplet { .. }
+        )
+    }
+
+    /// Center loss: moves each centre of the batch's identities towards its images by the paper's
+    /// rule, `c_j -= alpha * sum over i with y_i = j of (c_j - f_i) / (1 + n_j)` (`emb` is taken
+    /// without gradient). Other losses are returned unchanged.
+    pub fn update_centres(mut self, emb: Tensor<2>, labels: Tensor<1, Int>) -> Self {
+        let (LossConfig::Center { alpha, .. }, Some(centres)) = (self.config, self.centres.take())
+        else {
+            return self;
+        };
+        let classes = centres.dims()[0];
+        let emb = emb.detach();
+        self.centres = Some(centres.map(|c| {
+            let c = c.detach();
+            let one_hot: Tensor<2> = labels.one_hot::<2>(classes).float(); // (N, C)
+            let counts = one_hot.clone().sum_dim(0).transpose(); // (C, 1)
+            let sums = one_hot.transpose().matmul(emb); // (C, D)
+            let delta = (c.clone() * counts.clone() - sums) / (counts + 1.0);
+            (c - delta * alpha).detach()
+        }));
+        self
+    }
+
     /// Logits of the loss for embeddings `emb` (N, D) and labels (N).
     pub fn forward(&self, emb: Tensor<2>, labels: Tensor<1, Int>) -> LossOutput {
-        if self.sample_rate < 1.0 {
+        if self.sample_rate < 1.0 && self.samples_identities() {
             return self.forward_sampled(emb, labels, self.sample_rate);
         }
         let bias = self.bias.as_ref().map(|b| b.val());
@@ -359,6 +424,37 @@ impl ClassifierLoss {
                     labels,
                 };
             }
+            LossConfig::Center { lambda, .. } => {
+                let mut z = emb.clone().matmul(weight.transpose());
+                if let Some(b) = bias {
+                    z = z + b.unsqueeze_dim(0);
+                }
+                let ce = log_softmax(z.clone(), 1)
+                    .gather(1, labels.clone().reshape([n, 1]))
+                    .mean()
+                    .neg();
+                let centres = self
+                    .centres
+                    .as_ref()
+                    .expect("center loss has centres")
+                    .val()
+                    .detach()
+                    .select(0, labels.clone());
+                let pull = (emb - centres).square().sum_dim(1).mean();
+                return LossOutput {
+                    loss: (ce + pull * (lambda / 2.0)).reshape([1]),
+                    logits: z,
+                    labels,
+                };
+            }
+            LossConfig::Triplet { margin, correction } => {
+                let (loss, logits) = triplet_loss(emb, labels.clone(), classes, margin, correction);
+                return LossOutput {
+                    loss,
+                    logits,
+                    labels,
+                };
+            }
             LossConfig::ProxyAnchor { alpha, delta } => {
                 let cos = self.cosines(emb, weight.clone());
                 let positive: Tensor<2> = labels.clone().one_hot::<2>(classes).float();
@@ -384,6 +480,80 @@ impl ClassifierLoss {
             labels,
         }
     }
+}
+
+/// Batch-hard triplet loss with the selection-bias correction (see the module's notes): returns
+/// the loss [1] and soft nearest-neighbour logits (N, classes).
+fn triplet_loss(
+    emb: Tensor<2>,
+    labels: Tensor<1, Int>,
+    classes: usize,
+    margin: f64,
+    correction: f64,
+) -> (Tensor<1>, Tensor<2>) {
+    let x = l2_normalize(emb);
+    let [n, _] = x.dims();
+    let device = x.device();
+    let sq = x.clone().square(); // (N, D)
+    let norms = sq.clone().sum_dim(1); // (N, 1)
+    let gram = x.clone().matmul(x.clone().transpose());
+    let dist = (norms.clone() + norms.transpose() - gram.clone() * 2.0).clamp_min(0.0);
+    let rows = labels.clone().reshape([n, 1]).repeat_dim(1, n);
+    let same = rows.clone().equal(rows.transpose()).float();
+    let eye = Tensor::<2>::from_data(
+        TensorData::new(
+            (0..n * n)
+                .map(|i| if i / n == i % n { 1.0f32 } else { 0.0 })
+                .collect::<Vec<_>>(),
+            [n, n],
+        ),
+        &device,
+    );
+    let positive = same.clone() - eye.clone();
+    let negative = same.neg() + 1.0;
+    // The selection itself carries no gradient; the distances to the chosen images do.
+    let hardest_positive = dist
+        .clone()
+        .mask_fill(positive.clone().lower_equal_elem(0.5), -1.0)
+        .argmax(1)
+        .reshape([n]);
+    let hardest_negative = dist
+        .mask_fill(negative.clone().lower_equal_elem(0.5), f32::INFINITY)
+        .argmin(1)
+        .reshape([n]);
+    let count_pos = positive.clone().sum_dim(1); // (N, 1)
+    let count_neg = negative.clone().sum_dim(1);
+    let valid = count_pos
+        .clone()
+        .greater_elem(0.0)
+        .float()
+        .mul(count_neg.clone().greater_elem(0.0).float());
+    let n_valid = valid.clone().sum().clamp_min(1.0).reshape([1, 1]);
+    let xp = x.clone().select(0, hardest_positive);
+    let xn = x.clone().select(0, hardest_negative);
+    let feature = (x.clone() - xp).square() - (x.clone() - xn).square(); // (N, D)
+    let hinge = (feature.clone().sum_dim(1) + margin).clamp_min(0.0) * valid.clone();
+    let mut loss = hinge.sum().reshape([1, 1]) / n_valid.clone();
+    if correction > 0.0 {
+        let selected_mean = (feature * valid).sum_dim(0) / n_valid; // (1, D)
+        // Sum over every (positive p, negative q) of anchor i of (x_i - x_p)^2 - (x_i - x_q)^2,
+        // from sums over positives and negatives: |Q_i| S+_i - |P_i| S-_i.
+        let spread = |mask: Tensor<2>, count: Tensor<2>| {
+            sq.clone() * count - x.clone() * mask.clone().matmul(x.clone()) * 2.0
+                + mask.matmul(sq.clone())
+        };
+        let pos_sum = spread(positive.clone(), count_pos.clone());
+        let neg_sum = spread(negative.clone(), count_neg.clone());
+        let total = (pos_sum * count_neg.clone() - neg_sum * count_pos.clone()).sum_dim(0);
+        let triplets = (count_pos * count_neg).sum().clamp_min(1.0).reshape([1, 1]);
+        let all_mean = total / triplets;
+        let gap = (selected_mean - all_mean).square().sum().reshape([1, 1]);
+        loss = loss + gap * correction;
+    }
+    let one_hot: Tensor<2> = labels.one_hot::<2>(classes).float();
+    let near = ((gram - 1.0) * 32.0).exp() * (eye.neg() + 1.0);
+    let logits = (near.matmul(one_hot) + 1e-30).log();
+    (loss.reshape([1]), logits)
 }
 
 /// `log(sum(exp(row)))` of each row, (N, C) -> (N, 1), stable for rows holding -inf.

@@ -499,3 +499,212 @@ fn softtriple_value_and_gradient() {
         59,
     );
 }
+
+/// Reference of center loss (Wen et al.): mean softmax cross-entropy of `f . W + b` plus
+/// `lambda / 2` times the mean squared distance to the label's centre.
+fn center_reference(
+    lambda: f64,
+    f: &[f64],
+    w: &[f64],
+    b: &[f64],
+    centres: &[f64],
+    labels: &[usize],
+    d: usize,
+) -> f64 {
+    let n = labels.len();
+    let c = w.len() / d;
+    let mut total = 0.0;
+    for (i, &y) in labels.iter().enumerate() {
+        let fi = &f[i * d..][..d];
+        let logits: Vec<f64> = (0..c)
+            .map(|j| fi.iter().zip(&w[j * d..][..d]).map(|(a, b)| a * b).sum::<f64>() + b[j])
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        let pull: f64 = fi
+            .iter()
+            .zip(&centres[y * d..][..d])
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        total += lse - logits[y] + lambda / 2.0 * pull;
+    }
+    total / n as f64
+}
+
+fn tensor2(v: &[f64], shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(
+        TensorData::new(v.iter().map(|&x| x as f32).collect(), shape),
+        device,
+    )
+}
+
+fn to_vec(t: Tensor<2>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()
+}
+
+#[test]
+fn center_loss_value_gradient_and_centre_update() {
+    let (n, d, c, lambda) = (4, 5, 3, 0.3);
+    let f = pseudo_random(n * d, 11);
+    let w = pseudo_random(c * d, 12);
+    let centres = pseudo_random(c * d, 13);
+    let labels = [0usize, 2, 2, 1];
+    let zeros = vec![0.0; c];
+    let device = Device::flex().autodiff();
+    let cfg = LossConfig::Center { lambda, alpha: 0.5 };
+    let mut head = ClassifierLoss::new(cfg, c, d, &device);
+    head.weight = Param::from_tensor(tensor2(&w, [c, d], &device));
+    head.centres = Some(Param::from_tensor(tensor2(&centres, [c, d], &device)).set_require_grad(false));
+    let ft = tensor2(&f, [n, d], &device).require_grad();
+    let lt = Tensor::<1, Int>::from_data(
+        TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+        &device,
+    );
+    let out = head.forward(ft.clone(), lt);
+    let grads = out.loss.backward();
+    let val = out.loss.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
+    let expected = center_reference(lambda, &f, &w, &zeros, &centres, &labels, d);
+    assert!((val - expected).abs() < 1e-5, "burn {val} vs reference {expected}");
+    let gf = to_vec(ft.grad(&grads).unwrap());
+    let gw = to_vec(head.weight.val().grad(&grads).unwrap());
+    assert!(
+        head.centres.as_ref().unwrap().val().grad(&grads).is_none(),
+        "centres move by the update rule, not by the gradient"
+    );
+    let h = 1e-6;
+    for (is_f, grad) in [(true, &gf), (false, &gw)] {
+        let params = if is_f { &f } else { &w };
+        for k in 0..params.len() {
+            let mut p = params.clone();
+            let eval = |p: &Vec<f64>| {
+                if is_f {
+                    center_reference(lambda, p, &w, &zeros, &centres, &labels, d)
+                } else {
+                    center_reference(lambda, &f, p, &zeros, &centres, &labels, d)
+                }
+            };
+            p[k] += h;
+            let up = eval(&p);
+            p[k] -= 2.0 * h;
+            let fd = (up - eval(&p)) / (2.0 * h);
+            assert!((grad[k] - fd).abs() < 1e-3 * fd.abs().max(1.0), "[{k}] {} vs {fd}", grad[k]);
+        }
+    }
+
+    // The update rule by hand: alpha 0.5, labels [0, 0, 2].
+    let device = Device::flex();
+    let mut head = ClassifierLoss::new(cfg, 3, 2, &device);
+    head.centres = Some(Param::from_tensor(tensor2(&[0., 0., 1., 1., 2., 2.], [3, 2], &device)));
+    let emb = tensor2(&[1., 2., 3., 4., 5., 6.], [3, 2], &device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0, 2], [3]), &device);
+    let moved = to_vec(head.update_centres(emb, labels).centres.unwrap().val());
+    // c0: sum (c - f) = (-4, -6), / (1 + 2), times 0.5, subtracted: (2/3, 1). c1 has no image.
+    // c2: (2 - 5, 2 - 6) / 2 * 0.5 subtracted: (2.75, 3).
+    let expected = [2.0 / 3.0, 1.0, 1.0, 1.0, 2.75, 3.0];
+    for (a, b) in moved.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-6, "{moved:?} vs {expected:?}");
+    }
+}
+
+/// Reference of the bias-corrected batch-hard triplet loss, by explicit loops over every triplet.
+fn triplet_reference(margin: f64, correction: f64, f: &[f64], labels: &[usize], d: usize) -> f64 {
+    let n = labels.len();
+    let unit: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            let v = &f[i * d..][..d];
+            let l = norm(v);
+            v.iter().map(|x| x / l).collect()
+        })
+        .collect();
+    let dist = |i: usize, j: usize| -> f64 {
+        unit[i].iter().zip(&unit[j]).map(|(a, b)| (a - b) * (a - b)).sum()
+    };
+    let feature = |a: usize, p: usize, q: usize| -> Vec<f64> {
+        (0..d)
+            .map(|k| (unit[a][k] - unit[p][k]).powi(2) - (unit[a][k] - unit[q][k]).powi(2))
+            .collect()
+    };
+    let (mut hinge, mut valid) = (0.0, 0usize);
+    let (mut selected, mut all, mut triplets) = (vec![0.0; d], vec![0.0; d], 0usize);
+    for a in 0..n {
+        let pos: Vec<usize> = (0..n).filter(|&j| j != a && labels[j] == labels[a]).collect();
+        let neg: Vec<usize> = (0..n).filter(|&j| labels[j] != labels[a]).collect();
+        if pos.is_empty() || neg.is_empty() {
+            continue;
+        }
+        let p = *pos.iter().max_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y))).unwrap();
+        let q = *neg.iter().min_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y))).unwrap();
+        hinge += (margin + dist(a, p) - dist(a, q)).max(0.0);
+        valid += 1;
+        for (s, v) in selected.iter_mut().zip(feature(a, p, q)) {
+            *s += v;
+        }
+        for &p in &pos {
+            for &q in &neg {
+                for (s, v) in all.iter_mut().zip(feature(a, p, q)) {
+                    *s += v;
+                }
+                triplets += 1;
+            }
+        }
+    }
+    let gap: f64 = selected
+        .iter()
+        .zip(&all)
+        .map(|(s, a)| (s / valid as f64 - a / triplets as f64).powi(2))
+        .sum();
+    hinge / valid as f64 + correction * gap
+}
+
+#[test]
+fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
+    // Three identities of two images and one image alone (no positive: not an anchor).
+    let (d, labels) = (5, [0usize, 0, 1, 1, 2, 2, 3]);
+    let n = labels.len();
+    let f = pseudo_random(n * d, 21);
+    for (margin, correction) in [(0.5, 0.0), (0.5, 10.0), (4.0, 2.0)] {
+        let cfg = LossConfig::Triplet { margin, correction };
+        let device = Device::flex().autodiff();
+        let head = ClassifierLoss::new(cfg, 4, d, &device);
+        let ft = tensor2(&f, [n, d], &device).require_grad();
+        let lt = Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+            &device,
+        );
+        let out = head.forward(ft.clone(), lt);
+        let grads = out.loss.backward();
+        let val = out.loss.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
+        let expected = triplet_reference(margin, correction, &f, &labels, d);
+        assert!(
+            (val - expected).abs() < 1e-5 * expected.abs().max(1.0),
+            "{cfg:?}: burn {val} vs reference {expected}"
+        );
+        let gf = to_vec(ft.grad(&grads).unwrap());
+        let h = 1e-6;
+        for k in 0..f.len() {
+            let mut p = f.clone();
+            p[k] += h;
+            let up = triplet_reference(margin, correction, &p, &labels, d);
+            p[k] -= 2.0 * h;
+            let fd = (up - triplet_reference(margin, correction, &p, &labels, d)) / (2.0 * h);
+            assert!(
+                (gf[k] - fd).abs() < 2e-3 * fd.abs().max(1.0),
+                "{cfg:?} [{k}]: autodiff {} vs finite difference {fd}",
+                gf[k]
+            );
+        }
+        // The accuracy logits pick the class of each image's nearest other image.
+        let logits = to_vec(out.logits);
+        for i in 0..n {
+            let fi = &f[i * d..][..d];
+            let cos = |j: usize| {
+                let fj = &f[j * d..][..d];
+                fi.iter().zip(fj).map(|(a, b)| a * b).sum::<f64>() / (norm(fi) * norm(fj))
+            };
+            let nearest = (0..n).filter(|&j| j != i).max_by(|&a, &b| cos(a).total_cmp(&cos(b))).unwrap();
+            let row = &logits[i * 4..][..4];
+            let best = (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            assert_eq!(best, labels[nearest], "image {i}: {row:?}");
+        }
+    }
+}

@@ -51,6 +51,21 @@ pub enum LossName {
     /// SoftTriple (`softtriple_centres`, `_lambda`, `_gamma`, `_tau`, `_delta`).
     #[serde(rename = "softtriple")]
     SoftTriple,
+    /// Center loss (`center_lambda`, `center_alpha`): softmax plus a pull to class centres.
+    Center,
+    /// Batch-hard triplet loss with selection-bias correction (`triplet_margin`,
+    /// `triplet_correction`); needs `sampler = "pk"`.
+    Triplet,
+}
+
+/// How batches are drawn (see [`ffem_data::Sampler`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerName {
+    /// The shuffle buffer.
+    Shuffle,
+    /// P x K identity-balanced batches (`pk_images` = K per identity).
+    Pk,
 }
 
 /// The optimiser.
@@ -123,7 +138,7 @@ pub struct TrainConfig {
     /// Dropout of the flatten head.
     pub dropout: f64,
     /// `l2softmax`, `arcface`, `cosface`, `combined`, `subcenter_arcface`, `proxy_nca`,
-    /// `proxy_anchor` or `softtriple`.
+    /// `proxy_anchor`, `softtriple`, `center` or `triplet`.
     pub loss: LossName,
     /// Logit scale s.
     pub scale: f64,
@@ -152,6 +167,18 @@ pub struct TrainConfig {
     pub softtriple_tau: f64,
     /// SoftTriple's margin delta (0.01).
     pub softtriple_delta: f64,
+    /// Center loss's weight lambda (0.003 in the paper's face experiments).
+    pub center_lambda: f64,
+    /// Center loss's centre learning rate alpha (0.5).
+    pub center_alpha: f64,
+    /// Triplet margin on squared distances of unit embeddings (FaceNet's 0.2).
+    pub triplet_margin: f64,
+    /// Weight of the triplet selection-bias correction (0: plain batch-hard).
+    pub triplet_correction: f64,
+    /// `shuffle` or `pk` (identity-balanced batches, which `triplet` needs).
+    pub sampler: SamplerName,
+    /// K, the images per identity in a `pk` batch (batch_size / K identities).
+    pub pk_images: usize,
     /// Partial FC: the fraction of identities in each step's classifier (the batch's own always
     /// are; 0.1 is typical at hundreds of thousands of identities; 1 = all).
     pub sample_rate: f64,
@@ -240,6 +267,12 @@ impl Default for TrainConfig {
             softtriple_gamma: 0.1,
             softtriple_tau: 0.2,
             softtriple_delta: 0.01,
+            center_lambda: 0.003,
+            center_alpha: 0.5,
+            triplet_margin: 0.2,
+            triplet_correction: 1.0,
+            sampler: SamplerName::Shuffle,
+            pk_images: 4,
             sample_rate: 1.0,
             optimizer: OptimizerName::Sgd,
             lr: 0.1,
@@ -333,6 +366,26 @@ impl TrainConfig {
                 self.sample_rate
             ));
         }
+        if self.loss == LossName::Triplet && self.sampler != SamplerName::Pk {
+            return bad(
+                "loss = \"triplet\" needs identity-balanced batches: set sampler = \"pk\" (and pk_images, 4 by default)"
+                    .into(),
+            );
+        }
+        if self.sampler == SamplerName::Pk
+            && (self.pk_images < 2 || !self.batch_size.is_multiple_of(self.pk_images))
+        {
+            return bad(format!(
+                "sampler = \"pk\" needs pk_images >= 2 dividing batch_size: {} and {}",
+                self.pk_images, self.batch_size
+            ));
+        }
+        if self.sample_rate < 1.0 && matches!(self.loss, LossName::Center | LossName::Triplet) {
+            return bad(format!(
+                "sample_rate (Partial FC) samples classifier rows; {:?} loss has none to sample: set sample_rate = 1",
+                self.loss
+            ));
+        }
         if self.subcenters == 0 {
             return bad("subcenters must be at least 1".into());
         }
@@ -395,6 +448,14 @@ impl TrainConfig {
                 tau: self.softtriple_tau,
                 delta: self.softtriple_delta,
             },
+            LossName::Center => LossConfig::Center {
+                lambda: self.center_lambda,
+                alpha: self.center_alpha,
+            },
+            LossName::Triplet => LossConfig::Triplet {
+                margin: self.triplet_margin,
+                correction: self.triplet_correction,
+            },
             LossName::ProxyAnchor => LossConfig::ProxyAnchor {
                 alpha: self.proxy_anchor_alpha,
                 delta: self.proxy_anchor_delta,
@@ -405,6 +466,16 @@ impl TrainConfig {
                 m3: 0.0,
                 scale: self.scale,
                 easy_margin: self.easy_margin,
+            },
+        }
+    }
+
+    /// The pipeline's sampler.
+    pub fn sampler(&self) -> ffem_data::Sampler {
+        match self.sampler {
+            SamplerName::Shuffle => ffem_data::Sampler::Shuffle,
+            SamplerName::Pk => ffem_data::Sampler::Pk {
+                per_identity: self.pk_images,
             },
         }
     }

@@ -59,9 +59,10 @@ pub fn train_step(
     poison: bool,
 ) -> StepResult {
     let n = labels.dims()[0];
+    let embeddings = forward_embeddings(&module.model, images, precision);
     let out = module
         .classifier
-        .forward(forward_embeddings(&module.model, images, precision), labels);
+        .forward(embeddings.clone(), labels.clone());
     let loss = if poison {
         out.loss * f32::NAN
     } else {
@@ -111,8 +112,11 @@ pub fn train_step(
         };
     }
     loss_scale.clean();
+    let mut module = optim.step(lr, module, grads);
+    // Center loss moves its centres by its own rule, after the gradient step.
+    module.classifier = module.classifier.update_centres(embeddings, labels);
     StepResult {
-        module: optim.step(lr, module, grads),
+        module,
         loss,
         accuracy,
         outcome: StepOutcome::Applied,

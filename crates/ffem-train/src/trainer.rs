@@ -93,6 +93,7 @@ fn pipeline_config(cfg: &TrainConfig, num_classes: u64) -> PipelineConfig {
         align: cfg.align,
         skip_corrupt: false,
         num_classes: Some(num_classes),
+        sampler: cfg.sampler(),
     }
 }
 

@@ -386,3 +386,59 @@ fn the_proxy_subcenter_and_softtriple_losses_lower_their_loss_in_a_short_run() {
         );
     }
 }
+
+#[test]
+fn center_and_bias_corrected_triplet_losses_lower_their_loss_in_a_short_run() {
+    use ffem_train::config::SamplerName;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let center = TrainConfig {
+        loss: LossName::Center,
+        center_lambda: 0.1,
+        optimizer: OptimizerName::Adam,
+        lr: 0.01,
+        epochs: 6,
+        ..tiny_config(&records)
+    };
+    // Batch-hard triplets learn slowly from scratch (the paper's own starting point): 4 x 4
+    // batches without augmentation, 12 epochs.
+    let triplet = TrainConfig {
+        loss: LossName::Triplet,
+        sampler: SamplerName::Pk,
+        pk_images: 4,
+        batch_size: 16,
+        head: HeadKind::Flatten,
+        dropout: 0.0,
+        box_jitter: false,
+        flip: false,
+        color_jitter: false,
+        cutout: false,
+        optimizer: OptimizerName::Adam,
+        lr: 0.01,
+        epochs: 12,
+        ..tiny_config(&records)
+    };
+    for cfg in [center, triplet] {
+        let run = dir.path().join(format!("{:?}", cfg.loss));
+        train(&cfg, &run, false, &TrainOptions::default()).unwrap();
+        let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+        assert!(rows.len() >= 30, "{:?}: {} steps", cfg.loss, rows.len());
+        let mean = |r: &[ffem_train::metrics::MetricsRow]| {
+            r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
+        };
+        let (first, last) = (mean(&rows[..8]), mean(&rows[rows.len() - 8..]));
+        assert!(
+            rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
+            "{:?}: loss {first} -> {last}",
+            cfg.loss
+        );
+    }
+    // A triplet run without identity-balanced batches is refused before it starts.
+    let cfg = TrainConfig {
+        loss: LossName::Triplet,
+        ..tiny_config(&records)
+    };
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("sampler = \"pk\""), "{err}");
+}

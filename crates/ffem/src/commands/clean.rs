@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ffem_data::image_list::{ImageList, write_image_list};
+use ffem_data::image_list::{ImageList, flip_labels, write_image_list};
 use ffem_eval::clean::{CleanOptions, find_label_noise};
 use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources};
 
@@ -54,35 +54,6 @@ pub struct CleanArgs {
     detect: DetectArg,
 }
 
-/// Flips `fraction` of the labels to another label of the list; returns the flipped rows.
-fn inject(labels: &mut [u64], fraction: f64, seed: u64) -> BTreeSet<usize> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let distinct: Vec<u64> = labels
-        .iter()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let wanted = ((labels.len() as f64 * fraction).round() as usize).min(labels.len());
-    let mut flipped = BTreeSet::new();
-    while flipped.len() < wanted && distinct.len() > 1 {
-        let row = (next() % labels.len() as u64) as usize;
-        if flipped.insert(row) {
-            let old = labels[row];
-            while labels[row] == old {
-                labels[row] = distinct[(next() % distinct.len() as u64) as usize];
-            }
-        }
-    }
-    flipped
-}
-
 /// Runs `ffem clean`.
 pub fn clean(a: CleanArgs) -> Result<ExitCode> {
     let (cfg, embedder) = open_model(&a.model, &a.engine)?;
@@ -113,7 +84,7 @@ pub fn clean(a: CleanArgs) -> Result<ExitCode> {
     }
     let mut labels: Vec<u64> = list.entries.iter().map(|e| e.label).collect();
     let flipped = match a.inject_label_noise {
-        Some(f) => inject(&mut labels, f, a.seed),
+        Some(f) => flip_labels(&mut labels, f, a.seed),
         None => BTreeSet::new(),
     };
     let kept_labels: Vec<i64> = out.kept.iter().map(|&i| labels[i] as i64).collect();
