@@ -58,7 +58,11 @@ impl FaceBox {
 /// Flips `fraction` of `labels` (rounded to whole images) to another label that occurs in the
 /// list, deterministically for a `seed`; returns the rows it flipped. For label-noise
 /// experiments: the flipped rows are the ground truth a noise finder is scored against.
-pub fn flip_labels(labels: &mut [u64], fraction: f64, seed: u64) -> std::collections::BTreeSet<usize> {
+pub fn flip_labels(
+    labels: &mut [u64],
+    fraction: f64,
+    seed: u64,
+) -> std::collections::BTreeSet<usize> {
     use std::collections::BTreeSet;
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     // xorshift64: a few lines, and the same flips on every platform and crate version.
@@ -74,7 +78,8 @@ pub fn flip_labels(labels: &mut [u64], fraction: f64, seed: u64) -> std::collect
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let wanted = ((labels.len() as f64 * fraction.clamp(0.0, 1.0)).round() as usize).min(labels.len());
+    let wanted =
+        ((labels.len() as f64 * fraction.clamp(0.0, 1.0)).round() as usize).min(labels.len());
     let mut flipped = BTreeSet::new();
     while flipped.len() < wanted && distinct.len() > 1 {
         let row = (next() % labels.len() as u64) as usize;

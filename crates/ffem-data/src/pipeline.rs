@@ -321,7 +321,7 @@ impl Pipeline {
             return Err(DataError::Invalid("batch size must be at least 1".into()));
         }
         if let Sampler::Pk { per_identity } = config.sampler
-            && (per_identity == 0 || config.batch_size % per_identity != 0)
+            && (per_identity == 0 || !config.batch_size.is_multiple_of(per_identity))
         {
             return Err(DataError::Invalid(format!(
                 "the P x K sampler needs a batch size that is a multiple of its images per identity: \

@@ -92,11 +92,19 @@ mod tests {
             let ids: Vec<i64> = b.iter().map(|&i| labels[i]).collect();
             assert_eq!(ids[0], ids[1]);
             assert_eq!(ids[2], ids[3]);
-            assert_ne!(ids[0], ids[2], "two groups of one identity in a batch: {ids:?}");
+            assert_ne!(
+                ids[0], ids[2],
+                "two groups of one identity in a batch: {ids:?}"
+            );
             seen.extend(b.iter().copied());
         }
         // Only one group (two images at most) is left over.
-        assert!(seen.len() >= labels.len() - 2, "{} of {}", seen.len(), labels.len());
+        assert!(
+            seen.len() >= labels.len() - 2,
+            "{} of {}",
+            seen.len(),
+            labels.len()
+        );
     }
 
     #[test]

@@ -183,7 +183,11 @@ fn pk_sampler_batches_p_identities_of_k_images_deterministically() {
     // fewer than 3 identities.
     assert!((8..=10).contains(&labels.len()), "{} batches", labels.len());
     for b in &labels {
-        assert_eq!((b[0] == b[1], b[2] == b[3], b[4] == b[5]), (true, true, true), "{b:?}");
+        assert_eq!(
+            (b[0] == b[1], b[2] == b[3], b[4] == b[5]),
+            (true, true, true),
+            "{b:?}"
+        );
         assert!(b[0] != b[2] && b[2] != b[4] && b[0] != b[4], "{b:?}");
     }
     let again: Vec<Vec<i64>> = p.epoch(0, 0).map(|b| b.unwrap().labels).collect();

@@ -175,6 +175,9 @@ pub struct LossOutput {
     pub loss: Tensor<1>,
     /// Logits without margin (for accuracy), (N, classes).
     pub logits: Tensor<2>,
+    /// Each image's own loss (N, 1), whose mean is `loss`, for losses that are a mean over
+    /// images (the softmax family, Proxy-NCA, center loss); Co-Mining ranks images by it.
+    pub per_sample: Option<Tensor<2>>,
 }
 
 fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
@@ -194,8 +197,11 @@ impl ClassifierLoss {
                 LossConfig::L2Softmax { .. } | LossConfig::Center { .. }
             )
             .then(|| Initializer::Zeros.init([classes], device)),
-            centres: matches!(config, LossConfig::Center { .. })
-                .then(|| Initializer::Zeros.init([classes, dim], device).set_require_grad(false)),
+            centres: matches!(config, LossConfig::Center { .. }).then(|| {
+                Initializer::Zeros
+                    .init([classes, dim], device)
+                    .set_require_grad(false)
+            }),
             config,
             sample_rate: 1.0,
         }
@@ -379,10 +385,12 @@ impl ClassifierLoss {
                 let one_hot: Tensor<2> = labels.clone().one_hot::<2>(classes).float();
                 let positive = neg_dist.clone().gather(1, labels.clone().reshape([n, 1]));
                 let others = neg_dist.mask_fill(one_hot.bool(), f32::NEG_INFINITY);
+                let per_sample = logsumexp_rows(others) - positive;
                 return LossOutput {
-                    loss: (logsumexp_rows(others) - positive).mean().reshape([1]),
+                    loss: per_sample.clone().mean().reshape([1]),
                     logits: cos,
                     labels,
+                    per_sample: Some(per_sample),
                 };
             }
             LossConfig::SoftTriple {
@@ -422,6 +430,7 @@ impl ClassifierLoss {
                     loss: loss.reshape([1]),
                     logits: relaxed,
                     labels,
+                    per_sample: None,
                 };
             }
             LossConfig::Center { lambda, .. } => {
@@ -431,7 +440,6 @@ impl ClassifierLoss {
                 }
                 let ce = log_softmax(z.clone(), 1)
                     .gather(1, labels.clone().reshape([n, 1]))
-                    .mean()
                     .neg();
                 let centres = self
                     .centres
@@ -440,11 +448,13 @@ impl ClassifierLoss {
                     .val()
                     .detach()
                     .select(0, labels.clone());
-                let pull = (emb - centres).square().sum_dim(1).mean();
+                let pull = (emb - centres).square().sum_dim(1);
+                let per_sample = ce + pull * (lambda / 2.0);
                 return LossOutput {
-                    loss: (ce + pull * (lambda / 2.0)).reshape([1]),
+                    loss: per_sample.clone().mean().reshape([1]),
                     logits: z,
                     labels,
+                    per_sample: Some(per_sample),
                 };
             }
             LossConfig::Triplet { margin, correction } => {
@@ -453,6 +463,7 @@ impl ClassifierLoss {
                     loss,
                     logits,
                     labels,
+                    per_sample: None,
                 };
             }
             LossConfig::ProxyAnchor { alpha, delta } => {
@@ -469,15 +480,17 @@ impl ClassifierLoss {
                     loss: (pos_term + neg_term).reshape([1]),
                     logits: cos,
                     labels,
+                    per_sample: None,
                 };
             }
         };
         let logp = log_softmax(logits, 1);
-        let picked = logp.gather(1, labels.clone().reshape([n, 1]));
+        let per_sample = logp.gather(1, labels.clone().reshape([n, 1])).neg();
         LossOutput {
-            loss: picked.mean().neg(),
+            loss: per_sample.clone().mean().reshape([1]),
             logits: plain,
             labels,
+            per_sample: Some(per_sample),
         }
     }
 }

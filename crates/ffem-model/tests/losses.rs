@@ -517,7 +517,13 @@ fn center_reference(
     for (i, &y) in labels.iter().enumerate() {
         let fi = &f[i * d..][..d];
         let logits: Vec<f64> = (0..c)
-            .map(|j| fi.iter().zip(&w[j * d..][..d]).map(|(a, b)| a * b).sum::<f64>() + b[j])
+            .map(|j| {
+                fi.iter()
+                    .zip(&w[j * d..][..d])
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+                    + b[j]
+            })
             .collect();
         let max = logits.iter().cloned().fold(f64::MIN, f64::max);
         let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
@@ -539,7 +545,10 @@ fn tensor2(v: &[f64], shape: [usize; 2], device: &Device) -> Tensor<2> {
 }
 
 fn to_vec(t: Tensor<2>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()
 }
 
 #[test]
@@ -554,7 +563,8 @@ fn center_loss_value_gradient_and_centre_update() {
     let cfg = LossConfig::Center { lambda, alpha: 0.5 };
     let mut head = ClassifierLoss::new(cfg, c, d, &device);
     head.weight = Param::from_tensor(tensor2(&w, [c, d], &device));
-    head.centres = Some(Param::from_tensor(tensor2(&centres, [c, d], &device)).set_require_grad(false));
+    head.centres =
+        Some(Param::from_tensor(tensor2(&centres, [c, d], &device)).set_require_grad(false));
     let ft = tensor2(&f, [n, d], &device).require_grad();
     let lt = Tensor::<1, Int>::from_data(
         TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
@@ -562,9 +572,17 @@ fn center_loss_value_gradient_and_centre_update() {
     );
     let out = head.forward(ft.clone(), lt);
     let grads = out.loss.backward();
-    let val = out.loss.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
+    let val = out
+        .loss
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()[0];
     let expected = center_reference(lambda, &f, &w, &zeros, &centres, &labels, d);
-    assert!((val - expected).abs() < 1e-5, "burn {val} vs reference {expected}");
+    assert!(
+        (val - expected).abs() < 1e-5,
+        "burn {val} vs reference {expected}"
+    );
     let gf = to_vec(ft.grad(&grads).unwrap());
     let gw = to_vec(head.weight.val().grad(&grads).unwrap());
     assert!(
@@ -587,14 +605,22 @@ fn center_loss_value_gradient_and_centre_update() {
             let up = eval(&p);
             p[k] -= 2.0 * h;
             let fd = (up - eval(&p)) / (2.0 * h);
-            assert!((grad[k] - fd).abs() < 1e-3 * fd.abs().max(1.0), "[{k}] {} vs {fd}", grad[k]);
+            assert!(
+                (grad[k] - fd).abs() < 1e-3 * fd.abs().max(1.0),
+                "[{k}] {} vs {fd}",
+                grad[k]
+            );
         }
     }
 
     // The update rule by hand: alpha 0.5, labels [0, 0, 2].
     let device = Device::flex();
     let mut head = ClassifierLoss::new(cfg, 3, 2, &device);
-    head.centres = Some(Param::from_tensor(tensor2(&[0., 0., 1., 1., 2., 2.], [3, 2], &device)));
+    head.centres = Some(Param::from_tensor(tensor2(
+        &[0., 0., 1., 1., 2., 2.],
+        [3, 2],
+        &device,
+    )));
     let emb = tensor2(&[1., 2., 3., 4., 5., 6.], [3, 2], &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0, 2], [3]), &device);
     let moved = to_vec(head.update_centres(emb, labels).centres.unwrap().val());
@@ -617,7 +643,11 @@ fn triplet_reference(margin: f64, correction: f64, f: &[f64], labels: &[usize], 
         })
         .collect();
     let dist = |i: usize, j: usize| -> f64 {
-        unit[i].iter().zip(&unit[j]).map(|(a, b)| (a - b) * (a - b)).sum()
+        unit[i]
+            .iter()
+            .zip(&unit[j])
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum()
     };
     let feature = |a: usize, p: usize, q: usize| -> Vec<f64> {
         (0..d)
@@ -627,13 +657,21 @@ fn triplet_reference(margin: f64, correction: f64, f: &[f64], labels: &[usize], 
     let (mut hinge, mut valid) = (0.0, 0usize);
     let (mut selected, mut all, mut triplets) = (vec![0.0; d], vec![0.0; d], 0usize);
     for a in 0..n {
-        let pos: Vec<usize> = (0..n).filter(|&j| j != a && labels[j] == labels[a]).collect();
+        let pos: Vec<usize> = (0..n)
+            .filter(|&j| j != a && labels[j] == labels[a])
+            .collect();
         let neg: Vec<usize> = (0..n).filter(|&j| labels[j] != labels[a]).collect();
         if pos.is_empty() || neg.is_empty() {
             continue;
         }
-        let p = *pos.iter().max_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y))).unwrap();
-        let q = *neg.iter().min_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y))).unwrap();
+        let p = *pos
+            .iter()
+            .max_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y)))
+            .unwrap();
+        let q = *neg
+            .iter()
+            .min_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y)))
+            .unwrap();
         hinge += (margin + dist(a, p) - dist(a, q)).max(0.0);
         valid += 1;
         for (s, v) in selected.iter_mut().zip(feature(a, p, q)) {
@@ -673,7 +711,12 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
         );
         let out = head.forward(ft.clone(), lt);
         let grads = out.loss.backward();
-        let val = out.loss.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
+        let val = out
+            .loss
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .unwrap()[0];
         let expected = triplet_reference(margin, correction, &f, &labels, d);
         assert!(
             (val - expected).abs() < 1e-5 * expected.abs().max(1.0),
@@ -701,7 +744,10 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
                 let fj = &f[j * d..][..d];
                 fi.iter().zip(fj).map(|(a, b)| a * b).sum::<f64>() / (norm(fi) * norm(fj))
             };
-            let nearest = (0..n).filter(|&j| j != i).max_by(|&a, &b| cos(a).total_cmp(&cos(b))).unwrap();
+            let nearest = (0..n)
+                .filter(|&j| j != i)
+                .max_by(|&a, &b| cos(a).total_cmp(&cos(b)))
+                .unwrap();
             let row = &logits[i * 4..][..4];
             let best = (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
             assert_eq!(best, labels[nearest], "image {i}: {row:?}");

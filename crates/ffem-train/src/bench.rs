@@ -290,6 +290,7 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
         model: cfg.model().init(&ad),
         classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad)
             .with_sample_rate(cfg.sample_rate),
+        peer: None,
     };
     materialize(&module);
     let mut optim = optimizer::build(&cfg);
@@ -305,6 +306,7 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
             precision,
             &mut loss_scale,
             false,
+            0.0,
         );
         last = r.loss;
         r.module

@@ -179,6 +179,17 @@ pub struct TrainConfig {
     pub sampler: SamplerName,
     /// K, the images per identity in a `pk` batch (batch_size / K identities).
     pub pk_images: usize,
+    /// Co-Mining (Wang et al., ICCV 2019): train two peer networks that split each batch into
+    /// noisy / disagreed / clean images by their per-image losses (softmax-family, Proxy-NCA or
+    /// center loss).
+    pub co_mining: bool,
+    /// Co-Mining: the share of each batch a network calls noisy once ramped up (the expected
+    /// noise rate).
+    pub co_mining_drop: f64,
+    /// Co-Mining: the fraction of the run over which that share grows from 0.
+    pub co_mining_ramp: f64,
+    /// Co-Mining: weight of the images both networks find clean (1 for those only the peer does).
+    pub co_mining_weight: f64,
     /// Partial FC: the fraction of identities in each step's classifier (the batch's own always
     /// are; 0.1 is typical at hundreds of thousands of identities; 1 = all).
     pub sample_rate: f64,
@@ -273,6 +284,10 @@ impl Default for TrainConfig {
             triplet_correction: 1.0,
             sampler: SamplerName::Shuffle,
             pk_images: 4,
+            co_mining: false,
+            co_mining_drop: 0.2,
+            co_mining_ramp: 0.25,
+            co_mining_weight: 2.0,
             sample_rate: 1.0,
             optimizer: OptimizerName::Sgd,
             lr: 0.1,
@@ -384,6 +399,23 @@ impl TrainConfig {
             return bad(format!(
                 "sample_rate (Partial FC) samples classifier rows; {:?} loss has none to sample: set sample_rate = 1",
                 self.loss
+            ));
+        }
+        if self.co_mining
+            && matches!(
+                self.loss,
+                LossName::Triplet | LossName::ProxyAnchor | LossName::SoftTriple
+            )
+        {
+            return bad(format!(
+                "co_mining ranks images by their own loss; {:?} loss has none per image: use l2softmax, arcface, cosface, combined, subcenter_arcface, proxy_nca or center",
+                self.loss
+            ));
+        }
+        if self.co_mining && !(0.0..1.0).contains(&self.co_mining_drop) {
+            return bad(format!(
+                "co_mining_drop {} must be in [0, 1): the share of each batch called noisy",
+                self.co_mining_drop
             ));
         }
         if self.subcenters == 0 {

@@ -12,6 +12,7 @@
 //! Networks, losses and inference are `ffem-model`'s; records and the input pipeline are
 //! `ffem-data`'s.
 
+pub mod ablate;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

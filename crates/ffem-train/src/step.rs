@@ -5,7 +5,7 @@
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use ffem_model::losses::ClassifierLoss;
 use ffem_model::model::EmbeddingModel;
 
@@ -18,6 +18,63 @@ pub struct TrainModule {
     pub model: EmbeddingModel,
     /// The identity classifier carrying the loss.
     pub classifier: ClassifierLoss,
+    /// Co-Mining's second network, trained beside the first on the same batches; the run's model
+    /// is the first.
+    pub peer: Option<Peer>,
+}
+
+/// The peer network of Co-Mining (Wang et al., ICCV 2019).
+#[derive(Module, Debug)]
+pub struct Peer {
+    /// Its embedding network (initialised apart from the first's).
+    pub model: EmbeddingModel,
+    /// Its classifier.
+    pub classifier: ClassifierLoss,
+    /// Weight of the images both networks find clean, relative to 1 for the images only the
+    /// other network vouches for.
+    #[module(skip)]
+    pub clean_weight: f64,
+}
+
+/// Co-Mining's split of a batch, from both networks' per-image losses: each network calls its
+/// `drop` highest-loss images noisy. An image the *other* network calls noisy gets weight 0 (so
+/// each network learns from the images its peer vouches for: the exchange that keeps one
+/// network's selection errors from feeding back into itself); an image neither calls noisy
+/// gets `clean_weight` (the re-weighting that lets confident clean faces dominate); an image
+/// only the network itself calls noisy keeps weight 1. Returns the weights of the first network
+/// and of the second.
+pub fn co_mining_weights(
+    loss_a: &[f32],
+    loss_b: &[f32],
+    drop: usize,
+    clean_weight: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let noisy = |loss: &[f32]| {
+        let mut order: Vec<usize> = (0..loss.len()).collect();
+        order.sort_by(|&i, &j| loss[j].total_cmp(&loss[i]).then(i.cmp(&j)));
+        let mut flag = vec![false; loss.len()];
+        for &i in order.iter().take(drop) {
+            flag[i] = true;
+        }
+        flag
+    };
+    let (na, nb) = (noisy(loss_a), noisy(loss_b));
+    let weight = |own: bool, other: bool| match (own, other) {
+        (_, true) => 0.0,
+        (false, false) => clean_weight as f32,
+        (true, false) => 1.0,
+    };
+    let wa = (0..loss_a.len()).map(|i| weight(na[i], nb[i])).collect();
+    let wb = (0..loss_b.len()).map(|i| weight(nb[i], na[i])).collect();
+    (wa, wb)
+}
+
+/// The weighted mean `sum(w l) / sum(w)` of per-image losses (N, 1).
+fn weighted_mean(per_sample: Tensor<2>, weights: Vec<f32>) -> Tensor<1> {
+    let n = weights.len();
+    let total: f32 = weights.iter().sum::<f32>().max(1e-6);
+    let w = Tensor::<2>::from_data(TensorData::new(weights, [n, 1]), &per_sample.device());
+    ((per_sample * w).sum() / total as f64).reshape([1])
 }
 
 /// What became of a step.
@@ -46,7 +103,9 @@ pub struct StepResult {
 
 /// Runs one step on `images` [N, 3, S, S] with identity `labels` [N] at learning rate `lr`.
 /// `loss_scale` is used and updated only for f16. `poison` multiplies the loss by NaN (fault
-/// injection for the non-finite guard's tests; free when false).
+/// injection for the non-finite guard's tests; free when false). With a Co-Mining peer,
+/// `drop_rate` is the share of each batch each network calls noisy (see [`co_mining_weights`]);
+/// the loss reported is the mean of the two networks' weighted losses.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     module: TrainModule,
@@ -57,16 +116,42 @@ pub fn train_step(
     precision: Precision,
     loss_scale: &mut LossScale,
     poison: bool,
+    drop_rate: f64,
 ) -> StepResult {
     let n = labels.dims()[0];
+    let peer_out = module.peer.as_ref().map(|peer| {
+        let emb = forward_embeddings(&peer.model, images.clone(), precision);
+        (peer.classifier.forward(emb.clone(), labels.clone()), emb)
+    });
     let embeddings = forward_embeddings(&module.model, images, precision);
     let out = module
         .classifier
         .forward(embeddings.clone(), labels.clone());
+    let (objective, peer_embeddings) = match (peer_out, &module.peer) {
+        (Some((peer_out, peer_emb)), Some(peer)) => {
+            let (Some(own), Some(other)) = (out.per_sample.clone(), peer_out.per_sample) else {
+                panic!("Co-Mining needs a per-image loss; the configuration check refuses others")
+            };
+            // One extra read: the split needs both networks' per-image losses on the host.
+            let host = Tensor::cat(
+                vec![own.clone().reshape([n]), other.clone().reshape([n])],
+                0,
+            )
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 losses");
+            let drop = (drop_rate * n as f64).round() as usize;
+            let (wa, wb) = co_mining_weights(&host[..n], &host[n..], drop, peer.clean_weight);
+            let both = weighted_mean(own, wa) + weighted_mean(other, wb);
+            (both / 2.0, Some(peer_emb))
+        }
+        _ => (out.loss, None),
+    };
     let loss = if poison {
-        out.loss * f32::NAN
+        objective * f32::NAN
     } else {
-        out.loss
+        objective
     };
     let scale = if precision == Precision::F16 {
         loss_scale.scale
@@ -114,11 +199,35 @@ pub fn train_step(
     loss_scale.clean();
     let mut module = optim.step(lr, module, grads);
     // Center loss moves its centres by its own rule, after the gradient step.
-    module.classifier = module.classifier.update_centres(embeddings, labels);
+    module.classifier = module.classifier.update_centres(embeddings, labels.clone());
+    if let (Some(mut peer), Some(emb)) = (module.peer.take(), peer_embeddings) {
+        peer.classifier = peer.classifier.update_centres(emb, labels);
+        module.peer = Some(peer);
+    }
     StepResult {
         module,
         loss,
         accuracy,
         outcome: StepOutcome::Applied,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::co_mining_weights;
+
+    #[test]
+    fn co_mining_drops_what_the_peer_calls_noisy_and_upweights_agreed_clean() {
+        // Network A's two highest losses: images 0 and 3; network B's: images 3 and 4.
+        let a = [5.0, 1.0, 2.0, 9.0, 0.5, 0.1];
+        let b = [0.2, 1.0, 2.0, 8.0, 7.0, 0.1];
+        let (wa, wb) = co_mining_weights(&a, &b, 2, 2.0);
+        // Image 3 (both noisy): dropped by both. Image 0 (A noisy, B clean): A keeps it at 1 on
+        // B's word, B drops it on A's. Image 4 the other way round. The rest: clean for both.
+        assert_eq!(wa, vec![1.0, 2.0, 2.0, 0.0, 0.0, 2.0]);
+        assert_eq!(wb, vec![0.0, 2.0, 2.0, 0.0, 1.0, 2.0]);
+        // Dropping nothing weights every image alike.
+        let (wa, wb) = co_mining_weights(&a, &b, 0, 2.0);
+        assert!(wa.iter().chain(&wb).all(|&w| w == 2.0));
     }
 }

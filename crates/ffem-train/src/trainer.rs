@@ -23,7 +23,7 @@ use crate::error::TrainError;
 use crate::metrics::{MetricsLog, MetricsRow, draw_curves};
 use crate::optimizer;
 use crate::run_dir::RunDir;
-use crate::step::{StepOutcome, StepResult, TrainModule, train_step};
+use crate::step::{Peer, StepOutcome, StepResult, TrainModule, train_step};
 
 /// Options that are not part of the model's recipe.
 #[derive(Debug, Clone, Default)]
@@ -145,6 +145,8 @@ struct Session<'a> {
     bar: indicatif::ProgressBar,
     consecutive_nonfinite: u32,
     verification: Option<ffem_eval::VerificationReport>,
+    /// Steps of the whole run (0 when the dataset does not say how many records it has).
+    total_steps: u64,
 }
 
 /// Sets a run up: data, model, optimiser; then the checkpoint (`resume`) or `--init` and fresh
@@ -172,10 +174,19 @@ fn open<'a>(
 
     let model_cfg = cfg.model();
     ad.seed(cfg.seed);
+    let classifier = || {
+        ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad)
+            .with_sample_rate(cfg.sample_rate)
+    };
     let mut module = TrainModule {
         model: model_cfg.init(&ad),
-        classifier: ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad)
-            .with_sample_rate(cfg.sample_rate),
+        classifier: classifier(),
+        // Drawn after the first network from the same seeded RNG: a different start.
+        peer: cfg.co_mining.then(|| Peer {
+            model: model_cfg.init(&ad),
+            classifier: classifier(),
+            clean_weight: cfg.co_mining_weight,
+        }),
     };
     materialize(&module);
     let mut optim = optimizer::build(cfg);
@@ -221,11 +232,20 @@ fn open<'a>(
         bar,
         consecutive_nonfinite: 0,
         verification: None,
+        total_steps,
     };
     Ok((session, module, pipeline))
 }
 
 impl Session<'_> {
+    /// Co-Mining's share of each batch called noisy at `step`: growing linearly from 0 to
+    /// `co_mining_drop` over the first `co_mining_ramp` of the run, while the networks learn the
+    /// easy (mostly clean) images first.
+    fn drop_rate(&self, step: u64) -> f64 {
+        let ramp = (self.cfg.co_mining_ramp * self.total_steps as f64).max(1.0);
+        self.cfg.co_mining_drop * (step as f64 / ramp).min(1.0)
+    }
+
     /// Whether the configured epochs or step limit are done.
     fn finished(&self) -> bool {
         self.state.epoch >= self.cfg.epochs
@@ -391,6 +411,7 @@ pub fn train(
             // Dropout draws from the backend RNG: seeding per step makes resumed runs identical.
             ad.seed(ffem_data::pipeline::mix(cfg.seed, step));
             let lr = session.state.schedule.lr_at(step);
+            let drop_rate = session.drop_rate(step);
             let result = train_step(
                 module,
                 &mut session.optim,
@@ -400,6 +421,7 @@ pub fn train(
                 cfg.precision,
                 &mut session.state.loss_scale,
                 opts.poison_steps.contains(&step),
+                drop_rate,
             );
             session.record(&result, lr)?;
             last_loss = result.loss;

@@ -111,6 +111,7 @@ fn one_step_and_a_short_run_match_burn_operations() {
         let module = TrainModule {
             model: cfg.model().init(&device),
             classifier: ClassifierLoss::new(cfg.loss(), 8, cfg.embedding_dim, &device),
+            peer: None,
         };
         materialize(&module);
         let n = batch.len();

@@ -442,3 +442,44 @@ fn center_and_bias_corrected_triplet_losses_lower_their_loss_in_a_short_run() {
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("sampler = \"pk\""), "{err}");
 }
+
+#[test]
+fn co_mining_trains_two_peers_and_lowers_the_loss() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let cfg = TrainConfig {
+        co_mining: true,
+        co_mining_drop: 0.25,
+        optimizer: OptimizerName::Adam,
+        lr: 0.01,
+        epochs: 4,
+        ..tiny_config(&records)
+    };
+    let run = dir.path().join("co_mining");
+    train(&cfg, &run, false, &TrainOptions::default()).unwrap();
+    let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 24);
+    let mean = |r: &[ffem_train::metrics::MetricsRow]| {
+        r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
+    };
+    let (first, last) = (mean(&rows[..6]), mean(&rows[18..]));
+    assert!(
+        rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
+        "loss {first} -> {last}"
+    );
+    // The run resumes from its checkpoint with both peers (the record holds the second too).
+    let more = TrainConfig {
+        epochs: 5,
+        ..cfg.clone()
+    };
+    let summary = train(&more, &run, true, &TrainOptions::default()).unwrap();
+    assert_eq!(summary.steps, 30);
+    // A loss without a per-image value is refused up front.
+    let bad = TrainConfig {
+        loss: LossName::ProxyAnchor,
+        ..cfg
+    };
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("co_mining ranks images"), "{err}");
+}

@@ -44,6 +44,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Export the embedding network for deployment (ONNX, BatchNorm folded).
     Export(commands::export::ExportArgs),
+    /// Train and score every variant of a loss study (resumable); write report.md and charts.
+    Ablate(commands::ablate::AblateArgs),
     /// Flag probably mislabelled images and duplicated identities of a list with a trained model.
     Clean(commands::clean::CleanArgs),
     /// Serve the model over HTTP: embed, verify, search and a gallery, with a web page at /.
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::export(a),
         Command::Serve(a) => commands::serve::serve(a),
         Command::Clean(a) => commands::clean::clean(a),
+        Command::Ablate(a) => commands::ablate::ablate(a),
         Command::BenchTrain { args } => commands::bench::bench_train(args),
     };
     match result {

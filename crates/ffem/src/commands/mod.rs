@@ -1,6 +1,7 @@
 //! One file per subcommand: each parses its arguments (the structs carry the `--help` text),
 //! calls the libraries and prints. What several commands share is here.
 
+pub mod ablate;
 pub mod bench;
 pub mod clean;
 pub mod demo;

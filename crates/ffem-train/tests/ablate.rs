@@ -1,0 +1,129 @@
+//! `ffem ablate` end to end on tiny synthetic data: two variants, label noise, the report, and a
+//! resumed study that keeps what is done.
+
+use std::path::Path;
+
+use ffem_train::ablate::{AblateOptions, AblationConfig, ablate};
+
+mod common;
+
+use common::SERIAL;
+
+fn study(dir: &Path, noise: f64) -> String {
+    format!(
+        r#"
+out_dir = "{out}"
+label_noise = {noise}
+noise_seed = 3
+[data]
+align = true
+lists = [{{ root = "{{data}}/train/images", json = "{{data}}/train/image_list.json" }}]
+[eval]
+identification = true
+lists = [{{ name = "held_out", root = "{{data}}/test/images", json = "{{data}}/test/image_list.json", pairs = 40 }}]
+[base]
+batch_size = 8
+epochs = 2
+image_size = 32
+embedding_dim = 16
+backbone = "mobilenet_v3_small"
+width = 0.25
+optimizer = "adam"
+lr = 0.01
+checkpoint_every = 0
+workers = 2
+seed = 1
+[[variants]]
+name = "softmax"
+loss = "l2softmax"
+scale = 16.0
+[[variants]]
+name = "arc"
+loss = "arcface"
+scale = 16.0
+"#,
+        out = dir.join("study").display()
+    )
+}
+
+#[test]
+fn a_study_trains_every_variant_reports_and_resumes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ffem_data::synth::generate(&data.join("train"), 0, 8, 6, 48, 3).unwrap();
+    ffem_data::synth::generate(&data.join("test"), 1_000, 6, 5, 48, 3).unwrap();
+    let cfg_path = dir.path().join("study.toml");
+    std::fs::write(&cfg_path, study(dir.path(), 0.25)).unwrap();
+    let cfg = AblationConfig::load(&cfg_path).unwrap();
+    // A noisy study without --out goes beside out_dir, named by its noise.
+    let out = dir.path().join("study-noise0.25");
+    let opts = AblateOptions {
+        data_root: data.clone(),
+        only: vec!["softmax".into()],
+        ..AblateOptions::default()
+    };
+
+    // --only: one variant now, the report names the other as not yet run.
+    let report = ablate(&cfg_path, &cfg, &opts).unwrap();
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("| softmax | l2softmax |"), "{text}");
+    assert!(text.contains("Not yet run: arc."), "{text}");
+    assert!(text.contains("label noise 25%"), "{text}");
+    let noise: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("data/noise.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        noise["flipped"].as_array().unwrap().len(),
+        12,
+        "25% of 48 labels"
+    );
+
+    // The whole study: the finished variant is kept as it was, the other trains.
+    let first = std::fs::read_to_string(out.join("variants/softmax/result.json")).unwrap();
+    let report = ablate(
+        &cfg_path,
+        &cfg,
+        &AblateOptions {
+            only: vec![],
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("variants/softmax/result.json")).unwrap(),
+        first
+    );
+    assert!(
+        text.contains("| arc | arcface |") && !text.contains("Not yet run"),
+        "{text}"
+    );
+    let result: ffem_train::ablate::VariantResult = serde_json::from_str(
+        &std::fs::read_to_string(out.join("variants/arc/result.json")).unwrap(),
+    )
+    .unwrap();
+    let held_out = &result.sets[0];
+    assert_eq!(held_out.set, "held_out");
+    assert!((0.0..=1.0).contains(&held_out.accuracy) && held_out.auc > 0.0);
+    assert!(result.recall_at_1.is_some_and(|r| (0.0..=1.0).contains(&r)));
+    assert!(result.steps > 0 && result.images_per_sec > 0.0);
+    for chart in ["roc.png", "curves.png"] {
+        assert!(
+            std::fs::metadata(out.join(chart)).unwrap().len() > 1000,
+            "{chart}"
+        );
+    }
+
+    // The same folder with other noise is refused rather than mixed.
+    std::fs::write(&cfg_path, study(dir.path(), 0.1)).unwrap();
+    let other = AblationConfig::load(&cfg_path).unwrap();
+    let same_out = AblateOptions {
+        out: Some(out.clone()),
+        ..opts
+    };
+    let err = ablate(&cfg_path, &other, &same_out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds a study of other data"), "{err}");
+}
