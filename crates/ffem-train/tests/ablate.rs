@@ -5,10 +5,6 @@ use std::path::Path;
 
 use ffem_train::ablate::{AblateOptions, AblationConfig, ablate};
 
-mod common;
-
-use common::SERIAL;
-
 fn study(dir: &Path, noise: f64) -> String {
     format!(
         r#"
@@ -48,7 +44,6 @@ scale = 16.0
 
 #[test]
 fn a_study_trains_every_variant_reports_and_resumes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     ffem_data::synth::generate(&data.join("train"), 0, 8, 6, 48, 3).unwrap();
