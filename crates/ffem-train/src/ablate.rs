@@ -495,6 +495,22 @@ pub fn ablate(
     for (name, train_cfg, settings) in &planned {
         let dir = out.join("variants").join(name);
         let result_path = dir.join("result.json");
+        let ran_with = dir.join("config.toml");
+        if ran_with.is_file() {
+            // A variant edited after it ran would otherwise report the old recipe's numbers.
+            let before = TrainConfig::load(Some(&ran_with), &[])?;
+            let same_recipe = TrainConfig {
+                workers: train_cfg.workers,
+                ..before
+            } == *train_cfg;
+            if !same_recipe {
+                return Err(TrainError::Setup(format!(
+                    "variant `{name}` changed since it ran ({}); delete {} to run it again",
+                    ran_with.display(),
+                    dir.display()
+                )));
+            }
+        }
         if let Ok(text) = std::fs::read_to_string(&result_path) {
             let done: VariantResult = serde_json::from_str(&text)
                 .map_err(|e| TrainError::Setup(format!("{}: {e}", result_path.display())))?;

@@ -110,6 +110,18 @@ fn a_study_trains_every_variant_reports_and_resumes() {
         );
     }
 
+    // A variant edited after it ran is refused, not reported with its old numbers.
+    let edited = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("scale = 16.0\n[[variants]]", "scale = 20.0\n[[variants]]");
+    std::fs::write(&cfg_path, edited).unwrap();
+    let changed = AblationConfig::load(&cfg_path).unwrap();
+    let err = ablate(&cfg_path, &changed, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("variant `softmax` changed since it ran"),
+        "{err}"
+    );
+
     // The same folder with other noise is refused rather than mixed.
     std::fs::write(&cfg_path, study(dir.path(), 0.1)).unwrap();
     let other = AblationConfig::load(&cfg_path).unwrap();
