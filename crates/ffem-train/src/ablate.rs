@@ -121,7 +121,9 @@ pub struct AblationConfig {
     /// TrainConfig keys every variant shares.
     #[serde(default)]
     pub base: toml::Table,
-    /// The variants: `name` plus TrainConfig keys over `base`.
+    /// The variants: `name` plus TrainConfig keys over `base`, and optionally `init_from`, an
+    /// earlier variant whose trained network this one starts from (the seed's step 2 after
+    /// step 1).
     pub variants: Vec<toml::Table>,
 }
 
@@ -221,6 +223,15 @@ pub struct VariantResult {
     pub steps: u64,
     /// Last batch loss.
     pub last_loss: f64,
+}
+
+/// A variant ready to train: its resolved recipe, the keys it sets over the base (for the
+/// report) and the earlier variant whose model it starts from.
+struct Planned {
+    name: String,
+    cfg: TrainConfig,
+    settings: String,
+    init_from: Option<String>,
 }
 
 /// Expands `{data}` in a configured path.
@@ -476,7 +487,26 @@ pub fn ablate(
         let mut table = cfg.base.clone();
         let mut own = v.clone();
         own.remove("name");
-        for (k, val) in own.clone() {
+        let mut keys = own.clone();
+        let init_from = match keys.remove("init_from") {
+            None => None,
+            Some(toml::Value::String(from)) => {
+                if !planned.iter().any(|p: &Planned| p.name == from) {
+                    return Err(ConfigError(format!(
+                        "variant `{name}`: init_from = \"{from}\" must name a variant listed before it"
+                    ))
+                    .into());
+                }
+                Some(from)
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "variant `{name}`: init_from must be a variant's name, not {other}"
+                ))
+                .into());
+            }
+        };
+        for (k, val) in keys {
             table.insert(k, val);
         }
         table.insert(
@@ -487,12 +517,18 @@ pub fn ablate(
         let train_cfg = TrainConfig::from_table(table, Some(cfg_path))
             .map_err(|e| ConfigError(format!("variant `{name}`: {e}")))?;
         let settings = toml::to_string(&own).unwrap_or_default();
-        planned.push((name, train_cfg, settings));
+        planned.push(Planned {
+            name,
+            cfg: train_cfg,
+            settings,
+            init_from,
+        });
     }
     let records = prepare_data(cfg, noise, &out, &opts.data_root, opts.progress)?;
     let sets = load_sets(&cfg.eval, &opts.data_root)?;
     let mut results = Vec::new();
-    for (name, train_cfg, settings) in &planned {
+    for plan in &planned {
+        let (name, train_cfg, settings) = (&plan.name, &plan.cfg, &plan.settings);
         let dir = out.join("variants").join(name);
         let result_path = dir.join("result.json");
         let ran_with = dir.join("config.toml");
@@ -523,6 +559,18 @@ pub fn ablate(
         }
         debug_assert_eq!(Path::new(&train_cfg.train_data), records.as_path());
         let resume = dir.join("checkpoint").exists();
+        let init = match &plan.init_from {
+            Some(from) => {
+                let model = out.join("variants").join(from).join("model");
+                if !results.iter().any(|r: &VariantResult| &r.name == from) {
+                    return Err(TrainError::Setup(format!(
+                        "variant `{name}` starts from `{from}`, which has not finished: run it first"
+                    )));
+                }
+                Some(model)
+            }
+            None => None,
+        };
         tracing::info!(
             "{name}: {} ({})",
             if resume { "resuming" } else { "training" },
@@ -535,6 +583,7 @@ pub fn ablate(
             resume,
             &TrainOptions {
                 progress: opts.progress,
+                init: init.clone(),
                 ..TrainOptions::default()
             },
         )?;
@@ -585,7 +634,7 @@ fn write_report(
     cfg: &AblationConfig,
     noise: f64,
     out: &Path,
-    planned: &[(String, TrainConfig, String)],
+    planned: &[Planned],
     results: &[VariantResult],
 ) -> Result<PathBuf, TrainError> {
     let mut md = String::new();
@@ -618,7 +667,7 @@ fn write_report(
         noise * 100.0,
         cfg.noise_seed
     ));
-    if let Some((_, first, _)) = planned.first() {
+    if let Some(Planned { cfg: first, .. }) = planned.first() {
         md.push_str(&format!(
             "Base: {:?} x{} at {} px, {}-d, batch {}, {} epochs{}, {:?} lr {}.\n\n",
             first.backbone,
@@ -672,7 +721,7 @@ fn write_report(
     }
     let missing: Vec<&str> = planned
         .iter()
-        .map(|p| p.0.as_str())
+        .map(|p| p.name.as_str())
         .filter(|n| !results.iter().any(|r| r.name == *n))
         .collect();
     if !missing.is_empty() {

@@ -37,6 +37,11 @@ scale = 16.0
 name = "arc"
 loss = "arcface"
 scale = 16.0
+[[variants]]
+name = "arc_after_softmax"
+init_from = "softmax"
+loss = "arcface"
+scale = 16.0
 "#,
         out = dir.join("study").display()
     )
@@ -63,7 +68,10 @@ fn a_study_trains_every_variant_reports_and_resumes() {
     let report = ablate(&cfg_path, &cfg, &opts).unwrap();
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("| softmax | l2softmax |"), "{text}");
-    assert!(text.contains("Not yet run: arc."), "{text}");
+    assert!(
+        text.contains("Not yet run: arc, arc_after_softmax."),
+        "{text}"
+    );
     assert!(text.contains("label noise 25%"), "{text}");
     let noise: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("data/noise.json")).unwrap())
@@ -119,6 +127,18 @@ fn a_study_trains_every_variant_reports_and_resumes() {
     let err = ablate(&cfg_path, &changed, &opts).unwrap_err().to_string();
     assert!(
         err.contains("variant `softmax` changed since it ran"),
+        "{err}"
+    );
+
+    // init_from must name a variant listed before.
+    let backwards =
+        study(dir.path(), 0.25).replace("init_from = \"softmax\"", "init_from = \"later\"");
+    std::fs::write(&cfg_path, backwards).unwrap();
+    let err = ablate(&cfg_path, &AblationConfig::load(&cfg_path).unwrap(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("must name a variant listed before it"),
         "{err}"
     );
 
