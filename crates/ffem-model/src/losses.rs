@@ -25,9 +25,11 @@
 //!   `lambda / 2 * mean ||f - c_y||^2`; the centres are not trained by the gradient but moved after
 //!   each step by the paper's rule `c_j -= alpha * sum over i with y_i = j of (c_j - f_i) / (1 + n_j)`
 //!   ([`ClassifierLoss::update_centres`]).
-//! - Triplet loss with selection-bias correction (Yu et al., ECCV 2018), on P x K batches: each
-//!   anchor's hardest positive and hardest negative in the batch (squared distances of unit
-//!   vectors), the hinge `[margin + d(a, p) - d(a, n)]+`, plus `correction` times the squared
+//! - Triplet loss with selection-bias correction (Yu et al., ECCV 2018), on P x K batches: the
+//!   selected triplets of the batch (FaceNet's semi-hard choice: every anchor-positive pair with
+//!   the nearest negative beyond the positive, else the farthest negative; or batch-hard: each
+//!   anchor's hardest positive and negative, which collapsed from scratch in our study), squared distances of
+//!   unit vectors, the hinge `[margin + d(a, p) - d(a, n)]+`, plus `correction` times the squared
 //!   distance between the mean triplet feature `(a - p)^2 - (a - n)^2` (per dimension; it sums to
 //!   `d(a, p) - d(a, n)`) of the selected triplets and that of all the batch's triplets: the
 //!   selected (hard) triplets are a biased sample, and matching their first moment to the
@@ -99,12 +101,15 @@ pub enum LossConfig {
         /// Centre learning rate (0.5 in the paper).
         alpha: f64,
     },
-    /// Batch-hard triplet loss with the selection-bias correction; needs P x K batches.
+    /// Triplet loss with the selection-bias correction; needs P x K batches.
     Triplet {
         /// Margin on squared distances of unit vectors (FaceNet's 0.2).
         margin: f64,
-        /// Weight of the mean triplet-feature alignment (0 = plain batch-hard triplet loss).
+        /// Weight of the mean triplet-feature alignment (0 = the plain triplet loss).
         correction: f64,
+        /// FaceNet's semi-hard selection (every anchor-positive pair with the nearest negative
+        /// beyond the positive); false selects each anchor's hardest positive and negative.
+        semi_hard: bool,
     },
     /// Proxy-Anchor: proxies as anchors over the batch.
     ProxyAnchor {
@@ -457,8 +462,13 @@ impl ClassifierLoss {
                     per_sample: Some(per_sample),
                 };
             }
-            LossConfig::Triplet { margin, correction } => {
-                let (loss, logits) = triplet_loss(emb, labels.clone(), classes, margin, correction);
+            LossConfig::Triplet {
+                margin,
+                correction,
+                semi_hard,
+            } => {
+                let (loss, logits) =
+                    triplet_loss(emb, labels.clone(), classes, margin, correction, semi_hard);
                 return LossOutput {
                     loss,
                     logits,
@@ -503,6 +513,7 @@ fn triplet_loss(
     classes: usize,
     margin: f64,
     correction: f64,
+    semi_hard: bool,
 ) -> (Tensor<1>, Tensor<2>) {
     let x = l2_normalize(emb);
     let [n, _] = x.dims();
@@ -524,31 +535,66 @@ fn triplet_loss(
     );
     let positive = same.clone() - eye.clone();
     let negative = same.neg() + 1.0;
-    // The selection itself carries no gradient; the distances to the chosen images do.
-    let hardest_positive = dist
-        .clone()
-        .mask_fill(positive.clone().lower_equal_elem(0.5), -1.0)
-        .argmax(1)
-        .reshape([n]);
-    let hardest_negative = dist
-        .mask_fill(negative.clone().lower_equal_elem(0.5), f32::INFINITY)
-        .argmin(1)
-        .reshape([n]);
     let count_pos = positive.clone().sum_dim(1); // (N, 1)
     let count_neg = negative.clone().sum_dim(1);
-    let valid = count_pos
-        .clone()
-        .greater_elem(0.0)
-        .float()
-        .mul(count_neg.clone().greater_elem(0.0).float());
-    let n_valid = valid.clone().sum().clamp_min(1.0).reshape([1, 1]);
-    let xp = x.clone().select(0, hardest_positive);
-    let xn = x.clone().select(0, hardest_negative);
-    let feature = (x.clone() - xp).square() - (x.clone() - xn).square(); // (N, D)
-    let hinge = (feature.clone().sum_dim(1) + margin).clamp_min(0.0) * valid.clone();
+    let has_negative = count_neg.clone().greater_elem(0.0).float(); // (N, 1)
+    // The selected triplets as rows of anchors, positives, negatives and a 0/1 weight; the
+    // selection itself carries no gradient, the distances to the chosen images do.
+    let (xa, xp, xn, weight) = if semi_hard {
+        // Every (anchor, positive) pair, with the nearest negative farther than the positive
+        // (FaceNet's semi-hard choice), or the farthest negative when none is.
+        let d = x.dims()[1];
+        let d_ap = dist.clone().reshape([n, n, 1]).repeat_dim(2, n);
+        let d_an = dist.clone().reshape([n, 1, n]).repeat_dim(1, n);
+        let negative3 = negative.clone().reshape([n, 1, n]).repeat_dim(1, n);
+        let outside = d_an.clone().greater(d_ap).float() * negative3;
+        let has_outside = outside.clone().sum_dim(2).greater_elem(0.0); // (N, N, 1)
+        let nearest_outside = d_an
+            .mask_fill(outside.lower_equal_elem(0.5), f32::INFINITY)
+            .argmin(2);
+        let farthest = dist
+            .clone()
+            .mask_fill(negative.clone().lower_equal_elem(0.5), -1.0)
+            .argmax(1)
+            .reshape([n, 1, 1])
+            .repeat_dim(1, n);
+        let chosen = farthest
+            .mask_where(has_outside, nearest_outside)
+            .reshape([n * n]);
+        let xa = x
+            .clone()
+            .reshape([n, 1, d])
+            .repeat_dim(1, n)
+            .reshape([n * n, d]);
+        let xp = x
+            .clone()
+            .reshape([1, n, d])
+            .repeat_dim(0, n)
+            .reshape([n * n, d]);
+        let weight = (positive.clone() * has_negative).reshape([n * n, 1]);
+        (xa, xp, x.clone().select(0, chosen), weight)
+    } else {
+        // Each anchor's hardest positive and hardest negative.
+        let hardest_positive = dist
+            .clone()
+            .mask_fill(positive.clone().lower_equal_elem(0.5), -1.0)
+            .argmax(1)
+            .reshape([n]);
+        let hardest_negative = dist
+            .mask_fill(negative.clone().lower_equal_elem(0.5), f32::INFINITY)
+            .argmin(1)
+            .reshape([n]);
+        let weight = count_pos.clone().greater_elem(0.0).float() * has_negative;
+        let xp = x.clone().select(0, hardest_positive);
+        let xn = x.clone().select(0, hardest_negative);
+        (x.clone(), xp, xn, weight)
+    };
+    let n_valid = weight.clone().sum().clamp_min(1.0).reshape([1, 1]);
+    let feature = (xa.clone() - xp).square() - (xa - xn).square(); // (M, D)
+    let hinge = (feature.clone().sum_dim(1) + margin).clamp_min(0.0) * weight.clone();
     let mut loss = hinge.sum().reshape([1, 1]) / n_valid.clone();
     if correction > 0.0 {
-        let selected_mean = (feature * valid).sum_dim(0) / n_valid; // (1, D)
+        let selected_mean = (feature * weight).sum_dim(0) / n_valid; // (1, D)
         // Sum over every (positive p, negative q) of anchor i of (x_i - x_p)^2 - (x_i - x_q)^2,
         // from sums over positives and negatives: |Q_i| S+_i - |P_i| S-_i.
         let spread = |mask: Tensor<2>, count: Tensor<2>| {

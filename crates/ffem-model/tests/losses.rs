@@ -632,8 +632,16 @@ fn center_loss_value_gradient_and_centre_update() {
     }
 }
 
-/// Reference of the bias-corrected batch-hard triplet loss, by explicit loops over every triplet.
-fn triplet_reference(margin: f64, correction: f64, f: &[f64], labels: &[usize], d: usize) -> f64 {
+/// Reference of the bias-corrected triplet loss (semi-hard or batch-hard selection), by explicit
+/// loops over every triplet.
+fn triplet_reference(
+    margin: f64,
+    correction: f64,
+    semi_hard: bool,
+    f: &[f64],
+    labels: &[usize],
+    d: usize,
+) -> f64 {
     let n = labels.len();
     let unit: Vec<Vec<f64>> = (0..n)
         .map(|i| {
@@ -664,18 +672,41 @@ fn triplet_reference(margin: f64, correction: f64, f: &[f64], labels: &[usize], 
         if pos.is_empty() || neg.is_empty() {
             continue;
         }
-        let p = *pos
-            .iter()
-            .max_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y)))
-            .unwrap();
-        let q = *neg
-            .iter()
-            .min_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y)))
-            .unwrap();
-        hinge += (margin + dist(a, p) - dist(a, q)).max(0.0);
-        valid += 1;
-        for (s, v) in selected.iter_mut().zip(feature(a, p, q)) {
-            *s += v;
+        let farthest = |set: &[usize]| {
+            *set.iter()
+                .max_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y)))
+                .unwrap()
+        };
+        let nearest = |set: &[usize]| {
+            *set.iter()
+                .min_by(|&&x, &&y| dist(a, x).total_cmp(&dist(a, y)))
+                .unwrap()
+        };
+        let chosen: Vec<(usize, usize)> = if semi_hard {
+            pos.iter()
+                .map(|&p| {
+                    let beyond: Vec<usize> = neg
+                        .iter()
+                        .copied()
+                        .filter(|&q| dist(a, q) > dist(a, p))
+                        .collect();
+                    let q = if beyond.is_empty() {
+                        farthest(&neg)
+                    } else {
+                        nearest(&beyond)
+                    };
+                    (p, q)
+                })
+                .collect()
+        } else {
+            vec![(farthest(&pos), nearest(&neg))]
+        };
+        for (p, q) in chosen {
+            hinge += (margin + dist(a, p) - dist(a, q)).max(0.0);
+            valid += 1;
+            for (s, v) in selected.iter_mut().zip(feature(a, p, q)) {
+                *s += v;
+            }
         }
         for &p in &pos {
             for &q in &neg {
@@ -700,8 +731,19 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
     let (d, labels) = (5, [0usize, 0, 1, 1, 2, 2, 3]);
     let n = labels.len();
     let f = pseudo_random(n * d, 21);
-    for (margin, correction) in [(0.5, 0.0), (0.5, 10.0), (4.0, 2.0)] {
-        let cfg = LossConfig::Triplet { margin, correction };
+    for (margin, correction, semi_hard) in [
+        (0.5, 0.0, false),
+        (0.5, 10.0, false),
+        (4.0, 2.0, false),
+        (0.5, 0.0, true),
+        (0.3, 10.0, true),
+        (4.0, 2.0, true),
+    ] {
+        let cfg = LossConfig::Triplet {
+            margin,
+            correction,
+            semi_hard,
+        };
         let device = Device::flex().autodiff();
         let head = ClassifierLoss::new(cfg, 4, d, &device);
         let ft = tensor2(&f, [n, d], &device).require_grad();
@@ -717,7 +759,7 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
             .convert::<f64>()
             .try_into_vec::<f64>()
             .unwrap()[0];
-        let expected = triplet_reference(margin, correction, &f, &labels, d);
+        let expected = triplet_reference(margin, correction, semi_hard, &f, &labels, d);
         assert!(
             (val - expected).abs() < 1e-5 * expected.abs().max(1.0),
             "{cfg:?}: burn {val} vs reference {expected}"
@@ -727,9 +769,10 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
         for k in 0..f.len() {
             let mut p = f.clone();
             p[k] += h;
-            let up = triplet_reference(margin, correction, &p, &labels, d);
+            let up = triplet_reference(margin, correction, semi_hard, &p, &labels, d);
             p[k] -= 2.0 * h;
-            let fd = (up - triplet_reference(margin, correction, &p, &labels, d)) / (2.0 * h);
+            let fd =
+                (up - triplet_reference(margin, correction, semi_hard, &p, &labels, d)) / (2.0 * h);
             assert!(
                 (gf[k] - fd).abs() < 2e-3 * fd.abs().max(1.0),
                 "{cfg:?} [{k}]: autodiff {} vs finite difference {fd}",

@@ -58,6 +58,16 @@ pub enum LossName {
     Triplet,
 }
 
+/// Which triplets of a batch the triplet loss trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TripletMining {
+    /// FaceNet's: every anchor-positive pair with the nearest negative beyond the positive.
+    SemiHard,
+    /// Each anchor's hardest positive and hardest negative (collapsed from scratch in our study).
+    BatchHard,
+}
+
 /// How batches are drawn (see [`ffem_data::Sampler`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -173,8 +183,10 @@ pub struct TrainConfig {
     pub center_alpha: f64,
     /// Triplet margin on squared distances of unit embeddings (FaceNet's 0.2).
     pub triplet_margin: f64,
-    /// Weight of the triplet selection-bias correction (0: plain batch-hard).
+    /// Weight of the triplet selection-bias correction (0: the plain triplet loss).
     pub triplet_correction: f64,
+    /// `semi_hard` (FaceNet) or `batch_hard` triplet selection.
+    pub triplet_mining: TripletMining,
     /// `shuffle` or `pk` (identity-balanced batches, which `triplet` needs).
     pub sampler: SamplerName,
     /// K, the images per identity in a `pk` batch (batch_size / K identities).
@@ -282,6 +294,7 @@ impl Default for TrainConfig {
             center_alpha: 0.5,
             triplet_margin: 0.2,
             triplet_correction: 1.0,
+            triplet_mining: TripletMining::SemiHard,
             sampler: SamplerName::Shuffle,
             pk_images: 4,
             co_mining: false,
@@ -487,6 +500,7 @@ impl TrainConfig {
             LossName::Triplet => LossConfig::Triplet {
                 margin: self.triplet_margin,
                 correction: self.triplet_correction,
+                semi_hard: self.triplet_mining == TripletMining::SemiHard,
             },
             LossName::ProxyAnchor => LossConfig::ProxyAnchor {
                 alpha: self.proxy_anchor_alpha,
