@@ -194,47 +194,12 @@ fn burn_loss(
     d: usize,
 ) -> (f64, Vec<f64>, Vec<f64>) {
     let device = Device::flex().autodiff();
-    let n = labels.len();
     let rows = w.len() / d;
     let mut head = ClassifierLoss::new(cfg, rows / cfg.centres_per_class(), d, &device);
-    let wt = Tensor::<2>::from_data(
-        TensorData::new(w.iter().map(|&v| v as f32).collect(), [rows, d]),
-        &device,
-    );
-    head.weight = Param::from_tensor(wt);
-    let ft = Tensor::<2>::from_data(
-        TensorData::new(f.iter().map(|&v| v as f32).collect(), [n, d]),
-        &device,
-    )
-    .require_grad();
-    let lt = Tensor::<1, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
-        &device,
-    );
-    let out = head.forward(ft.clone(), lt);
-    let grads = out.loss.backward();
-    let val = out
-        .loss
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap()[0];
-    let gf = ft
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap();
-    let gw = head
-        .weight
-        .val()
-        .grad(&grads)
-        .unwrap()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap();
+    head.weight = Param::from_tensor(tensor2(w, [rows, d], &device));
+    let (val, _, grads, ft) = run_head(&head, f, labels, d, &device);
+    let gf = to_vec(ft.grad(&grads).unwrap());
+    let gw = to_vec(head.weight.val().grad(&grads).unwrap());
     (val, gf, gw)
 }
 
@@ -544,6 +509,32 @@ fn tensor2(v: &[f64], shape: [usize; 2], device: &Device) -> Tensor<2> {
     )
 }
 
+/// Runs `head` on the autodiff device for embeddings `f` (N x d) and `labels`: the loss value,
+/// the logits, the gradients and the embeddings' tensor (whose gradient they hold).
+fn run_head(
+    head: &ClassifierLoss,
+    f: &[f64],
+    labels: &[usize],
+    d: usize,
+    device: &Device,
+) -> (f64, Tensor<2>, burn::tensor::Gradients, Tensor<2>) {
+    let n = labels.len();
+    let ft = tensor2(f, [n, d], device).require_grad();
+    let lt = Tensor::<1, Int>::from_data(
+        TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+        device,
+    );
+    let out = head.forward(ft.clone(), lt);
+    let grads = out.loss.backward();
+    let val = out
+        .loss
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()[0];
+    (val, out.logits, grads, ft)
+}
+
 fn to_vec(t: Tensor<2>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
@@ -565,19 +556,7 @@ fn center_loss_value_gradient_and_centre_update() {
     head.weight = Param::from_tensor(tensor2(&w, [c, d], &device));
     head.centres =
         Some(Param::from_tensor(tensor2(&centres, [c, d], &device)).set_require_grad(false));
-    let ft = tensor2(&f, [n, d], &device).require_grad();
-    let lt = Tensor::<1, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
-        &device,
-    );
-    let out = head.forward(ft.clone(), lt);
-    let grads = out.loss.backward();
-    let val = out
-        .loss
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap()[0];
+    let (val, _, grads, ft) = run_head(&head, &f, &labels, d, &device);
     let expected = center_reference(lambda, &f, &w, &zeros, &centres, &labels, d);
     assert!(
         (val - expected).abs() < 1e-5,
@@ -746,19 +725,7 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
         };
         let device = Device::flex().autodiff();
         let head = ClassifierLoss::new(cfg, 4, d, &device);
-        let ft = tensor2(&f, [n, d], &device).require_grad();
-        let lt = Tensor::<1, Int>::from_data(
-            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
-            &device,
-        );
-        let out = head.forward(ft.clone(), lt);
-        let grads = out.loss.backward();
-        let val = out
-            .loss
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .unwrap()[0];
+        let (val, logits, grads, ft) = run_head(&head, &f, &labels, d, &device);
         let expected = triplet_reference(margin, correction, semi_hard, &f, &labels, d);
         assert!(
             (val - expected).abs() < 1e-5 * expected.abs().max(1.0),
@@ -780,7 +747,7 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
             );
         }
         // The accuracy logits pick the class of each image's nearest other image.
-        let logits = to_vec(out.logits);
+        let logits = to_vec(logits);
         for i in 0..n {
             let fi = &f[i * d..][..d];
             let cos = |j: usize| {

@@ -354,6 +354,18 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     assert_eq!(s.verification.unwrap().pairs, 10);
 }
 
+/// Every loss finite, and the mean of the last `window` steps below 90% of the first `window`'s.
+fn assert_loss_falls(rows: &[ffem_train::metrics::MetricsRow], window: usize, what: &str) {
+    let mean = |r: &[ffem_train::metrics::MetricsRow]| {
+        r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
+    };
+    let (first, last) = (mean(&rows[..window]), mean(&rows[rows.len() - window..]));
+    assert!(
+        rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
+        "{what}: loss {first} -> {last}"
+    );
+}
+
 #[test]
 fn the_proxy_subcenter_and_softtriple_losses_lower_their_loss_in_a_short_run() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -376,14 +388,7 @@ fn the_proxy_subcenter_and_softtriple_losses_lower_their_loss_in_a_short_run() {
         train(&cfg, &run, false, &TrainOptions::default()).unwrap();
         let rows = read_metrics(&run.join("metrics.csv")).unwrap();
         assert_eq!(rows.len(), 24);
-        let mean = |r: &[ffem_train::metrics::MetricsRow]| {
-            r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
-        };
-        let (first, last) = (mean(&rows[..6]), mean(&rows[18..]));
-        assert!(
-            rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
-            "{loss:?}: loss {first} -> {last}"
-        );
+        assert_loss_falls(&rows, 6, &format!("{loss:?}"));
     }
 }
 
@@ -427,15 +432,7 @@ fn center_and_bias_corrected_triplet_losses_lower_their_loss_in_a_short_run() {
         train(&cfg, &run, false, &TrainOptions::default()).unwrap();
         let rows = read_metrics(&run.join("metrics.csv")).unwrap();
         assert!(rows.len() >= 30, "{:?}: {} steps", cfg.loss, rows.len());
-        let mean = |r: &[ffem_train::metrics::MetricsRow]| {
-            r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
-        };
-        let (first, last) = (mean(&rows[..8]), mean(&rows[rows.len() - 8..]));
-        assert!(
-            rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
-            "{:?}: loss {first} -> {last}",
-            cfg.loss
-        );
+        assert_loss_falls(&rows, 8, &format!("{:?}", cfg.loss));
     }
     // A triplet run without identity-balanced batches is refused before it starts.
     let cfg = TrainConfig {
@@ -463,14 +460,7 @@ fn co_mining_trains_two_peers_and_lowers_the_loss() {
     train(&cfg, &run, false, &TrainOptions::default()).unwrap();
     let rows = read_metrics(&run.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 24);
-    let mean = |r: &[ffem_train::metrics::MetricsRow]| {
-        r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
-    };
-    let (first, last) = (mean(&rows[..6]), mean(&rows[18..]));
-    assert!(
-        rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
-        "loss {first} -> {last}"
-    );
+    assert_loss_falls(&rows, 6, "co-mining");
     // The run resumes from its checkpoint with both peers (the record holds the second too).
     let more = TrainConfig {
         epochs: 5,
