@@ -25,3 +25,5 @@ for d in clean:runs/ablation noise20:$NOISY; do
     mkdir -p "docs/ablation/${d%%:*}"
     cp "${d#*:}"/report.md "${d#*:}"/roc.png "${d#*:}"/curves.png "docs/ablation/${d%%:*}/"
 done
+python3 bench/ablation_compare.py runs/ablation "$NOISY" | tee docs/ablation/compare.md
+cp "$NOISY/clean_score.md" docs/ablation/clean_noise20.md

@@ -73,7 +73,23 @@ pub fn line_chart(
     }
     let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    // Tableau's ten, then four more: a study overlays a dozen curves that must stay apart.
+    let colors = [
+        RGBColor(0x4e, 0x79, 0xa7),
+        RGBColor(0xf2, 0x8e, 0x2b),
+        RGBColor(0xe1, 0x57, 0x59),
+        RGBColor(0x76, 0xb7, 0xb2),
+        RGBColor(0x59, 0xa1, 0x4f),
+        RGBColor(0xed, 0xc9, 0x48),
+        RGBColor(0xb0, 0x7a, 0xa1),
+        RGBColor(0xff, 0x9d, 0xa7),
+        RGBColor(0x9c, 0x75, 0x5f),
+        RGBColor(0xba, 0xb0, 0xac),
+        RGBColor(0x00, 0x00, 0x00),
+        RGBColor(0x1f, 0x3a, 0x93),
+        RGBColor(0x80, 0x80, 0x00),
+        RGBColor(0xd6, 0x2a, 0xd0),
+    ];
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -110,6 +126,12 @@ pub fn line_chart(
             if text && series.len() > 1 {
                 chart
                     .configure_series_labels()
+                    // ROC curves leave the upper left empty, falling curves the upper right.
+                    .position(if log_x {
+                        SeriesLabelPosition::UpperLeft
+                    } else {
+                        SeriesLabelPosition::UpperRight
+                    })
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
                     .draw()
