@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The loss study in docs/ablation: every variant of configs/ablation.toml on CFP + CelebA -> LFW,
 # with clean labels and with 20% flipped, then `ffem clean` on the noisy list scored against the
-# flips, then the reports and charts copied into docs/ablation/. CPU only; about 40 minutes per
+# flips, then the reports and charts copied into docs/ablation/. CPU only; about 50 minutes per
 # study on 2 cores. Rerunning resumes (finished variants are kept).
 #   bash bench/ablation.sh [CLEAN_MODEL_VARIANT]   (default: l2softmax)
 set -euo pipefail

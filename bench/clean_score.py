@@ -26,6 +26,17 @@ def main() -> None:
         recall = caught / len(f) if f else float("nan")
         name = source.strip("/") or "all"
         print(f"| {name}: {len(images)} | {len(f)} | {len(g)} | {caught} | {precision:.3f} | {recall:.3f} |")
+    # The report lists suspects most suspicious first, so its top k is what a user who can review
+    # only k images would check; k = the number flipped gives the break-even point (P = R).
+    ranked = [s["path"] for s in report["suspects"]]
+    print()
+    print("| top k of the report's ranking | caught | precision | recall |")
+    print("|---|---|---|---|")
+    for k in sorted({500, 1000, len(flipped), 2 * len(flipped)}):
+        if k > len(ranked):
+            continue
+        caught = sum(p in flipped for p in ranked[:k])
+        print(f"| {k} | {caught} | {caught / k:.3f} | {caught / len(flipped):.3f} |")
 
 
 if __name__ == "__main__":

@@ -476,3 +476,41 @@ fn co_mining_trains_two_peers_and_lowers_the_loss() {
     let err = bad.validate().unwrap_err().to_string();
     assert!(err.contains("co_mining ranks images"), "{err}");
 }
+
+#[test]
+fn partial_fc_at_a_tenth_of_the_identities_trains() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    // 400 classifier rows for the data's 8 identities: at 0.1 each step's softmax holds 40 rows,
+    // the batch's identities plus a random share of the 392 others.
+    let base = TrainConfig {
+        num_identity: 400,
+        loss: LossName::L2softmax,
+        optimizer: OptimizerName::Adam,
+        lr: 0.01,
+        epochs: 4,
+        ..tiny_config(&records)
+    };
+    let sampled_cfg = TrainConfig {
+        sample_rate: 0.1,
+        ..base.clone()
+    };
+    let (full, sampled) = (dir.path().join("full"), dir.path().join("sampled"));
+    train(&base, &full, false, &TrainOptions::default()).unwrap();
+    train(&sampled_cfg, &sampled, false, &TrainOptions::default()).unwrap();
+    let full_rows = read_metrics(&full.join("metrics.csv")).unwrap();
+    let rows = read_metrics(&sampled.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 24);
+    assert_loss_falls(&rows, 6, "sample_rate 0.1");
+    // Same network, data and seed: the first step's loss differs only by the softmax's rows.
+    // Before any training the 400 logits are alike, so the log-sum-exp over 40 of them is about
+    // ln(400 / 40) = ln 10 smaller; a run that silently used all rows would show no gap.
+    let gap = full_rows[0].loss - rows[0].loss;
+    assert!(
+        (gap - 10f64.ln()).abs() < 0.5,
+        "first loss: full {} - sampled {} = {gap}, expected about ln 10",
+        full_rows[0].loss,
+        rows[0].loss
+    );
+}
