@@ -93,6 +93,30 @@ pub fn flip_labels(
     flipped
 }
 
+/// Concatenates several lists into one training list: each entry's path becomes its list's root
+/// joined with the key (so the merged list reads with root `/` when the roots are absolute), and
+/// each list's labels are offset past the largest label of the lists before it, so that label 0 of
+/// CFP and label 0 of CelebA stay two identities. Gaps within a list are kept; an empty list
+/// shifts nothing.
+pub fn merge_lists<P: AsRef<Path>>(
+    lists: impl IntoIterator<Item = (P, Vec<ImageEntry>)>,
+) -> Vec<ImageEntry> {
+    let mut merged = Vec::new();
+    let mut offset = 0u64;
+    for (root, entries) in lists {
+        let Some(top) = entries.iter().map(|e| e.label).max() else {
+            continue;
+        };
+        merged.extend(entries.into_iter().map(|e| ImageEntry {
+            path: root.as_ref().join(&e.path).display().to_string(),
+            label: e.label + offset,
+            ..e
+        }));
+        offset += top + 1;
+    }
+    merged
+}
+
 /// Five facial points (left eye, right eye, nose, mouth left, mouth right) as x,y pairs.
 pub type Landmarks = [f32; 10];
 
@@ -366,6 +390,43 @@ fn json_number(v: f32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_lists_keeps_colliding_labels_apart_and_roots_the_paths() {
+        let entry = |path: &str, label| ImageEntry {
+            path: path.into(),
+            label,
+            face_box: None,
+            landmarks: None,
+        };
+        let cfp = vec![
+            entry("1/a.jpg", 0),
+            entry("2/b.jpg", 5),
+            entry("1/c.jpg", 0),
+        ];
+        let celeba = vec![entry("x.jpg", 0), entry("y.jpg", 1)];
+        let lfw = vec![entry("z.jpg", 1)];
+        let merged = merge_lists(vec![
+            (Path::new("/d/cfp"), cfp),
+            (Path::new("/d/empty"), Vec::new()),
+            (Path::new("/d/celeba"), celeba),
+            (Path::new("/d/lfw"), lfw),
+        ]);
+        let got: Vec<(&str, u64)> = merged.iter().map(|e| (e.path.as_str(), e.label)).collect();
+        // CFP's labels 0..=5 stay; CelebA's start at 6 (after CFP's largest, gap kept), the
+        // empty list shifts nothing, the last list's 1 lands after CelebA's 7.
+        assert_eq!(
+            got,
+            [
+                ("/d/cfp/1/a.jpg", 0),
+                ("/d/cfp/2/b.jpg", 5),
+                ("/d/cfp/1/c.jpg", 0),
+                ("/d/celeba/x.jpg", 6),
+                ("/d/celeba/y.jpg", 7),
+                ("/d/lfw/z.jpg", 9),
+            ]
+        );
+    }
 
     #[test]
     fn flip_labels_flips_the_asked_share_to_other_existing_labels() {

@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use ffem_data::image_list::{ImageList, flip_labels, write_image_list};
-use ffem_data::{ImageEntry, PackOptions};
+use ffem_data::PackOptions;
+use ffem_data::image_list::{ImageList, flip_labels, merge_lists, write_image_list};
 use ffem_eval::plot::{Series, line_chart};
 use ffem_model::embed::Embedder;
 use ffem_model::evalset::{PairSet, embed_set, set_distances, verify_set};
@@ -281,8 +281,7 @@ fn prepare_data(
         return Ok(records);
     }
     std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
-    let mut entries: Vec<ImageEntry> = Vec::new();
-    let mut offset = 0u64;
+    let mut lists = Vec::new();
     for spec in &cfg.data.lists {
         let json = expand(&spec.json, data_root);
         let root = expand(&spec.root, data_root);
@@ -297,14 +296,9 @@ fn prepare_data(
                 list.rejected[0].reason
             );
         }
-        let top = list.entries.iter().map(|e| e.label).max().unwrap_or(0);
-        entries.extend(list.entries.into_iter().map(|e| ImageEntry {
-            path: root.join(&e.path).display().to_string(),
-            label: e.label + offset,
-            ..e
-        }));
-        offset += top + 1;
+        lists.push((root, list.entries));
     }
+    let mut entries = merge_lists(lists);
     let mut labels: Vec<u64> = entries.iter().map(|e| e.label).collect();
     let clean_list = dir.join("image_list.clean.json");
     write_image_list(&clean_list, &entries)?;
