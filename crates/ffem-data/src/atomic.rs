@@ -34,6 +34,12 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes `value` as pretty JSON to `path` atomically ([`write_file`]).
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("plain data serialises to JSON");
+    write_file(path, text.as_bytes())
+}
+
 /// Replaces directory `target` with the finished directory `staged` (both on one file system).
 ///
 /// On Linux the two are swapped in one `renameat2(RENAME_EXCHANGE)`, so that at every instant

@@ -391,8 +391,7 @@ fn publish_staged(
             return Err(e);
         }
     };
-    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    atomic::write_file(&staging.join(MANIFEST_NAME), text.as_bytes())?;
+    atomic::write_json(&staging.join(MANIFEST_NAME), &manifest)?;
     atomic::replace_dir(&staging, output)?;
     Ok(manifest)
 }

@@ -148,8 +148,7 @@ pub fn detect_folder(detector: &Mtcnn, opts: &DetectOptions) -> Result<DetectRep
         let _ = std::fs::remove_file(&skipped_file);
         None
     } else {
-        let text = serde_json::to_string_pretty(&skipped).expect("serialisable");
-        ffem_data::atomic::write_file(&skipped_file, text.as_bytes())?;
+        ffem_data::atomic::write_json(&skipped_file, &skipped)?;
         Some(skipped_file)
     };
     let used: std::collections::BTreeSet<u64> = entries.iter().map(|e| e.label).collect();

@@ -193,12 +193,10 @@ pub fn save_model(
         .into_bytes()
         .map_err(|e| file_err(dir, format!("cannot serialise weights: {e:?}")))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
-    write_atomic(
+    Ok(ffem_data::atomic::write_json(
         &dir.join(CONFIG_FILE),
-        serde_json::to_string_pretty(config)
-            .expect("config serialises")
-            .as_bytes(),
-    )
+        config,
+    )?)
 }
 
 /// Loads a model directory written by [`save_model`].

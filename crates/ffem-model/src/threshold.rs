@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ModelError, write_atomic};
+use crate::model::ModelError;
 
 /// The file name inside a model directory.
 pub const THRESHOLD_FILE: &str = "threshold.json";
@@ -34,8 +34,7 @@ pub fn path_in(dir: &Path) -> PathBuf {
 impl SavedThreshold {
     /// Writes it into model directory `dir` (atomically).
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        let text = serde_json::to_string_pretty(self).expect("a threshold serialises");
-        write_atomic(&path_in(dir), text.as_bytes())
+        Ok(ffem_data::atomic::write_json(&path_in(dir), self)?)
     }
 
     /// Reads the threshold of model directory `dir`; `Ok(None)` when `ffem eval` never saved one.

@@ -310,12 +310,7 @@ fn prepare_data(
     let noise_json = serde_json::json!({
         "fraction": noise, "seed": cfg.noise_seed, "flipped": flipped_paths,
     });
-    ffem_data::atomic::write_file(
-        &dir.join("noise.json"),
-        serde_json::to_string_pretty(&noise_json)
-            .expect("json")
-            .as_bytes(),
-    )?;
+    ffem_data::atomic::write_json(&dir.join("noise.json"), &noise_json)?;
     let list_path = dir.join("image_list.json");
     write_image_list(&list_path, &entries)?;
     let mut opts = PackOptions::new(PathBuf::from("/"), list_path, &records);
@@ -331,12 +326,7 @@ fn prepare_data(
         report.manifest.skipped.len(),
         records.display()
     );
-    ffem_data::atomic::write_file(
-        &stamp_path,
-        serde_json::to_string_pretty(&stamp)
-            .expect("json")
-            .as_bytes(),
-    )?;
+    ffem_data::atomic::write_json(&stamp_path, &stamp)?;
     Ok(records)
 }
 
@@ -611,12 +601,7 @@ pub fn ablate(
                 first.std
             );
         }
-        ffem_data::atomic::write_file(
-            &result_path,
-            serde_json::to_string_pretty(&result)
-                .expect("json")
-                .as_bytes(),
-        )?;
+        ffem_data::atomic::write_json(&result_path, &result)?;
         results.push(result);
     }
     write_report(cfg_path, cfg, noise, &out, &planned, &results)

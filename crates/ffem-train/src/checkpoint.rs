@@ -97,8 +97,7 @@ pub fn save(
         )
     })?;
     write_atomic(&staging.join(OPTIMIZER), &optim_bytes)?;
-    let state_json = serde_json::to_string_pretty(state).expect("the state serialises");
-    write_atomic(&staging.join(STATE), state_json.as_bytes())?;
+    atomic::write_json(&staging.join(STATE), state)?;
     atomic::replace_dir(&staging, &target)?;
     Ok(())
 }

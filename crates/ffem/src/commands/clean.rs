@@ -117,11 +117,11 @@ pub fn clean(a: CleanArgs) -> Result<ExitCode> {
             "other_similarity": s.other_similarity})
         })
         .collect();
-    let text = serde_json::to_string_pretty(&serde_json::json!({
+    let report_json = serde_json::json!({
         "suspects": named, "duplicate_identities": report.duplicates,
         "injected_label_noise": a.inject_label_noise, "seed": a.seed,
-    }))?;
-    ffem_data::atomic::write_file(&report_path, text.as_bytes())?;
+    });
+    ffem_data::atomic::write_json(&report_path, &report_json)?;
     println!(
         "{} of {} images flagged as probably mislabelled, {} identity pairs as probably one person; {} entries -> {}, report {}",
         suspects.len(),
