@@ -351,10 +351,7 @@ impl ClassifierLoss {
         let n = emb.dims()[0];
         let (logits, plain) = match self.config {
             LossConfig::L2Softmax { scale } => {
-                let mut z = (l2_normalize(emb) * scale).matmul(weight.transpose());
-                if let Some(b) = bias {
-                    z = z + b.unsqueeze_dim(0);
-                }
+                let z = affine(l2_normalize(emb) * scale, weight, bias);
                 (z.clone(), z)
             }
             LossConfig::SubcenterArcface { margin, scale, .. } => {
@@ -390,13 +387,7 @@ impl ClassifierLoss {
                 let one_hot: Tensor<2> = labels.clone().one_hot::<2>(classes).float();
                 let positive = neg_dist.clone().gather(1, labels.clone().reshape([n, 1]));
                 let others = neg_dist.mask_fill(one_hot.bool(), f32::NEG_INFINITY);
-                let per_sample = logsumexp_rows(others) - positive;
-                return LossOutput {
-                    loss: per_sample.clone().mean().reshape([1]),
-                    logits: cos,
-                    labels,
-                    per_sample: Some(per_sample),
-                };
+                return mean_of_per_sample(logsumexp_rows(others) - positive, cos, labels);
             }
             LossConfig::SoftTriple {
                 centres: k,
@@ -414,8 +405,7 @@ impl ClassifierLoss {
                 let relaxed = (weights * cos).sum_dim(2).reshape([n, classes]); // (N, C)
                 let one_hot: Tensor<2> = labels.clone().one_hot::<2>(classes).float();
                 let logits = (relaxed.clone() - one_hot * delta) * lambda;
-                let logp = log_softmax(logits, 1);
-                let ce = logp.gather(1, labels.clone().reshape([n, 1])).mean().neg();
+                let ce = cross_entropy_rows(logits, labels.clone()).mean();
                 let loss = if k > 1 && tau > 0.0 {
                     // Mean distance between two centres of one identity, over t < t' pairs, as
                     // the authors' code writes it (sqrt(2 + 1e-5 - 2 cos)).
@@ -439,13 +429,8 @@ impl ClassifierLoss {
                 };
             }
             LossConfig::Center { lambda, .. } => {
-                let mut z = emb.clone().matmul(weight.transpose());
-                if let Some(b) = bias {
-                    z = z + b.unsqueeze_dim(0);
-                }
-                let ce = log_softmax(z.clone(), 1)
-                    .gather(1, labels.clone().reshape([n, 1]))
-                    .neg();
+                let z = affine(emb.clone(), weight, bias);
+                let ce = cross_entropy_rows(z.clone(), labels.clone());
                 let centres = self
                     .centres
                     .as_ref()
@@ -454,13 +439,7 @@ impl ClassifierLoss {
                     .detach()
                     .select(0, labels.clone());
                 let pull = (emb - centres).square().sum_dim(1);
-                let per_sample = ce + pull * (lambda / 2.0);
-                return LossOutput {
-                    loss: per_sample.clone().mean().reshape([1]),
-                    logits: z,
-                    labels,
-                    per_sample: Some(per_sample),
-                };
+                return mean_of_per_sample(ce + pull * (lambda / 2.0), z, labels);
             }
             LossConfig::Triplet {
                 margin,
@@ -494,19 +473,43 @@ impl ClassifierLoss {
                 };
             }
         };
-        let logp = log_softmax(logits, 1);
-        let per_sample = logp.gather(1, labels.clone().reshape([n, 1])).neg();
-        LossOutput {
-            loss: per_sample.clone().mean().reshape([1]),
-            logits: plain,
-            labels,
-            per_sample: Some(per_sample),
-        }
+        mean_of_per_sample(cross_entropy_rows(logits, labels.clone()), plain, labels)
     }
 }
 
-/// Batch-hard triplet loss with the selection-bias correction (see the module's notes): returns
-/// the loss [1] and soft nearest-neighbour logits (N, classes).
+/// `x W^T (+ b)`: the plain linear classifier of L2-softmax and center loss.
+fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    let z = x.matmul(weight.transpose());
+    match bias {
+        Some(b) => z + b.unsqueeze_dim(0),
+        None => z,
+    }
+}
+
+/// Each row's cross-entropy against its label, (N, C) -> (N, 1).
+fn cross_entropy_rows(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<2> {
+    let n = labels.dims()[0];
+    log_softmax(logits, 1)
+        .gather(1, labels.reshape([n, 1]))
+        .neg()
+}
+
+/// The output of a loss that is the mean of per-image losses (N, 1), which Co-Mining ranks.
+fn mean_of_per_sample(
+    per_sample: Tensor<2>,
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+) -> LossOutput {
+    LossOutput {
+        loss: per_sample.clone().mean().reshape([1]),
+        logits,
+        labels,
+        per_sample: Some(per_sample),
+    }
+}
+
+/// Triplet loss (semi-hard or batch-hard selection) with the selection-bias correction (see the
+/// module's notes): returns the loss [1] and soft nearest-neighbour logits (N, classes).
 fn triplet_loss(
     emb: Tensor<2>,
     labels: Tensor<1, Int>,
@@ -524,15 +527,7 @@ fn triplet_loss(
     let dist = (norms.clone() + norms.transpose() - gram.clone() * 2.0).clamp_min(0.0);
     let rows = labels.clone().reshape([n, 1]).repeat_dim(1, n);
     let same = rows.clone().equal(rows.transpose()).float();
-    let eye = Tensor::<2>::from_data(
-        TensorData::new(
-            (0..n * n)
-                .map(|i| if i / n == i % n { 1.0f32 } else { 0.0 })
-                .collect::<Vec<_>>(),
-            [n, n],
-        ),
-        &device,
-    );
+    let eye = Tensor::<2>::eye(n, &device);
     let positive = same.clone() - eye.clone();
     let negative = same.neg() + 1.0;
     let count_pos = positive.clone().sum_dim(1); // (N, 1)

@@ -32,8 +32,7 @@ fn proxy_reference(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize], d: u
             for (i, &label) in labels.iter().enumerate() {
                 let neg_dist = |j: usize| 2.0 * scale * scale * (cos(i, j) - 1.0);
                 let others: Vec<f64> = (0..c).filter(|&j| j != label).map(neg_dist).collect();
-                let max = others.iter().cloned().fold(f64::MIN, f64::max);
-                let lse = max + others.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+                let lse = logsumexp(&others);
                 total += lse - neg_dist(label);
             }
             total / n as f64
@@ -92,8 +91,7 @@ fn softtriple_reference(cfg: LossConfig, f: &[f64], w: &[f64], labels: &[usize],
                 lambda * (relaxed - if j == label { delta } else { 0.0 })
             })
             .collect();
-        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        let lse = logsumexp(&logits);
         ce += lse - logits[label];
     }
     let mut reg = 0.0;
@@ -166,11 +164,16 @@ fn reference(cfg: LossConfig, f: &[f64], w: &[f64], b: &[f64], labels: &[usize],
                 other => unreachable!("{other:?} has its own reference"),
             };
         }
-        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        let lse = logsumexp(&logits);
         total += lse - logits[labels[i]];
     }
     total / n as f64
+}
+
+/// `ln(sum(exp(v)))`, shifted by the maximum so that large logits do not overflow.
+fn logsumexp(v: &[f64]) -> f64 {
+    let max = v.iter().cloned().fold(f64::MIN, f64::max);
+    max + v.iter().map(|z| (z - max).exp()).sum::<f64>().ln()
 }
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
@@ -490,8 +493,7 @@ fn center_reference(
                     + b[j]
             })
             .collect();
-        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+        let lse = logsumexp(&logits);
         let pull: f64 = fi
             .iter()
             .zip(&centres[y * d..][..d])

@@ -53,8 +53,8 @@ pub enum LossName {
     SoftTriple,
     /// Center loss (`center_lambda`, `center_alpha`): softmax plus a pull to class centres.
     Center,
-    /// Batch-hard triplet loss with selection-bias correction (`triplet_margin`,
-    /// `triplet_correction`); needs `sampler = "pk"`.
+    /// Triplet loss with selection-bias correction (`triplet_margin`, `triplet_correction`,
+    /// `triplet_mining`); needs `sampler = "pk"`.
     Triplet,
 }
 

@@ -121,14 +121,15 @@ pub fn train_step(
     let n = labels.dims()[0];
     let peer_out = module.peer.as_ref().map(|peer| {
         let emb = forward_embeddings(&peer.model, images.clone(), precision);
-        (peer.classifier.forward(emb.clone(), labels.clone()), emb)
+        let out = peer.classifier.forward(emb.clone(), labels.clone());
+        (out, emb, peer.clean_weight)
     });
     let embeddings = forward_embeddings(&module.model, images, precision);
     let out = module
         .classifier
         .forward(embeddings.clone(), labels.clone());
-    let (objective, peer_embeddings) = match (peer_out, &module.peer) {
-        (Some((peer_out, peer_emb)), Some(peer)) => {
+    let (objective, peer_embeddings) = match peer_out {
+        Some((peer_out, peer_emb, clean_weight)) => {
             let (Some(own), Some(other)) = (out.per_sample.clone(), peer_out.per_sample) else {
                 panic!("Co-Mining needs a per-image loss; the configuration check refuses others")
             };
@@ -142,11 +143,11 @@ pub fn train_step(
             .try_into_vec::<f32>()
             .expect("f32 losses");
             let drop = (drop_rate * n as f64).round() as usize;
-            let (wa, wb) = co_mining_weights(&host[..n], &host[n..], drop, peer.clean_weight);
+            let (wa, wb) = co_mining_weights(&host[..n], &host[n..], drop, clean_weight);
             let both = weighted_mean(own, wa) + weighted_mean(other, wb);
             (both / 2.0, Some(peer_emb))
         }
-        _ => (out.loss, None),
+        None => (out.loss, None),
     };
     let loss = if poison {
         objective * f32::NAN

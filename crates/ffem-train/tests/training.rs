@@ -354,6 +354,12 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     assert_eq!(s.verification.unwrap().pairs, 10);
 }
 
+/// Trains `cfg` into a fresh `run` folder and returns its metrics rows.
+fn train_rows(cfg: &TrainConfig, run: &std::path::Path) -> Vec<ffem_train::metrics::MetricsRow> {
+    train(cfg, run, false, &TrainOptions::default()).unwrap();
+    read_metrics(&run.join("metrics.csv")).unwrap()
+}
+
 /// Every loss finite, and the mean of the last `window` steps below 90% of the first `window`'s.
 fn assert_loss_falls(rows: &[ffem_train::metrics::MetricsRow], window: usize, what: &str) {
     let mean = |r: &[ffem_train::metrics::MetricsRow]| {
@@ -385,8 +391,7 @@ fn the_proxy_subcenter_and_softtriple_losses_lower_their_loss_in_a_short_run() {
             ..tiny_config(&records)
         };
         let run = dir.path().join(format!("{loss:?}"));
-        train(&cfg, &run, false, &TrainOptions::default()).unwrap();
-        let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+        let rows = train_rows(&cfg, &run);
         assert_eq!(rows.len(), 24);
         assert_loss_falls(&rows, 6, &format!("{loss:?}"));
     }
@@ -429,8 +434,7 @@ fn center_and_bias_corrected_triplet_losses_lower_their_loss_in_a_short_run() {
     };
     for cfg in [center, triplet] {
         let run = dir.path().join(format!("{:?}", cfg.loss));
-        train(&cfg, &run, false, &TrainOptions::default()).unwrap();
-        let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+        let rows = train_rows(&cfg, &run);
         assert!(rows.len() >= 30, "{:?}: {} steps", cfg.loss, rows.len());
         assert_loss_falls(&rows, 8, &format!("{:?}", cfg.loss));
     }
@@ -457,8 +461,7 @@ fn co_mining_trains_two_peers_and_lowers_the_loss() {
         ..tiny_config(&records)
     };
     let run = dir.path().join("co_mining");
-    train(&cfg, &run, false, &TrainOptions::default()).unwrap();
-    let rows = read_metrics(&run.join("metrics.csv")).unwrap();
+    let rows = train_rows(&cfg, &run);
     assert_eq!(rows.len(), 24);
     assert_loss_falls(&rows, 6, "co-mining");
     // The run resumes from its checkpoint with both peers (the record holds the second too).
@@ -497,10 +500,8 @@ fn partial_fc_at_a_tenth_of_the_identities_trains() {
         ..base.clone()
     };
     let (full, sampled) = (dir.path().join("full"), dir.path().join("sampled"));
-    train(&base, &full, false, &TrainOptions::default()).unwrap();
-    train(&sampled_cfg, &sampled, false, &TrainOptions::default()).unwrap();
-    let full_rows = read_metrics(&full.join("metrics.csv")).unwrap();
-    let rows = read_metrics(&sampled.join("metrics.csv")).unwrap();
+    let full_rows = train_rows(&base, &full);
+    let rows = train_rows(&sampled_cfg, &sampled);
     assert_eq!(rows.len(), 24);
     assert_loss_falls(&rows, 6, "sample_rate 0.1");
     // Same network, data and seed: the first step's loss differs only by the softmax's rows.
