@@ -115,6 +115,9 @@ pub struct Batch {
     pub images: Vec<f32>,
     /// One label per image.
     pub labels: Vec<i64>,
+    /// Each image's record path (empty for a record without one): the key of per-record data
+    /// such as a distillation teacher's embeddings.
+    pub paths: Vec<String>,
     /// Index of the batch within its epoch.
     pub index: u64,
     /// Image side.
@@ -445,6 +448,7 @@ impl Pipeline {
                     let result = (|| {
                         let mut images = vec![0f32; raw.len() * plane];
                         let mut labels = Vec::with_capacity(raw.len());
+                        let mut paths = Vec::with_capacity(raw.len());
                         for (seq, rec) in &raw {
                             if rec.label < 0 || cfg.num_classes.is_some_and(|n| rec.label as u64 >= n) {
                                 return Err(DataError::Invalid(format!(
@@ -458,7 +462,10 @@ impl Pipeline {
                             let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(cfg.seed, epoch), *seq));
                             let slot = labels.len();
                             match preprocess(rec, &cfg, &mut rng, &mut images[slot * plane..][..plane]) {
-                                Ok(()) => labels.push(rec.label),
+                                Ok(()) => {
+                                    labels.push(rec.label);
+                                    paths.push(rec.path.clone().unwrap_or_default());
+                                }
                                 Err(e) if cfg.skip_corrupt => {
                                     tracing::warn!("skipping record {}: {e}", rec.path.as_deref().unwrap_or("?"));
                                 }
@@ -471,7 +478,7 @@ impl Pipeline {
                             }
                         }
                         images.truncate(labels.len() * plane);
-                        Ok(Batch { images, labels, index, image_size: cfg.image_size })
+                        Ok(Batch { images, labels, paths, index, image_size: cfg.image_size })
                     })();
                     if tx.send((index, result)).is_err() {
                         return;

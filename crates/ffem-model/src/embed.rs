@@ -74,43 +74,70 @@ pub fn mirror(img: &[f32], size: usize) -> Vec<f32> {
     out
 }
 
+/// What runs the forward passes.
+enum Network {
+    /// An ffem model in burn.
+    Burn(Box<EmbeddingModel>, Device),
+    /// An ffem model exported to ONNX Runtime, or an external ONNX face model.
+    #[cfg(feature = "onnxruntime")]
+    Ort(crate::ort_engine::OrtEmbedder),
+}
+
 /// A model ready for inference.
 pub struct Embedder {
-    model: EmbeddingModel,
+    network: Network,
     config: ModelConfig,
-    device: Device,
     /// Images per forward pass.
     pub batch_size: usize,
-    #[cfg(feature = "onnxruntime")]
-    ort: Option<crate::ort_engine::OrtEmbedder>,
 }
 
 impl Embedder {
     /// Wraps a model for inference (no autodiff, BatchNorm in inference mode).
     pub fn new(model: &EmbeddingModel, config: ModelConfig, device: &Device) -> Self {
         Embedder {
-            model: model.valid().to_device(device),
+            network: Network::Burn(Box::new(model.valid().to_device(device)), device.clone()),
             config,
-            device: device.clone(),
             batch_size: 64,
-            #[cfg(feature = "onnxruntime")]
-            ort: None,
         }
     }
 
     /// Runs the forward passes in ONNX Runtime from now on (the model exported in memory), with
-    /// `threads` intra-op threads (0: one per core).
+    /// `threads` intra-op threads (0: one per core). An embedder already on ONNX Runtime stays.
     #[cfg(feature = "onnxruntime")]
     pub fn use_onnxruntime(
         &mut self,
         threads: usize,
     ) -> Result<(), crate::ort_engine::OrtEngineError> {
-        self.ort = Some(crate::ort_engine::OrtEmbedder::new(
-            &self.model,
-            &self.config,
-            threads,
-        )?);
+        if let Network::Burn(model, _) = &self.network {
+            self.network = Network::Ort(crate::ort_engine::OrtEmbedder::new(
+                model,
+                &self.config,
+                threads,
+            )?);
+        }
         Ok(())
+    }
+
+    /// An external face model (an ONNX file from elsewhere: insightface, OpenCV's SFace, ...) in
+    /// ONNX Runtime, fed the same prepared crops as ffem's models: faces are aligned by their
+    /// landmarks to the ArcFace template, then converted to the model's input convention.
+    #[cfg(feature = "onnxruntime")]
+    pub fn from_onnx_file(
+        path: &std::path::Path,
+        opts: &crate::ort_engine::ExternalOptions,
+    ) -> Result<Self, crate::ort_engine::OrtEngineError> {
+        let engine = crate::ort_engine::OrtEmbedder::from_file(path, opts)?;
+        let config = ModelConfig {
+            embedding_dim: engine.dim(),
+            image_size: engine.image_size(),
+            align: true,
+            ..ModelConfig::default()
+        };
+        Ok(Embedder {
+            network: Network::Ort(engine),
+            config,
+            batch_size: 64,
+        })
     }
 
     /// The model's configuration.
@@ -130,21 +157,20 @@ impl Embedder {
         let mut out = Vec::with_capacity(n * self.dim());
         for start in (0..n).step_by(self.batch_size.max(1)) {
             let m = (n - start).min(self.batch_size.max(1));
-            #[cfg(feature = "onnxruntime")]
-            if let Some(ort) = &self.ort {
-                let batch = ort.embed_prepared(&images[start * plane..(start + m) * plane], m);
-                out.extend(batch.unwrap_or_else(|e| {
-                    panic!("ONNX Runtime failed on a batch the session accepted: {e}")
-                }));
-                continue;
+            let batch = &images[start * plane..(start + m) * plane];
+            match &self.network {
+                Network::Burn(model, device) => {
+                    out.extend(to_vec2(
+                        model.forward(images_tensor(batch, m, size, device)),
+                    ));
+                }
+                #[cfg(feature = "onnxruntime")]
+                Network::Ort(ort) => {
+                    out.extend(ort.embed_prepared(batch, m).unwrap_or_else(|e| {
+                        panic!("ONNX Runtime failed on a batch the session accepted: {e}")
+                    }));
+                }
             }
-            let x = images_tensor(
-                &images[start * plane..(start + m) * plane],
-                m,
-                size,
-                &self.device,
-            );
-            out.extend(to_vec2(self.model.forward(x)));
         }
         out
     }

@@ -7,6 +7,7 @@
 pub mod backbones;
 pub mod conv;
 pub mod device;
+pub mod distill;
 pub mod embed;
 pub mod evalset;
 pub mod face;
@@ -17,6 +18,7 @@ pub mod losses;
 pub mod model;
 pub mod norm;
 pub mod onnx;
+pub mod onnx_import;
 #[cfg(feature = "onnxruntime")]
 pub mod ort_engine;
 pub mod threshold;

@@ -7,7 +7,7 @@
 //! Why: ONNX Runtime's CPU kernels (MLAS, with AVX-512 and layout-aware convolutions) embed several
 //! times faster than burn's; training stays on burn.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
@@ -16,6 +16,7 @@ use ort::value::TensorRef;
 use thiserror::Error;
 
 use crate::model::{EmbeddingModel, ModelConfig};
+use crate::onnx_import::{InputConvention, prepare_external};
 
 /// The ONNX Runtime release `scripts/fetch-onnxruntime.sh` fetches.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -42,6 +43,32 @@ pub enum OrtEngineError {
     /// The graph's output does not have the model's shape.
     #[error("ONNX Runtime: {0}")]
     Shape(String),
+    /// An external model file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An external model's graph is not usable as a face embedder.
+    #[error("{path}: {source}")]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the graph.
+        source: crate::onnx_import::OnnxImportError,
+    },
+    /// ONNX Runtime refused an external model (an operator or opset it lacks, say).
+    #[error(
+        "{path}: ONNX Runtime {ORT_VERSION} cannot load this model: {message} (int8 DequantizeLinear with per-block scales needs opset 21 support, ONNX Runtime >= 1.20)"
+    )]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// ONNX Runtime's message.
+        message: String,
+    },
 }
 
 /// Where the library is looked for: `ORT_DYLIB_PATH`, else the fetch script's cache.
@@ -74,11 +101,32 @@ fn environment() -> Result<&'static Environment, OrtEngineError> {
     })
 }
 
-/// An exported ffem model in an ONNX Runtime session.
+/// An exported ffem model, or an external face model, in an ONNX Runtime session.
 pub struct OrtEmbedder {
     session: Mutex<Session>,
     dim: usize,
     image_size: usize,
+    input: String,
+    output: String,
+    /// External models: how their input differs from ffem's prepared crops.
+    convention: Option<InputConvention>,
+    /// Images per run the graph accepts (1 for a graph whose batch could not be relaxed).
+    max_batch: usize,
+}
+
+/// What an external model file is and how to feed it.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalOptions {
+    /// The image input's name (default: the one input a node reads).
+    pub input: Option<String>,
+    /// The embedding output's name (default: the first output).
+    pub output: Option<String>,
+    /// Channel order and pixel scaling.
+    pub convention: InputConvention,
+    /// Input side when the graph does not fix it (default 112).
+    pub image_size: Option<usize>,
+    /// Intra-op threads (0: one per core).
+    pub threads: usize,
 }
 
 impl OrtEmbedder {
@@ -102,24 +150,145 @@ impl OrtEmbedder {
             session: Mutex::new(session),
             dim: config.embedding_dim,
             image_size: config.image_size,
+            input: "data".into(),
+            output: "embedding".into(),
+            convention: None,
+            max_batch: usize::MAX,
         })
+    }
+
+    /// Opens an external face model (any ONNX file that maps N x 3 x H x W images to N x D),
+    /// rewritten by [`crate::onnx_import::prepare_external`]; a probe run finds the embedding
+    /// width and whether batches larger than one work (else images go one at a time).
+    pub fn from_file(path: &Path, opts: &ExternalOptions) -> Result<Self, OrtEngineError> {
+        let env = environment()?;
+        let raw = std::fs::read(path).map_err(|source| OrtEngineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let graph = prepare_external(&raw, opts.input.as_deref(), opts.output.as_deref()).map_err(
+            |source| OrtEngineError::Import {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+        if !graph.dropped_unused_inputs.is_empty() || graph.constant_inputs > 0 {
+            tracing::info!(
+                "{}: dropped {} graph inputs no node reads, kept {} initializers listed as inputs as constants",
+                path.display(),
+                graph.dropped_unused_inputs.len(),
+                graph.constant_inputs
+            );
+        }
+        let mut builder = Session::builder(env)?;
+        if opts.threads > 0 {
+            builder = builder
+                .with_intra_threads(opts.threads)
+                .map_err(ort::Error::from)?;
+        }
+        let session =
+            builder
+                .commit_from_memory(&graph.bytes)
+                .map_err(|e| OrtEngineError::Refused {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        let image_size = graph.image_size().or(opts.image_size).unwrap_or(112);
+        let mut engine = OrtEmbedder {
+            session: Mutex::new(session),
+            dim: 0,
+            image_size,
+            input: graph.input.clone(),
+            output: graph.output.clone(),
+            convention: Some(opts.convention),
+            max_batch: usize::MAX,
+        };
+        let plane = 3 * image_size * image_size;
+        let fixed_batch = graph.input_dims[0].filter(|_| !graph.batch_relaxed);
+        let probe = fixed_batch.unwrap_or(2) as usize;
+        match engine.run(&vec![0f32; probe * plane], probe) {
+            Ok((values, n)) => engine.dim = values.len() / n,
+            Err(first) if graph.batch_relaxed => {
+                // A graph that reshapes with a hard-coded batch of 1 inside: run images singly.
+                tracing::warn!(
+                    "{}: batches of 2 fail once the batch dimension is relaxed ({first}); embedding one image per run",
+                    path.display()
+                );
+                engine.max_batch = 1;
+                let (values, _) = engine.run(&vec![0f32; plane], 1)?;
+                engine.dim = values.len();
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(fixed) = fixed_batch {
+            engine.max_batch = fixed as usize;
+        }
+        if let Some(declared) = graph.embedding_dim()
+            && declared != engine.dim
+        {
+            return Err(OrtEngineError::Shape(format!(
+                "{}: output `{}` declares {declared} values per image but returned {}",
+                path.display(),
+                graph.output,
+                engine.dim
+            )));
+        }
+        Ok(engine)
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Input side in pixels.
+    pub fn image_size(&self) -> usize {
+        self.image_size
+    }
+
+    /// One run over `n` images already in the graph's convention: the output's values and `n`.
+    fn run(&self, images: &[f32], n: usize) -> Result<(Vec<f32>, usize), OrtEngineError> {
+        let s = self.image_size;
+        let input = TensorRef::from_array_view(([n, 3, s, s], images))?;
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session.run(ort::inputs![self.input.as_str() => input])?;
+        let (_, values) = outputs[self.output.as_str()].try_extract_tensor::<f32>()?;
+        if n == 0 || values.len() % n != 0 {
+            return Err(OrtEngineError::Shape(format!(
+                "output `{}` returned {} values for {n} images",
+                self.output,
+                values.len()
+            )));
+        }
+        Ok((values.to_vec(), n))
     }
 
     /// Embeds `n` prepared images (`n` x 3 x size x size, as [`crate::Embedder::embed_prepared`]
     /// takes them); raw (un-normalised) outputs, `n` x dim.
     pub fn embed_prepared(&self, images: &[f32], n: usize) -> Result<Vec<f32>, OrtEngineError> {
-        let s = self.image_size;
-        let input = TensorRef::from_array_view(([n, 3, s, s], &images[..n * 3 * s * s]))?;
-        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs = session.run(ort::inputs!["data" => input])?;
-        let (_, values) = outputs["embedding"].try_extract_tensor::<f32>()?;
-        if values.len() != n * self.dim {
-            return Err(OrtEngineError::Shape(format!(
-                "the graph returned {} values for {n} images of dimension {}",
-                values.len(),
-                self.dim
-            )));
+        let plane = self.image_size * self.image_size;
+        let images = &images[..n * 3 * plane];
+        let converted;
+        let images = match &self.convention {
+            Some(c) => {
+                converted = c.convert(images, plane);
+                &converted[..]
+            }
+            None => images,
+        };
+        let mut out = Vec::with_capacity(n * self.dim);
+        for start in (0..n).step_by(self.max_batch.max(1)) {
+            let m = (n - start).min(self.max_batch.max(1));
+            let (values, _) = self.run(&images[start * 3 * plane..(start + m) * 3 * plane], m)?;
+            if values.len() != m * self.dim {
+                return Err(OrtEngineError::Shape(format!(
+                    "the graph returned {} values for {m} images of dimension {}",
+                    values.len(),
+                    self.dim
+                )));
+            }
+            out.extend(values);
         }
-        Ok(values.to_vec())
+        Ok(out)
     }
 }

@@ -766,3 +766,107 @@ fn bias_corrected_triplet_value_gradient_and_nearest_neighbour_logits() {
         }
     }
 }
+
+/// Distillation, written out in f64: the projection `p = s W` (W is student x teacher, burn's
+/// `Linear` layout; the identity when absent), the teacher normalised, then `1 - cos(p, t)` or
+/// `||p - t||^2`, averaged over the batch.
+fn distill_reference(
+    metric: ffem_model::distill::DistillMetric,
+    s: &[f64],
+    w: Option<&[f64]>,
+    t: &[f64],
+    n: usize,
+) -> f64 {
+    let (ds, dt) = (s.len() / n, t.len() / n);
+    let mut total = 0.0;
+    for i in 0..n {
+        let si = &s[i * ds..][..ds];
+        let p: Vec<f64> = match w {
+            Some(w) => (0..dt)
+                .map(|j| (0..ds).map(|k| si[k] * w[k * dt + j]).sum())
+                .collect(),
+            None => si.to_vec(),
+        };
+        let ti = &t[i * dt..][..dt];
+        let unit_t: Vec<f64> = ti.iter().map(|x| x / norm(ti)).collect();
+        total += match metric {
+            ffem_model::distill::DistillMetric::Cosine => {
+                1.0 - p.iter().zip(&unit_t).map(|(a, b)| a * b).sum::<f64>() / norm(&p)
+            }
+            ffem_model::distill::DistillMetric::L2 => {
+                p.iter().zip(&unit_t).map(|(a, b)| (a - b).powi(2)).sum()
+            }
+        };
+    }
+    total / n as f64
+}
+
+#[test]
+fn distillation_loss_and_gradients_match_the_formula_and_finite_differences() {
+    use ffem_model::distill::{DistillMetric, Distiller};
+    let n = 3;
+    for metric in [DistillMetric::Cosine, DistillMetric::L2] {
+        // A 5-d student onto a 4-d teacher (projection), and a 4-d student (none).
+        for ds in [5usize, 4] {
+            let dt = 4;
+            let device = Device::flex().autodiff();
+            let s = pseudo_random(n * ds, 21 + ds as u64);
+            let t: Vec<f64> = pseudo_random(n * dt, 40).iter().map(|v| 3.0 * v).collect();
+            let mut head = Distiller::new(ds, dt, metric, &device);
+            assert_eq!(head.projection.is_some(), ds != dt);
+            let w = (ds != dt).then(|| pseudo_random(ds * dt, 50));
+            if let (Some(p), Some(w)) = (head.projection.as_mut(), &w) {
+                p.weight = Param::from_tensor(tensor2(w, [ds, dt], &device));
+            }
+            let st = tensor2(&s, [n, ds], &device).require_grad();
+            let out = head.forward(st.clone(), tensor2(&t, [n, dt], &device));
+            let value = out.loss.clone().into_scalar::<f32>() as f64;
+            let expected = distill_reference(metric, &s, w.as_deref(), &t, n);
+            assert!(
+                (value - expected).abs() < 1e-5 * expected.abs().max(1.0),
+                "{metric:?} {ds}->{dt}: burn {value} vs formula {expected}"
+            );
+            let grads = out.loss.backward();
+            let gs = to_vec(st.grad(&grads).unwrap());
+            let gw = head
+                .projection
+                .as_ref()
+                .map(|p| to_vec(p.weight.val().grad(&grads).unwrap()));
+            let h = 1e-6;
+            let fd = |params: &[f64], k: usize, of_w: bool| {
+                let mut p = params.to_vec();
+                let eval = |p: &[f64]| {
+                    if of_w {
+                        distill_reference(metric, &s, Some(p), &t, n)
+                    } else {
+                        distill_reference(metric, p, w.as_deref(), &t, n)
+                    }
+                };
+                p[k] += h;
+                let up = eval(&p);
+                p[k] -= 2.0 * h;
+                (up - eval(&p)) / (2.0 * h)
+            };
+            for (k, g) in gs.iter().enumerate() {
+                let want = fd(&s, k, false);
+                assert!(
+                    (g - want).abs() < 1e-3 * want.abs().max(1.0),
+                    "{metric:?} {ds}->{dt} d/ds[{k}]: autodiff {g} vs finite difference {want}"
+                );
+            }
+            if let (Some(gw), Some(w)) = (gw, &w) {
+                for (k, g) in gw.iter().enumerate() {
+                    let want = fd(w, k, true);
+                    assert!(
+                        (g - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{metric:?} d/dW[{k}]: autodiff {g} vs finite difference {want}"
+                    );
+                }
+            }
+            // The progress figure is the mean cosine.
+            let cos = out.mean_cosine.into_scalar::<f32>() as f64;
+            let want_cos = 1.0 - distill_reference(DistillMetric::Cosine, &s, w.as_deref(), &t, n);
+            assert!((cos - want_cos).abs() < 1e-5, "{cos} vs {want_cos}");
+        }
+    }
+}

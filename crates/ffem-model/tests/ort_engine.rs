@@ -64,3 +64,61 @@ fn missing_library_names_the_fetch_script() {
         "{msg}"
     );
 }
+
+mod common;
+
+/// An external model with old converters' quirks (unused input, initializer input, batch fixed
+/// at 1, int8 weights with per-block scales) embeds three images in one batch, and the input
+/// convention reaches the graph: the output equals the hand formula on the images' pixels.
+#[test]
+fn external_onnx_model_runs_with_its_input_convention() {
+    use ffem_model::onnx_import::InputConvention;
+    use ffem_model::ort_engine::ExternalOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.onnx");
+    std::fs::write(&path, common::tiny_face_model()).unwrap();
+    let side = common::SIDE as usize;
+    let plane = side * side;
+    let n = 3;
+    // Image k, RGB channel ch, pixel p: v = 10k + 40ch + 17p, prepared as v / 127.5 - 1.
+    let pixel = |k: usize, ch: usize, p: usize| (10 * k + 40 * ch + 17 * p) as f64;
+    let mut prepared = Vec::new();
+    for k in 0..n {
+        for ch in 0..3 {
+            for p in 0..plane {
+                prepared.push((pixel(k, ch, p) / 127.5 - 1.0) as f32);
+            }
+        }
+    }
+    let mean =
+        |k: usize, ch: usize| (0..plane).map(|p| pixel(k, ch, p)).sum::<f64>() / plane as f64;
+    for (convention, model_channel) in [
+        (InputConvention::raw(true), [2usize, 1, 0]),
+        (InputConvention::default(), [0, 1, 2]),
+    ] {
+        let opts = ExternalOptions {
+            convention,
+            threads: 1,
+            ..ExternalOptions::default()
+        };
+        let embedder = Embedder::from_onnx_file(&path, &opts).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(embedder.dim(), 4);
+        assert_eq!(embedder.config().image_size, side);
+        assert!(embedder.config().align);
+        let got = embedder.embed_prepared(&prepared, n);
+        assert_eq!(got.len(), n * 4);
+        for k in 0..n {
+            let means: [f64; 3] = std::array::from_fn(|c| {
+                (mean(k, model_channel[c]) - convention.mean[c] as f64) / convention.std[c] as f64
+            });
+            let want = common::expected_embedding(means);
+            for j in 0..4 {
+                let g = got[k * 4 + j] as f64;
+                assert!(
+                    (g - want[j]).abs() <= 1e-4 * want[j].abs().max(1.0),
+                    "{convention:?} image {k} value {j}: {g} vs {want:?}"
+                );
+            }
+        }
+    }
+}

@@ -291,6 +291,7 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
         classifier: ClassifierLoss::new(cfg.loss(), classes, cfg.embedding_dim, &ad)
             .with_sample_rate(cfg.sample_rate),
         peer: None,
+        distill: None,
     };
     materialize(&module);
     let mut optim = optimizer::build(&cfg);
@@ -302,6 +303,7 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
             &mut optim,
             x.clone(),
             y.clone(),
+            None,
             1e-3,
             precision,
             &mut loss_scale,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use ffem_model::ComputeDevice;
 use ffem_model::backbones::mobilenet_v3::{Activation, MobileNetV3Config, Variant};
+use ffem_model::distill::DistillMetric;
 use ffem_model::heads::HeadKind;
 use ffem_model::losses::LossConfig;
 use ffem_model::model::ModelConfig;
@@ -56,6 +57,9 @@ pub enum LossName {
     /// Triplet loss with selection-bias correction (`triplet_margin`, `triplet_correction`,
     /// `triplet_mining`); needs `sampler = "pk"`.
     Triplet,
+    /// Knowledge distillation alone (`teacher`, `distill_metric`): the student matches a
+    /// teacher's embeddings; identity labels are not used.
+    Distill,
 }
 
 /// Which triplets of a batch the triplet loss trains on.
@@ -148,8 +152,16 @@ pub struct TrainConfig {
     /// Dropout of the flatten head.
     pub dropout: f64,
     /// `l2softmax`, `arcface`, `cosface`, `combined`, `subcenter_arcface`, `proxy_nca`,
-    /// `proxy_anchor`, `softtriple`, `center` or `triplet`.
+    /// `proxy_anchor`, `softtriple`, `center`, `triplet` or `distill`.
     pub loss: LossName,
+    /// Teacher embeddings for distillation: a `.npy` with its `ffem embed` index beside it, one
+    /// row per training record (keyed by the record's path). Needed by `loss = "distill"`; with
+    /// another loss, adds `distill_weight` times the distillation loss to it.
+    pub teacher: String,
+    /// Weight of the distillation term added to a classification loss (`teacher` set).
+    pub distill_weight: f64,
+    /// `cosine` (1 - cos) or `l2` (squared distance to the unit teacher embedding).
+    pub distill_metric: DistillMetric,
     /// Logit scale s.
     pub scale: f64,
     /// The margin (ArcFace's additive angle, CosFace's cosine margin).
@@ -277,6 +289,9 @@ impl Default for TrainConfig {
             stem_stride: 2,
             dropout: 0.2,
             loss: LossName::Arcface,
+            teacher: String::new(),
+            distill_weight: 1.0,
+            distill_metric: DistillMetric::Cosine,
             scale: 64.0,
             margin: 0.5,
             margins: [1.0, 0.3, 0.2],
@@ -434,6 +449,22 @@ impl TrainConfig {
         if self.subcenters == 0 {
             return bad("subcenters must be at least 1".into());
         }
+        if self.loss == LossName::Distill && self.teacher.is_empty() {
+            return bad(
+                "loss = \"distill\" needs teacher = \"TEACHER.npy\": embed the training list with the teacher first (ffem embed --onnx TEACHER.onnx LIST -o TEACHER.npy)"
+                    .into(),
+            );
+        }
+        if !self.teacher.is_empty() && self.co_mining {
+            return bad("teacher (distillation) and co_mining cannot be combined: pick one".into());
+        }
+        let weight_ok = self.distill_weight.is_finite() && self.distill_weight > 0.0;
+        if !self.teacher.is_empty() && !weight_ok {
+            return bad(format!(
+                "distill_weight {} must be positive: the weight of the teacher term",
+                self.distill_weight
+            ));
+        }
         if matches!(self.loss, LossName::Arcface | LossName::SubcenterArcface)
             && self.margin > std::f64::consts::PI
         {
@@ -466,10 +497,11 @@ impl TrainConfig {
         }
     }
 
-    /// The loss configuration.
+    /// The loss configuration. Pure distillation carries an L2-softmax classifier that takes no
+    /// part in the loss (the training module always has one).
     pub fn loss(&self) -> LossConfig {
         match self.loss {
-            LossName::L2softmax => LossConfig::L2Softmax { scale: self.scale },
+            LossName::L2softmax | LossName::Distill => LossConfig::L2Softmax { scale: self.scale },
             LossName::Cosface => LossConfig::cosface(self.margin, self.scale),
             LossName::Combined => LossConfig::Margin {
                 m1: self.margins[0],

@@ -6,6 +6,7 @@
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor, TensorData};
+use ffem_model::distill::Distiller;
 use ffem_model::losses::ClassifierLoss;
 use ffem_model::model::EmbeddingModel;
 
@@ -21,6 +22,22 @@ pub struct TrainModule {
     /// Co-Mining's second network, trained beside the first on the same batches; the run's model
     /// is the first.
     pub peer: Option<Peer>,
+    /// Knowledge distillation: the projection onto the teacher's space and the term's weight.
+    pub distill: Option<DistillTerm>,
+}
+
+/// The distillation term of a step (see `ffem_model::distill`).
+#[derive(Module, Debug)]
+pub struct DistillTerm {
+    /// Projection and metric.
+    pub head: Distiller,
+    /// Multiplies the term when it is added to the classification loss.
+    #[module(skip)]
+    pub weight: f64,
+    /// Distillation alone: the classifier is not run and labels are not used; the accuracy
+    /// reported is the mean cosine to the teacher.
+    #[module(skip)]
+    pub only: bool,
 }
 
 /// The peer network of Co-Mining (Wang et al., ICCV 2019).
@@ -105,13 +122,15 @@ pub struct StepResult {
 /// `loss_scale` is used and updated only for f16. `poison` multiplies the loss by NaN (fault
 /// injection for the non-finite guard's tests; free when false). With a Co-Mining peer,
 /// `drop_rate` is the share of each batch each network calls noisy (see [`co_mining_weights`]);
-/// the loss reported is the mean of the two networks' weighted losses.
+/// the loss reported is the mean of the two networks' weighted losses. With a distillation term,
+/// `teacher` holds the batch's teacher embeddings (N, teacher width).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     module: TrainModule,
     optim: &mut ModuleOptimizer,
     images: Tensor<4>,
     labels: Tensor<1, Int>,
+    teacher: Option<Tensor<2>>,
     lr: f64,
     precision: Precision,
     loss_scale: &mut LossScale,
@@ -125,6 +144,26 @@ pub fn train_step(
         (out, emb, peer.clean_weight)
     });
     let embeddings = forward_embeddings(&module.model, images, precision);
+    let distilled = module.distill.as_ref().map(|d| {
+        let teacher = teacher
+            .clone()
+            .expect("a distillation step needs the batch's teacher embeddings");
+        (d.head.forward(embeddings.clone(), teacher), d.weight)
+    });
+    if module.distill.as_ref().is_some_and(|d| d.only) {
+        let (d, _) = distilled.expect("set above");
+        return finish_step(
+            module,
+            optim,
+            d.loss,
+            d.mean_cosine,
+            lr,
+            precision,
+            loss_scale,
+            poison,
+            None,
+        );
+    }
     let out = module
         .classifier
         .forward(embeddings.clone(), labels.clone());
@@ -149,6 +188,47 @@ pub fn train_step(
         }
         None => (out.loss, None),
     };
+    let objective = match distilled {
+        Some((d, weight)) => objective + d.loss * weight,
+        None => objective,
+    };
+    // The logits' own labels: with Partial FC they number the sampled identities.
+    let correct = out
+        .logits
+        .argmax(1)
+        .reshape([n])
+        .equal(out.labels)
+        .int()
+        .sum()
+        .float()
+        / n as f64;
+    finish_step(
+        module,
+        optim,
+        objective,
+        correct,
+        lr,
+        precision,
+        loss_scale,
+        poison,
+        Some((embeddings, labels, peer_embeddings)),
+    )
+}
+
+/// The second half of a step: backward, the guards, the update, and center loss's centre moves
+/// (`centre_inputs`: the embeddings, labels and the peer's embeddings the classifiers saw).
+#[allow(clippy::too_many_arguments)]
+fn finish_step(
+    module: TrainModule,
+    optim: &mut ModuleOptimizer,
+    objective: Tensor<1>,
+    accuracy: Tensor<1>,
+    lr: f64,
+    precision: Precision,
+    loss_scale: &mut LossScale,
+    poison: bool,
+    centre_inputs: Option<(Tensor<2>, Tensor<1, Int>, Option<Tensor<2>>)>,
+) -> StepResult {
     let loss = if poison {
         objective * f32::NAN
     } else {
@@ -160,21 +240,12 @@ pub fn train_step(
         1.0
     };
     let grads = GradientsParams::from_grads((loss.clone() * scale).backward(), &module);
-    // The logits' own labels: with Partial FC they number the sampled identities.
-    let correct = out
-        .logits
-        .argmax(1)
-        .reshape([n])
-        .equal(out.labels)
-        .int()
-        .sum()
-        .float();
-    let host = Tensor::cat(vec![loss.reshape([1]), correct.reshape([1])], 0)
+    let host = Tensor::cat(vec![loss.reshape([1]), accuracy.reshape([1])], 0)
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("two f32 values");
-    let (loss, accuracy) = (host[0] as f64, host[1] as f64 / n as f64);
+    let (loss, accuracy) = (host[0] as f64, host[1] as f64);
     if !loss.is_finite() {
         return StepResult {
             module,
@@ -200,10 +271,12 @@ pub fn train_step(
     loss_scale.clean();
     let mut module = optim.step(lr, module, grads);
     // Center loss moves its centres by its own rule, after the gradient step.
-    module.classifier = module.classifier.update_centres(embeddings, labels.clone());
-    if let (Some(mut peer), Some(emb)) = (module.peer.take(), peer_embeddings) {
-        peer.classifier = peer.classifier.update_centres(emb, labels);
-        module.peer = Some(peer);
+    if let Some((embeddings, labels, peer_embeddings)) = centre_inputs {
+        module.classifier = module.classifier.update_centres(embeddings, labels.clone());
+        if let (Some(mut peer), Some(emb)) = (module.peer.take(), peer_embeddings) {
+            peer.classifier = peer.classifier.update_centres(emb, labels);
+            module.peer = Some(peer);
+        }
     }
     StepResult {
         module,

@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ffem_data::{AugmentConfig, Pipeline, PipelineConfig, RecordSource};
+use ffem_model::distill::{Distiller, TeacherTable};
 use ffem_model::embed::Embedder;
 use ffem_model::evalset::{PairSet, embed_set, verify_set};
 use ffem_model::losses::ClassifierLoss;
@@ -18,12 +19,12 @@ use ffem_model::model::{
 };
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::TrainConfig;
+use crate::config::{LossName, TrainConfig};
 use crate::error::TrainError;
 use crate::metrics::{MetricsLog, MetricsRow, draw_curves};
 use crate::optimizer;
 use crate::run_dir::RunDir;
-use crate::step::{Peer, StepOutcome, StepResult, TrainModule, train_step};
+use crate::step::{DistillTerm, Peer, StepOutcome, StepResult, TrainModule, train_step};
 
 /// Options that are not part of the model's recipe.
 #[derive(Debug, Clone, Default)]
@@ -58,8 +59,12 @@ pub struct TrainSummary {
 
 /// Identities the classifier needs: `num_identity`, or the manifest's count when it is 0. Fewer
 /// classes than the data's labels is an error (the seed silently trained those images against
-/// all-zero targets).
+/// all-zero targets). Pure distillation needs none (one unused row).
 fn class_count(cfg: &TrainConfig, source: &RecordSource) -> Result<u64, TrainError> {
+    if cfg.loss == LossName::Distill {
+        // Labels are not used: any labelling (or none, all 0) trains the same.
+        return Ok(1);
+    }
     let in_data = source.manifest.as_ref().map(|m| m.identities);
     match (cfg.num_identity, in_data) {
         (0, Some(n)) => Ok(n),
@@ -92,7 +97,7 @@ fn pipeline_config(cfg: &TrainConfig, num_classes: u64) -> PipelineConfig {
         },
         align: cfg.align,
         skip_corrupt: false,
-        num_classes: Some(num_classes),
+        num_classes: (cfg.loss != LossName::Distill).then_some(num_classes),
         sampler: cfg.sampler(),
     }
 }
@@ -131,9 +136,38 @@ fn init_from(
     Ok(())
 }
 
+/// The distillation teacher's embeddings, checked against every record of the training data
+/// (one pass over the records before training, so a mismatched file fails at once and names the
+/// record rather than hours in).
+fn open_teacher(
+    cfg: &TrainConfig,
+    source: &RecordSource,
+) -> Result<Option<TeacherTable>, TrainError> {
+    if cfg.teacher.is_empty() {
+        return Ok(None);
+    }
+    let table = TeacherTable::load(Path::new(&cfg.teacher))
+        .map_err(|e| TrainError::Setup(e.to_string()))?;
+    for (i, rec) in source.records(false).enumerate() {
+        let rec = rec?;
+        let path = rec.path.ok_or_else(|| {
+            TrainError::Setup(format!(
+                "record {i} of {} has no path, so no teacher embedding can be matched to it: pack the data with ffem pack (it keeps each image's path)",
+                cfg.train_data
+            ))
+        })?;
+        table
+            .check([path.as_str()])
+            .map_err(|e| TrainError::Setup(e.to_string()))?;
+    }
+    Ok(Some(table))
+}
+
 /// A run in progress: what the loop carries from step to step besides the module itself.
 struct Session<'a> {
     cfg: &'a TrainConfig,
+    /// Distillation targets by record path.
+    teacher: Option<TeacherTable>,
     run: RunDir,
     /// The device verification runs on (the training device without autodiff).
     device: Device,
@@ -172,6 +206,7 @@ fn open<'a>(
         (None, _) => 0,
     };
 
+    let teacher = open_teacher(cfg, pipeline.source())?;
     let model_cfg = cfg.model();
     ad.seed(cfg.seed);
     let classifier = || {
@@ -186,6 +221,11 @@ fn open<'a>(
             model: model_cfg.init(&ad),
             classifier: classifier(),
             clean_weight: cfg.co_mining_weight,
+        }),
+        distill: teacher.as_ref().map(|t| DistillTerm {
+            head: Distiller::new(cfg.embedding_dim, t.dim(), cfg.distill_metric, &ad),
+            weight: cfg.distill_weight,
+            only: cfg.loss == LossName::Distill,
         }),
     };
     materialize(&module);
@@ -222,6 +262,7 @@ fn open<'a>(
     bar.set_position(state.step);
     let session = Session {
         cfg,
+        teacher,
         run,
         device,
         model_cfg,
@@ -406,6 +447,13 @@ pub fn train(
         for batch in pipeline.epoch(session.state.epoch, session.state.batch) {
             let batch = batch?;
             let n = batch.len();
+            let teacher = match &session.teacher {
+                Some(t) => Some(
+                    t.batch(&batch.paths, &ad)
+                        .map_err(|e| TrainError::Setup(e.to_string()))?,
+                ),
+                None => None,
+            };
             let t0 = Instant::now();
             let step = session.state.step;
             // Dropout draws from the backend RNG: seeding per step makes resumed runs identical.
@@ -417,6 +465,7 @@ pub fn train(
                 &mut session.optim,
                 Tensor::<4>::from_data(TensorData::new(batch.images, [n, 3, size, size]), &ad),
                 Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &ad),
+                teacher,
                 lr,
                 cfg.precision,
                 &mut session.state.loss_scale,

@@ -112,6 +112,7 @@ fn one_step_and_a_short_run_match_burn_operations() {
             model: cfg.model().init(&device),
             classifier: ClassifierLoss::new(cfg.loss(), 8, cfg.embedding_dim, &device),
             peer: None,
+            distill: None,
         };
         materialize(&module);
         let n = batch.len();

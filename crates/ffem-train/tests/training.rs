@@ -515,3 +515,108 @@ fn partial_fc_at_a_tenth_of_the_identities_trains() {
         rows[0].loss
     );
 }
+
+/// A teacher file for the records of `records`: one row per record path, the identity's one-hot
+/// code in 8 dimensions plus a small per-image offset (what a strong teacher gives: images of an
+/// identity close together). `skip` leaves the records of that label out; returns the first
+/// record left out.
+fn write_teacher(records: &std::path::Path, npy: &std::path::Path, skip: Option<i64>) -> String {
+    let src = ffem_data::RecordSource::open(records).unwrap();
+    let (mut rows, mut entries, mut left_out) = (Vec::new(), Vec::new(), String::new());
+    for (i, rec) in src.records(false).enumerate() {
+        let rec = rec.unwrap();
+        let path = rec.path.unwrap();
+        if Some(rec.label) == skip {
+            if left_out.is_empty() {
+                left_out = path;
+            }
+            continue;
+        }
+        rows.extend(
+            (0..8).map(|j| f32::from(rec.label == j) + 0.05 * ((i + j as usize) % 3) as f32),
+        );
+        entries.push(ffem_eval::gallery::GalleryEntry {
+            name: path,
+            label: rec.label.to_string(),
+        });
+    }
+    ffem_eval::gallery::write(npy, &rows, 8, &entries).unwrap();
+    left_out
+}
+
+#[test]
+fn distillation_pulls_the_student_onto_the_teacher_and_drops_the_projection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let teacher = dir.path().join("teacher.npy");
+    write_teacher(&records, &teacher, None);
+    let cfg = TrainConfig {
+        loss: LossName::Distill,
+        teacher: teacher.display().to_string(),
+        // Labels are not used: a classifier of 2 for the data's 8 identities is no error here.
+        num_identity: 2,
+        optimizer: OptimizerName::Adam,
+        lr: 0.01,
+        epochs: 4,
+        ..tiny_config(&records)
+    };
+    let run = dir.path().join("distill");
+    let rows = train_rows(&cfg, &run);
+    assert_eq!(rows.len(), 24);
+    assert_loss_falls(&rows, 6, "distill");
+    // In a pure distillation run the accuracy column is the mean cosine to the teacher: 1 - loss.
+    for r in &rows {
+        assert!((r.accuracy - (1.0 - r.loss)).abs() < 1e-4, "{r:?}");
+    }
+    // The 16-d student keeps its width: the 16 -> 8 projection is not part of the model.
+    let (model_cfg, _) =
+        ffem_model::load_model(&run.join("model"), &burn::tensor::Device::flex()).unwrap();
+    assert_eq!(model_cfg.embedding_dim, 16);
+
+    // Added to ArcFace with a weight, the combined loss trains too.
+    let combined = TrainConfig {
+        loss: LossName::Arcface,
+        num_identity: 0,
+        distill_weight: 2.0,
+        ..cfg.clone()
+    };
+    let rows = train_rows(&combined, &dir.path().join("combined"));
+    assert_loss_falls(&rows, 6, "arcface + distill");
+}
+
+#[test]
+fn a_teacher_file_without_a_record_is_refused_naming_the_record() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let teacher = dir.path().join("teacher.npy");
+    let missing = write_teacher(&records, &teacher, Some(5));
+    assert!(!missing.is_empty());
+    let cfg = TrainConfig {
+        loss: LossName::Distill,
+        teacher: teacher.display().to_string(),
+        ..tiny_config(&records)
+    };
+    let err = train(
+        &cfg,
+        &dir.path().join("run"),
+        false,
+        &TrainOptions::default(),
+    )
+    .expect_err("a record has no teacher embedding")
+    .to_string();
+    assert!(
+        err.contains(&format!("`{missing}`")) && err.contains("teacher.csv"),
+        "{err}"
+    );
+    // And a distillation run without a teacher says what to set.
+    let err = TrainConfig {
+        teacher: String::new(),
+        ..cfg
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("teacher"), "{err}");
+}

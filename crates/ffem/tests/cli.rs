@@ -87,6 +87,69 @@ fn pack_inspect_and_strict() {
 }
 
 #[test]
+fn pack_of_two_lists_keeps_their_identities_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Both lists number their identities from 0: 3 x 2 images and 2 x 3 images.
+    let a = synthetic(dir.path(), 0, 3, 2);
+    let b = dir.path().join("second");
+    ffem_data::synth::generate(&b, 0, 2, 3, 48, 7).unwrap();
+    let out = dir.path().join("merged");
+    let o = ffem(&[
+        "pack",
+        "--json",
+        a.join("image_list.json").to_str().unwrap(),
+        "--root",
+        a.join("images").to_str().unwrap(),
+        "--json",
+        b.join("image_list.json").to_str().unwrap(),
+        "--root",
+        b.join("images").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("packed 12 of 12 entries (5 identities)"),
+        "{text}"
+    );
+    // The merged list beside the output: the second list's labels follow the first's.
+    let merged =
+        ffem_data::image_list::ImageList::load(&dir.path().join("merged.image_list.json")).unwrap();
+    let label_of = |root: &Path, key: &str| {
+        let path = root.join("images").join(key).display().to_string();
+        merged
+            .entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{path} not in the merged list"))
+            .label
+    };
+    assert_eq!(label_of(&a, "id00000/000.jpg"), 0);
+    assert_eq!(label_of(&a, "id00002/001.jpg"), 2);
+    assert_eq!(label_of(&b, "id00000/000.jpg"), 3);
+    assert_eq!(label_of(&b, "id00001/002.jpg"), 4);
+    // A list without its root is refused.
+    let o = ffem(&[
+        "pack",
+        "--json",
+        a.join("image_list.json").to_str().unwrap(),
+        "--json",
+        b.join("image_list.json").to_str().unwrap(),
+        "--root",
+        a.join("images").to_str().unwrap(),
+        "--output",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("2 --json but 1 --root"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn eval_on_precomputed_embeddings_prints_the_protocol_numbers() {
     let dir = tempfile::tempdir().unwrap();
     // The hand-built case of ffem-eval's tests: nine folds with same 0.505 / diff 1.2345, one with a hard same 1.7.

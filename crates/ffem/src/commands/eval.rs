@@ -14,7 +14,7 @@ use ffem_model::evalset::{PairSet, embed_set, load_faces, set_distances, verify_
 use ffem_model::faces::{EmbedOptions, embed_faces};
 use ffem_model::threshold::SavedThreshold;
 
-use super::{DetectArg, EngineArg, open_model};
+use super::{DetectArg, EngineArg, OnnxArgs, open_model};
 
 /// Arguments of `ffem eval`.
 #[derive(Args)]
@@ -65,6 +65,8 @@ pub struct EvalArgs {
     cmc: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArg,
+    #[command(flatten)]
+    onnx: OnnxArgs,
     /// With --identify: how list entries without a box are found.
     #[command(flatten)]
     detect: DetectArg,
@@ -137,10 +139,6 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let model_dir = a
-        .model
-        .as_ref()
-        .context("give a MODEL directory, or --embeddings E.npy --issame F")?;
     let mut sets = Vec::new();
     if let Some(p) = &a.lfw {
         sets.push(PairSet::lfw(p)?);
@@ -157,7 +155,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if sets.is_empty() {
         bail!("nothing to evaluate on: pass --lfw DIR, --cfp-fp DIR, --cfp-ff DIR or --bin FILE");
     }
-    let (cfg, embedder) = open_model(model_dir, &a.engine)?;
+    let (cfg, embedder) = open_any(&a)?;
     let mut reports = Vec::new();
     for set in &sets {
         let emb = embed_set(&embedder, &set.faces, cfg.align, !a.no_flip, true)?;
@@ -182,14 +180,20 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     }
     // The threshold of the first set is what `ffem verify` uses from now on.
     let (name, first) = &reports[0];
-    SavedThreshold {
-        set: name.clone(),
-        threshold_cosine: first.threshold_cosine as f32,
-        threshold_squared_l2: first.threshold_mean as f32,
-        accuracy: first.accuracy,
-        flip: !a.no_flip,
-    }
-    .save(model_dir)?;
+    let saved_in = match (&a.model, &a.onnx.onnx) {
+        (Some(model_dir), None) => {
+            SavedThreshold {
+                set: name.clone(),
+                threshold_cosine: first.threshold_cosine as f32,
+                threshold_squared_l2: first.threshold_mean as f32,
+                accuracy: first.accuracy,
+                flip: !a.no_flip,
+            }
+            .save(model_dir)?;
+            Some(model_dir)
+        }
+        _ => None,
+    };
     if a.json {
         let map: serde_json::Map<String, serde_json::Value> = reports
             .iter()
@@ -207,21 +211,35 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         for (n, r) in &reports {
             print!("{}", r.table(n));
         }
-        eprintln!(
-            "saved threshold {:.4} (cosine) to {}",
-            first.threshold_cosine,
-            ffem_model::threshold::path_in(model_dir).display()
-        );
+        match saved_in {
+            Some(dir) => eprintln!(
+                "saved threshold {:.4} (cosine) to {}",
+                first.threshold_cosine,
+                ffem_model::threshold::path_in(dir).display()
+            ),
+            None => eprintln!(
+                "threshold {:.4} (cosine); not saved: an ONNX file has no model directory",
+                first.threshold_cosine
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The ffem model directory, or the external model of --onnx.
+fn open_any(a: &EvalArgs) -> Result<(ffem_model::ModelConfig, ffem_model::Embedder)> {
+    match (&a.model, &a.onnx.onnx) {
+        (None, Some(file)) => a.onnx.open(file),
+        (Some(dir), None) => open_model(dir, &a.engine),
+        (Some(_), Some(_)) => bail!("give a MODEL directory or --onnx MODEL.onnx, not both"),
+        (None, None) => {
+            bail!("give a MODEL directory, --onnx MODEL.onnx, or --embeddings E.npy --issame F")
+        }
+    }
+}
+
 fn identify(a: &EvalArgs) -> Result<ExitCode> {
-    let model_dir = a
-        .model
-        .as_ref()
-        .context("--identify needs a MODEL directory")?;
-    let (cfg, embedder) = open_model(model_dir, &a.engine)?;
+    let (cfg, embedder) = open_any(a)?;
     let (faces, labels): (Vec<FaceInput>, Vec<i64>) = if let Some(list_path) = &a.list {
         let root = a.root.clone().unwrap_or_else(|| {
             list_path

@@ -74,6 +74,98 @@ impl DetectArg {
     }
 }
 
+/// Channel order of an external model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChannelOrder {
+    /// Red, green, blue (insightface, PyTorch-trained models).
+    Rgb,
+    /// Blue, green, red (OpenCV-trained models such as SFace).
+    Bgr,
+}
+
+/// An external ONNX face model in place of an ffem model directory, and how to feed it.
+#[derive(Args)]
+pub struct OnnxArgs {
+    /// Run this ONNX face model (N x 3 x H x W images to N x D embeddings: insightface, OpenCV's
+    /// SFace, ...) instead of an ffem model, on the same aligned crops and protocol. Needs a build
+    /// with `--features onnxruntime` and scripts/fetch-onnxruntime.sh.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub onnx: Option<PathBuf>,
+    /// Channel order the ONNX model takes.
+    #[arg(long, value_enum, default_value = "rgb", requires = "onnx")]
+    onnx_channels: ChannelOrder,
+    /// Subtracted from the 0..255 pixel values: one value, or three in the model's channel order
+    /// (127.5: insightface; 0 with --onnx-std 1: raw pixels, as SFace takes them).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.5",
+        requires = "onnx"
+    )]
+    onnx_mean: Vec<f32>,
+    /// Divides after the subtraction: one value or three.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.5",
+        requires = "onnx"
+    )]
+    onnx_std: Vec<f32>,
+    /// The graph's image input (default: the one input that a node reads).
+    #[arg(long, requires = "onnx")]
+    onnx_input: Option<String>,
+    /// The graph's embedding output (default: its first output).
+    #[arg(long, requires = "onnx")]
+    onnx_output: Option<String>,
+}
+
+impl OnnxArgs {
+    /// The input convention the options describe.
+    pub fn convention(&self) -> Result<ffem_model::onnx_import::InputConvention> {
+        let three = |v: &[f32], name: &str| -> Result<[f32; 3]> {
+            match v {
+                [x] => Ok([*x; 3]),
+                [a, b, c] => Ok([*a, *b, *c]),
+                _ => bail!(
+                    "--{name} takes one value or three (comma-separated), not {}",
+                    v.len()
+                ),
+            }
+        };
+        let std = three(&self.onnx_std, "onnx-std")?;
+        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+            bail!("--onnx-std must be finite and non-zero");
+        }
+        Ok(ffem_model::onnx_import::InputConvention {
+            bgr: self.onnx_channels == ChannelOrder::Bgr,
+            mean: three(&self.onnx_mean, "onnx-mean")?,
+            std,
+        })
+    }
+
+    /// Opens the external model.
+    #[cfg_attr(not(feature = "onnxruntime"), allow(unused_variables))]
+    pub fn open(&self, path: &Path) -> Result<(ModelConfig, Embedder)> {
+        let convention = self.convention()?;
+        #[cfg(feature = "onnxruntime")]
+        {
+            let opts = ffem_model::ort_engine::ExternalOptions {
+                input: self.onnx_input.clone(),
+                output: self.onnx_output.clone(),
+                convention,
+                image_size: None,
+                threads: 0,
+            };
+            let embedder = Embedder::from_onnx_file(path, &opts)?;
+            Ok((embedder.config().clone(), embedder))
+        }
+        #[cfg(not(feature = "onnxruntime"))]
+        bail!(
+            "--onnx runs the model in ONNX Runtime, and this ffem was built without it; rebuild with `cargo build --release -p ffem --features onnxruntime` and run scripts/fetch-onnxruntime.sh"
+        )
+    }
+}
+
 /// Loads the model directory `path` onto this build's preferred device, for `engine`.
 pub fn open_model(path: &Path, engine: &EngineArg) -> Result<(ModelConfig, Embedder)> {
     let device = ComputeDevice::preferred().device()?;

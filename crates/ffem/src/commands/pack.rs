@@ -3,21 +3,26 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use ffem_data::PackOptions;
+use ffem_data::image_list::{ImageList, merge_lists, write_image_list};
 
 use super::print_skipped;
 
 /// Arguments of `ffem pack`.
 #[derive(Args)]
 pub struct PackArgs {
-    /// Folder the JSON's image paths are relative to.
+    /// Folder the JSON's image paths are relative to (one per --json, in the same order).
     #[arg(long, alias = "root_path", required_unless_present = "from_rec")]
-    root: Option<PathBuf>,
+    root: Vec<PathBuf>,
     /// The dataset list: {"rel/path.jpg": {"label": 0, "x1": .., "y1": .., "x2": .., "y2": ..}}.
+    /// Repeat it (each with its --root) to pack several lists as one dataset: each list's labels
+    /// are offset past the previous lists' (CFP's 0 and CelebA's 0 stay two identities), and the
+    /// merged list is written beside the output as OUTPUT.image_list.json (the list to embed a
+    /// distillation teacher from).
     #[arg(long, alias = "json_file", required_unless_present = "from_rec")]
-    json: Option<PathBuf>,
+    json: Vec<PathBuf>,
     /// Convert an insightface / MXNet RecordIO pack instead (DIR with train.rec + train.idx).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["root", "json", "crop", "align"])]
     from_rec: Option<PathBuf>,
@@ -60,11 +65,58 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Runs `ffem pack`.
 pub fn pack(a: PackArgs) -> Result<ExitCode> {
-    let mut opts = PackOptions::new(
-        a.root.clone().unwrap_or_default(),
-        a.json.clone().unwrap_or_default(),
-        &a.output,
-    );
+    if a.root.len() != a.json.len() {
+        bail!(
+            "{} --json but {} --root: give each list its root, in the same order",
+            a.json.len(),
+            a.root.len()
+        );
+    }
+    let (root, json) = if a.json.len() > 1 {
+        let mut lists = Vec::new();
+        let mut rejected = 0;
+        for (root, json) in a.root.iter().zip(&a.json) {
+            let list = ImageList::load(json)?;
+            for r in &list.rejected {
+                eprintln!("{}: skipping {}: {}", json.display(), r.key, r.reason);
+            }
+            if a.strict && !list.rejected.is_empty() {
+                bail!(
+                    "--strict: {} entries of {} are invalid (listed above); nothing written",
+                    list.rejected.len(),
+                    json.display()
+                );
+            }
+            rejected += list.rejected.len();
+            // Canonical, so the merged keys do not depend on the directory ffem ran from.
+            let root = std::fs::canonicalize(root)
+                .with_context(|| format!("--root {}: not a readable folder", root.display()))?;
+            lists.push((root, list.entries));
+        }
+        let merged = merge_lists(lists);
+        let name = a
+            .output
+            .file_name()
+            .context("--output needs a folder name")?
+            .to_string_lossy()
+            .into_owned();
+        let merged_path = a.output.with_file_name(format!("{name}.image_list.json"));
+        write_image_list(&merged_path, &merged)?;
+        println!(
+            "merged {} lists: {} entries ({rejected} invalid skipped) of {} labels -> {}",
+            a.json.len(),
+            merged.len(),
+            merged.iter().map(|e| e.label + 1).max().unwrap_or(0),
+            merged_path.display()
+        );
+        (PathBuf::from("/"), merged_path)
+    } else {
+        (
+            a.root.first().cloned().unwrap_or_default(),
+            a.json.first().cloned().unwrap_or_default(),
+        )
+    };
+    let mut opts = PackOptions::new(root, json, &a.output);
     opts.shard_bytes = a.shard_size.max(1);
     opts.crop_margin = a.crop;
     opts.align = a.align;
