@@ -533,7 +533,7 @@ fn write_teacher(records: &std::path::Path, npy: &std::path::Path, skip: Option<
             continue;
         }
         let hadamard = |d: i64| {
-            if (rec.label & d).count_ones() % 2 == 0 {
+            if (rec.label & d).count_ones().is_multiple_of(2) {
                 1.0
             } else {
                 -1.0
