@@ -110,8 +110,9 @@ pub struct OrtEmbedder {
     output: String,
     /// External models: how their input differs from ffem's prepared crops.
     convention: Option<InputConvention>,
-    /// Images per run the graph accepts (1 for a graph whose batch could not be relaxed).
-    max_batch: usize,
+    /// A graph that only runs batches of exactly this size (fixed in the file and not 1, or 1
+    /// where relaxing it failed): shorter batches are padded with blank images.
+    exact_batch: Option<usize>,
 }
 
 /// What an external model file is and how to feed it.
@@ -153,7 +154,7 @@ impl OrtEmbedder {
             input: "data".into(),
             output: "embedding".into(),
             convention: None,
-            max_batch: usize::MAX,
+            exact_batch: None,
         })
     }
 
@@ -201,7 +202,7 @@ impl OrtEmbedder {
             input: graph.input.clone(),
             output: graph.output.clone(),
             convention: Some(opts.convention),
-            max_batch: usize::MAX,
+            exact_batch: None,
         };
         let plane = 3 * image_size * image_size;
         let fixed_batch = graph.input_dims[0].filter(|_| !graph.batch_relaxed);
@@ -214,14 +215,14 @@ impl OrtEmbedder {
                     "{}: batches of 2 fail once the batch dimension is relaxed ({first}); embedding one image per run",
                     path.display()
                 );
-                engine.max_batch = 1;
+                engine.exact_batch = Some(1);
                 let (values, _) = engine.run(&vec![0f32; plane], 1)?;
                 engine.dim = values.len();
             }
             Err(e) => return Err(e),
         }
         if let Some(fixed) = fixed_batch {
-            engine.max_batch = fixed as usize;
+            engine.exact_batch = Some(fixed as usize);
         }
         if let Some(declared) = graph.embedding_dim()
             && declared != engine.dim
@@ -276,18 +277,28 @@ impl OrtEmbedder {
             }
             None => images,
         };
+        let per_run = self.exact_batch.unwrap_or(n).max(1);
         let mut out = Vec::with_capacity(n * self.dim);
-        for start in (0..n).step_by(self.max_batch.max(1)) {
-            let m = (n - start).min(self.max_batch.max(1));
-            let (values, _) = self.run(&images[start * 3 * plane..(start + m) * 3 * plane], m)?;
-            if values.len() != m * self.dim {
+        for start in (0..n).step_by(per_run) {
+            let m = (n - start).min(per_run);
+            let batch = &images[start * 3 * plane..(start + m) * 3 * plane];
+            let padded;
+            let (batch, run_n) = match self.exact_batch {
+                Some(b) if b > m => {
+                    padded = [batch, &vec![0f32; (b - m) * 3 * plane]].concat();
+                    (&padded[..], b)
+                }
+                _ => (batch, m),
+            };
+            let (values, _) = self.run(batch, run_n)?;
+            if values.len() != run_n * self.dim {
                 return Err(OrtEngineError::Shape(format!(
-                    "the graph returned {} values for {m} images of dimension {}",
+                    "the graph returned {} values for {run_n} images of dimension {}",
                     values.len(),
                     self.dim
                 )));
             }
-            out.extend(values);
+            out.extend_from_slice(&values[..m * self.dim]);
         }
         Ok(out)
     }

@@ -68,8 +68,9 @@ fn missing_library_names_the_fetch_script() {
 mod common;
 
 /// An external model with old converters' quirks (unused input, initializer input, batch fixed
-/// at 1, int8 weights with per-block scales) embeds three images in one batch, and the input
-/// convention reaches the graph: the output equals the hand formula on the images' pixels.
+/// at 1, int8 weights with per-block scales) embeds three images in one batch (with a batch fixed
+/// at 2: in two runs, the second padded), and the input convention reaches the graph: the output
+/// equals the hand formula on the images' pixels.
 #[test]
 fn external_onnx_model_runs_with_its_input_convention() {
     use ffem_model::onnx_import::InputConvention;
@@ -77,6 +78,9 @@ fn external_onnx_model_runs_with_its_input_convention() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.onnx");
     std::fs::write(&path, common::tiny_face_model()).unwrap();
+    // A batch fixed at 2 stays fixed: three images run as two padded batches.
+    let fixed_two = dir.path().join("tiny_batch2.onnx");
+    std::fs::write(&fixed_two, common::tiny_face_model_with_batch(2)).unwrap();
     let side = common::SIDE as usize;
     let plane = side * side;
     let n = 3;
@@ -92,16 +96,17 @@ fn external_onnx_model_runs_with_its_input_convention() {
     }
     let mean =
         |k: usize, ch: usize| (0..plane).map(|p| pixel(k, ch, p)).sum::<f64>() / plane as f64;
-    for (convention, model_channel) in [
-        (InputConvention::raw(true), [2usize, 1, 0]),
-        (InputConvention::default(), [0, 1, 2]),
+    for (file, convention, model_channel) in [
+        (&path, InputConvention::raw(true), [2usize, 1, 0]),
+        (&path, InputConvention::default(), [0, 1, 2]),
+        (&fixed_two, InputConvention::default(), [0, 1, 2]),
     ] {
         let opts = ExternalOptions {
             convention,
             threads: 1,
             ..ExternalOptions::default()
         };
-        let embedder = Embedder::from_onnx_file(&path, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let embedder = Embedder::from_onnx_file(file, &opts).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(embedder.dim(), 4);
         assert_eq!(embedder.config().image_size, side);
         assert!(embedder.config().align);

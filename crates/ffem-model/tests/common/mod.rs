@@ -85,6 +85,11 @@ pub const SIDE: u64 = 2;
 
 /// The model's bytes: input `image` [1, 3, 2, 2], output `embedding` [1, 4].
 pub fn tiny_face_model() -> Vec<u8> {
+    tiny_face_model_with_batch(1)
+}
+
+/// The same with the batch fixed at `batch` on the input, the output and the shape hint.
+pub fn tiny_face_model_with_batch(batch: u64) -> Vec<u8> {
     let mut g = Vec::new();
     g.extend(bytes_of(
         1,
@@ -125,8 +130,11 @@ pub fn tiny_face_model() -> Vec<u8> {
     ));
     g.extend(bytes_of(11, &value_info("unused_weights", &[Some(4)])));
     g.extend(bytes_of(11, &value_info("gain", &[Some(1)])));
-    g.extend(bytes_of(12, &value_info("embedding", &[Some(1), Some(4)])));
-    g.extend(bytes_of(13, &value_info("flat", &[Some(1), Some(3)])));
+    g.extend(bytes_of(
+        12,
+        &value_info("embedding", &[Some(batch), Some(4)]),
+    ));
+    g.extend(bytes_of(13, &value_info("flat", &[Some(batch), Some(3)])));
     let mut m = Vec::new();
     field_int(&mut m, 1, 10); // ir_version
     field_bytes(&mut m, 2, b"ffem-test");
