@@ -231,7 +231,9 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
+/// Reads a protobuf base-128 varint at `*pos` and moves `*pos` past it; an error on truncation
+/// or more than 10 bytes.
+pub fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*pos).ok_or("truncated protobuf varint")?;

@@ -18,6 +18,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::losses::l2_normalize;
+
 /// How far the student is from the teacher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -46,11 +48,6 @@ pub struct DistillOutput {
     /// Mean cosine between the (projected) student and the teacher, shape [1]: the progress
     /// figure of a pure distillation run, where there is no classification accuracy.
     pub mean_cosine: Tensor<1>,
-}
-
-fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
 }
 
 impl Distiller {
@@ -167,15 +164,9 @@ impl TeacherTable {
         self.dim
     }
 
-    /// Checks that every one of `records` has a row; the error names the first that has none.
-    pub fn check<'a>(
-        &self,
-        records: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), TeacherError> {
-        for r in records {
-            self.row(r)?;
-        }
-        Ok(())
+    /// Checks that `record` has a row; the error names it and the index searched.
+    pub fn check(&self, record: &str) -> Result<(), TeacherError> {
+        self.row(record).map(|_| ())
     }
 
     fn row(&self, record: &str) -> Result<usize, TeacherError> {

@@ -74,6 +74,9 @@ pub fn mirror(img: &[f32], size: usize) -> Vec<f32> {
     out
 }
 
+/// Images per forward pass unless the caller sets `Embedder::batch_size`.
+const DEFAULT_BATCH: usize = 64;
+
 /// What runs the forward passes.
 enum Network {
     /// An ffem model in burn.
@@ -97,7 +100,7 @@ impl Embedder {
         Embedder {
             network: Network::Burn(Box::new(model.valid().to_device(device)), device.clone()),
             config,
-            batch_size: 64,
+            batch_size: DEFAULT_BATCH,
         }
     }
 
@@ -136,7 +139,7 @@ impl Embedder {
         Ok(Embedder {
             network: Network::Ort(engine),
             config,
-            batch_size: 64,
+            batch_size: DEFAULT_BATCH,
         })
     }
 

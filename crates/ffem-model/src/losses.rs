@@ -185,7 +185,8 @@ pub struct LossOutput {
     pub per_sample: Option<Tensor<2>>,
 }
 
-fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+/// Each row divided by its L2 norm (floored at 1e-12, so a zero row stays zero).
+pub(crate) fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
 }

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 
+use ffem_data::example::{get_varint, put_len_field};
 use thiserror::Error;
 
 /// Why an external ONNX graph cannot be used.
@@ -38,20 +39,7 @@ struct Field<'a> {
 }
 
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, OnnxImportError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf
-            .get(*pos)
-            .ok_or_else(|| OnnxImportError::Malformed("varint runs past the end".into()))?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(OnnxImportError::Malformed(
-        "varint longer than 10 bytes".into(),
-    ))
+    get_varint(buf, pos).map_err(OnnxImportError::Malformed)
 }
 
 fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, OnnxImportError> {
@@ -107,20 +95,6 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, OnnxImportError> {
         });
     }
     Ok(out)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    put_varint(out, number << 3 | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
 }
 
 fn string_of(f: &Field) -> String {
@@ -190,51 +164,46 @@ fn value_info(buf: &[u8]) -> Result<(String, Dims), OnnxImportError> {
     Ok((name, dims))
 }
 
-/// A ValueInfoProto with its first dimension replaced by the symbolic `batch`.
-fn relax_batch(buf: &[u8]) -> Result<Vec<u8>, OnnxImportError> {
-    let rewrite_shape = |shape: &[u8]| -> Result<Vec<u8>, OnnxImportError> {
-        let mut out = Vec::new();
-        let mut first = true;
-        for f in fields(shape)? {
-            if first && f.number == 1 && f.wire == 2 {
-                first = false;
-                let mut dim = Vec::new();
-                put_bytes(&mut dim, 2, b"batch");
-                put_bytes(&mut out, 1, &dim);
-            } else {
-                out.extend_from_slice(f.raw);
-            }
-        }
-        Ok(out)
-    };
-    let rewrite_tensor = |tensor: &[u8]| -> Result<Vec<u8>, OnnxImportError> {
-        let mut out = Vec::new();
-        for f in fields(tensor)? {
-            if f.number == 2 && f.wire == 2 {
-                put_bytes(&mut out, 2, &rewrite_shape(f.payload)?);
-            } else {
-                out.extend_from_slice(f.raw);
-            }
-        }
-        Ok(out)
-    };
-    let mut out = Vec::new();
+/// `buf` with every length-delimited field `number` replaced by `rewrite` of its payload; all
+/// other fields copied as they are.
+fn rewrite_fields(
+    buf: &[u8],
+    number: u64,
+    mut rewrite: impl FnMut(&[u8]) -> Result<Vec<u8>, OnnxImportError>,
+) -> Result<Vec<u8>, OnnxImportError> {
+    let mut out = Vec::with_capacity(buf.len());
     for f in fields(buf)? {
-        if f.number == 2 && f.wire == 2 {
-            let mut ty = Vec::new();
-            for t in fields(f.payload)? {
-                if t.number == 1 && t.wire == 2 {
-                    put_bytes(&mut ty, 1, &rewrite_tensor(t.payload)?);
-                } else {
-                    ty.extend_from_slice(t.raw);
-                }
-            }
-            put_bytes(&mut out, 2, &ty);
+        if f.number == number && f.wire == 2 {
+            put_len_field(&mut out, number, &rewrite(f.payload)?);
         } else {
             out.extend_from_slice(f.raw);
         }
     }
     Ok(out)
+}
+
+/// A ValueInfoProto with its first dimension replaced by the symbolic `batch`
+/// (ValueInfoProto.type = 2, TypeProto.tensor_type = 1, Tensor.shape = 2, Shape.dim = 1).
+fn relax_batch(value_info: &[u8]) -> Result<Vec<u8>, OnnxImportError> {
+    let symbolic = || {
+        let mut dim = Vec::new();
+        put_len_field(&mut dim, 2, b"batch");
+        dim
+    };
+    rewrite_fields(value_info, 2, |ty| {
+        rewrite_fields(ty, 1, |tensor| {
+            rewrite_fields(tensor, 2, |shape| {
+                let mut first = true;
+                rewrite_fields(shape, 1, |dim| {
+                    Ok(if std::mem::take(&mut first) {
+                        symbolic()
+                    } else {
+                        dim.to_vec()
+                    })
+                })
+            })
+        })
+    })
 }
 
 /// An external model made ready for batched inference, and what was changed to get there.
@@ -322,44 +291,23 @@ pub fn prepare_external(
             feedable.push((name, dims, f.payload));
         }
     }
-    let chosen = match input {
-        Some(want) => feedable
-            .iter()
-            .position(|(n, _, _)| n == want)
-            .ok_or_else(|| {
-                OnnxImportError::Inputs(format!(
-                    "the graph has no input `{want}` that a node reads; inputs to feed: {}",
-                    names(feedable.iter().map(|f| &f.0))
-                ))
-            })?,
-        None if feedable.len() == 1 => 0,
-        None if feedable.is_empty() => {
-            return Err(OnnxImportError::Inputs(
-                "the graph has no input that a node reads (every input is an initializer or unused)"
-                    .into(),
-            ));
-        }
-        None => {
+    let (input_name, input_dims, input_info) = match feedable.as_slice() {
+        [only] if input.is_none_or(|want| want == only.0) => only,
+        [] | [_] => {
+            let want = input.map_or(String::new(), |w| format!(" `{w}`"));
             return Err(OnnxImportError::Inputs(format!(
-                "the graph has {} inputs to feed ({}); ffem feeds one image tensor: name it with --onnx-input",
-                feedable.len(),
+                "the graph has no input{want} that a node reads; inputs to feed: {} (initializers and unused inputs do not count)",
                 names(feedable.iter().map(|f| &f.0))
             )));
         }
+        many => {
+            return Err(OnnxImportError::Inputs(format!(
+                "the graph needs {} inputs ({}): ffem feeds one image tensor and nothing else",
+                many.len(),
+                names(many.iter().map(|f| &f.0))
+            )));
+        }
     };
-    if feedable.len() > 1 {
-        let others: Vec<&String> = feedable
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != chosen)
-            .map(|(_, f)| &f.0)
-            .collect();
-        return Err(OnnxImportError::Inputs(format!(
-            "besides the image input, the graph needs {}: ffem can only feed the image",
-            names(others.into_iter())
-        )));
-    }
-    let (input_name, input_dims, input_info) = &feedable[chosen];
     if input_dims.len() != 4 || input_dims[1].is_some_and(|c| c != 3) {
         return Err(OnnxImportError::Inputs(format!(
             "input `{input_name}` has shape {}: ffem feeds N x 3 x H x W (NCHW) images",
@@ -410,13 +358,13 @@ pub fn prepare_external(
                     } else {
                         input_info.to_vec()
                     };
-                    put_bytes(&mut new_graph, 11, &info);
+                    put_len_field(&mut new_graph, 11, &info);
                 }
             }
             (12, 2) => {
                 let (_, dims) = value_info(f.payload)?;
                 if batch_relaxed && dims.first() == Some(&Some(1)) {
-                    put_bytes(&mut new_graph, 12, &relax_batch(f.payload)?);
+                    put_len_field(&mut new_graph, 12, &relax_batch(f.payload)?);
                 } else {
                     new_graph.extend_from_slice(f.raw);
                 }
@@ -425,14 +373,7 @@ pub fn prepare_external(
             _ => new_graph.extend_from_slice(f.raw),
         }
     }
-    let mut bytes = Vec::with_capacity(model.len());
-    for f in &top {
-        if f.number == 7 && f.wire == 2 {
-            put_bytes(&mut bytes, 7, &new_graph);
-        } else {
-            bytes.extend_from_slice(f.raw);
-        }
-    }
+    let bytes = rewrite_fields(model, 7, |_| Ok(new_graph.clone()))?;
     Ok(ExternalGraph {
         bytes,
         input: input_name.clone(),

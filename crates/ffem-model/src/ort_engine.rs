@@ -12,6 +12,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::Session;
+use ort::session::builder::SessionBuilder;
 use ort::value::TensorRef;
 use thiserror::Error;
 
@@ -101,6 +102,18 @@ fn environment() -> Result<&'static Environment, OrtEngineError> {
     })
 }
 
+/// A session builder on the process's environment with `threads` intra-op threads (0: ONNX
+/// Runtime's default, one per core).
+fn session_builder(threads: usize) -> Result<SessionBuilder, OrtEngineError> {
+    let builder = Session::builder(environment()?)?;
+    if threads == 0 {
+        return Ok(builder);
+    }
+    Ok(builder
+        .with_intra_threads(threads)
+        .map_err(ort::Error::from)?)
+}
+
 /// An exported ffem model, or an external face model, in an ONNX Runtime session.
 pub struct OrtEmbedder {
     session: Mutex<Session>,
@@ -138,15 +151,8 @@ impl OrtEmbedder {
         config: &ModelConfig,
         threads: usize,
     ) -> Result<Self, OrtEngineError> {
-        let env = environment()?;
         let bytes = crate::onnx::to_onnx(model, config);
-        let mut builder = Session::builder(env)?;
-        if threads > 0 {
-            builder = builder
-                .with_intra_threads(threads)
-                .map_err(ort::Error::from)?;
-        }
-        let session = builder.commit_from_memory(&bytes)?;
+        let session = session_builder(threads)?.commit_from_memory(&bytes)?;
         Ok(OrtEmbedder {
             session: Mutex::new(session),
             dim: config.embedding_dim,
@@ -162,7 +168,6 @@ impl OrtEmbedder {
     /// rewritten by [`crate::onnx_import::prepare_external`]; a probe run finds the embedding
     /// width and whether batches larger than one work (else images go one at a time).
     pub fn from_file(path: &Path, opts: &ExternalOptions) -> Result<Self, OrtEngineError> {
-        let env = environment()?;
         let raw = std::fs::read(path).map_err(|source| OrtEngineError::Read {
             path: path.to_path_buf(),
             source,
@@ -181,19 +186,12 @@ impl OrtEmbedder {
                 graph.constant_inputs
             );
         }
-        let mut builder = Session::builder(env)?;
-        if opts.threads > 0 {
-            builder = builder
-                .with_intra_threads(opts.threads)
-                .map_err(ort::Error::from)?;
-        }
-        let session =
-            builder
-                .commit_from_memory(&graph.bytes)
-                .map_err(|e| OrtEngineError::Refused {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
+        let session = session_builder(opts.threads)?
+            .commit_from_memory(&graph.bytes)
+            .map_err(|e| OrtEngineError::Refused {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let image_size = graph.image_size().or(opts.image_size).unwrap_or(112);
         let mut engine = OrtEmbedder {
             session: Mutex::new(session),
@@ -208,7 +206,7 @@ impl OrtEmbedder {
         let fixed_batch = graph.input_dims[0].filter(|_| !graph.batch_relaxed);
         let probe = fixed_batch.unwrap_or(2) as usize;
         match engine.run(&vec![0f32; probe * plane], probe) {
-            Ok((values, n)) => engine.dim = values.len() / n,
+            Ok(values) => engine.dim = values.len() / probe,
             Err(first) if graph.batch_relaxed => {
                 // A graph that reshapes with a hard-coded batch of 1 inside: run images singly.
                 tracing::warn!(
@@ -216,8 +214,7 @@ impl OrtEmbedder {
                     path.display()
                 );
                 engine.exact_batch = Some(1);
-                let (values, _) = engine.run(&vec![0f32; plane], 1)?;
-                engine.dim = values.len();
+                engine.dim = engine.run(&vec![0f32; plane], 1)?.len();
             }
             Err(e) => return Err(e),
         }
@@ -247,8 +244,9 @@ impl OrtEmbedder {
         self.image_size
     }
 
-    /// One run over `n` images already in the graph's convention: the output's values and `n`.
-    fn run(&self, images: &[f32], n: usize) -> Result<(Vec<f32>, usize), OrtEngineError> {
+    /// One run over `n` images already in the graph's convention: the output's values (a whole
+    /// number per image).
+    fn run(&self, images: &[f32], n: usize) -> Result<Vec<f32>, OrtEngineError> {
         let s = self.image_size;
         let input = TensorRef::from_array_view(([n, 3, s, s], images))?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
@@ -261,7 +259,7 @@ impl OrtEmbedder {
                 values.len()
             )));
         }
-        Ok((values.to_vec(), n))
+        Ok(values.to_vec())
     }
 
     /// Embeds `n` prepared images (`n` x 3 x size x size, as [`crate::Embedder::embed_prepared`]
@@ -290,7 +288,7 @@ impl OrtEmbedder {
                 }
                 _ => (batch, m),
             };
-            let (values, _) = self.run(batch, run_n)?;
+            let values = self.run(batch, run_n)?;
             if values.len() != run_n * self.dim {
                 return Err(OrtEngineError::Shape(format!(
                     "the graph returned {} values for {run_n} images of dimension {}",

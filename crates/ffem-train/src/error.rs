@@ -37,6 +37,10 @@ pub enum TrainError {
         #[source]
         source: EvalSetError,
     },
+    /// The distillation teacher's embeddings cannot serve the training data (the message names
+    /// the file or the record without a row).
+    #[error(transparent)]
+    Teacher(#[from] ffem_model::distill::TeacherError),
     /// Reading or embedding the faces of a pair set failed.
     #[error(transparent)]
     EvalSet(#[from] EvalSetError),

@@ -145,13 +145,14 @@ pub fn train_step(
     });
     let embeddings = forward_embeddings(&module.model, images, precision);
     let distilled = module.distill.as_ref().map(|d| {
-        let teacher = teacher
-            .clone()
-            .expect("a distillation step needs the batch's teacher embeddings");
-        (d.head.forward(embeddings.clone(), teacher), d.weight)
+        let teacher = teacher.expect("a distillation step needs the batch's teacher embeddings");
+        (
+            d.head.forward(embeddings.clone(), teacher),
+            d.weight,
+            d.only,
+        )
     });
-    if module.distill.as_ref().is_some_and(|d| d.only) {
-        let (d, _) = distilled.expect("set above");
+    if let Some((d, _, true)) = distilled {
         return finish_step(
             module,
             optim,
@@ -189,7 +190,7 @@ pub fn train_step(
         None => (out.loss, None),
     };
     let objective = match distilled {
-        Some((d, weight)) => objective + d.loss * weight,
+        Some((d, weight, _)) => objective + d.loss * weight,
         None => objective,
     };
     // The logits' own labels: with Partial FC they number the sampled identities.

@@ -146,8 +146,7 @@ fn open_teacher(
     if cfg.teacher.is_empty() {
         return Ok(None);
     }
-    let table = TeacherTable::load(Path::new(&cfg.teacher))
-        .map_err(|e| TrainError::Setup(e.to_string()))?;
+    let table = TeacherTable::load(Path::new(&cfg.teacher))?;
     for (i, rec) in source.records(false).enumerate() {
         let rec = rec?;
         let path = rec.path.ok_or_else(|| {
@@ -156,9 +155,7 @@ fn open_teacher(
                 cfg.train_data
             ))
         })?;
-        table
-            .check([path.as_str()])
-            .map_err(|e| TrainError::Setup(e.to_string()))?;
+        table.check(&path)?;
     }
     Ok(Some(table))
 }
@@ -448,10 +445,7 @@ pub fn train(
             let batch = batch?;
             let n = batch.len();
             let teacher = match &session.teacher {
-                Some(t) => Some(
-                    t.batch(&batch.paths, &ad)
-                        .map_err(|e| TrainError::Setup(e.to_string()))?,
-                ),
+                Some(t) => Some(t.batch(&batch.paths, &ad)?),
                 None => None,
             };
             let t0 = Instant::now();

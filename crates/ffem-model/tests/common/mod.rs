@@ -4,23 +4,12 @@
 //! is known by hand: embedding = 2 * mean_pixels(image) x dequantized(W).
 #![allow(dead_code)]
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    varint(out, number << 3 | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
+// The protobuf primitives of the tf.train.Example codec (checked against TensorFlow's records).
+use ffem_data::example::{put_len_field, put_varint};
 
 fn field_int(out: &mut Vec<u8>, number: u64, v: u64) {
-    varint(out, number << 3);
-    varint(out, v);
+    put_varint(out, number << 3);
+    put_varint(out, v);
 }
 
 /// ValueInfoProto of a float tensor; `None` dims are symbolic.
@@ -30,18 +19,18 @@ fn value_info(name: &str, dims: &[Option<u64>]) -> Vec<u8> {
         let mut dim = Vec::new();
         match d {
             Some(v) => field_int(&mut dim, 1, *v),
-            None => field_bytes(&mut dim, 2, b"n"),
+            None => put_len_field(&mut dim, 2, b"n"),
         }
-        field_bytes(&mut shape, 1, &dim);
+        put_len_field(&mut shape, 1, &dim);
     }
     let mut tensor = Vec::new();
     field_int(&mut tensor, 1, 1);
-    field_bytes(&mut tensor, 2, &shape);
+    put_len_field(&mut tensor, 2, &shape);
     let mut ty = Vec::new();
-    field_bytes(&mut ty, 1, &tensor);
+    put_len_field(&mut ty, 1, &tensor);
     let mut out = Vec::new();
-    field_bytes(&mut out, 1, name.as_bytes());
-    field_bytes(&mut out, 2, &ty);
+    put_len_field(&mut out, 1, name.as_bytes());
+    put_len_field(&mut out, 2, &ty);
     out
 }
 
@@ -51,25 +40,25 @@ fn initializer(name: &str, dims: &[u64], data_type: u64, raw: &[u8]) -> Vec<u8> 
         field_int(&mut t, 1, *d);
     }
     field_int(&mut t, 2, data_type);
-    field_bytes(&mut t, 8, name.as_bytes());
-    field_bytes(&mut t, 9, raw);
+    put_len_field(&mut t, 8, name.as_bytes());
+    put_len_field(&mut t, 9, raw);
     t
 }
 
 fn node(op: &str, inputs: &[&str], output: &str, int_attrs: &[(&str, u64)]) -> Vec<u8> {
     let mut n = Vec::new();
     for i in inputs {
-        field_bytes(&mut n, 1, i.as_bytes());
+        put_len_field(&mut n, 1, i.as_bytes());
     }
-    field_bytes(&mut n, 2, output.as_bytes());
-    field_bytes(&mut n, 3, format!("{op}_{output}").as_bytes());
-    field_bytes(&mut n, 4, op.as_bytes());
+    put_len_field(&mut n, 2, output.as_bytes());
+    put_len_field(&mut n, 3, format!("{op}_{output}").as_bytes());
+    put_len_field(&mut n, 4, op.as_bytes());
     for (name, v) in int_attrs {
         let mut a = Vec::new();
-        field_bytes(&mut a, 1, name.as_bytes());
+        put_len_field(&mut a, 1, name.as_bytes());
         field_int(&mut a, 3, *v);
         field_int(&mut a, 20, 2); // AttributeType INT
-        field_bytes(&mut n, 5, &a);
+        put_len_field(&mut n, 5, &a);
     }
     n
 }
@@ -110,7 +99,7 @@ pub fn tiny_face_model_with_batch(batch: u64) -> Vec<u8> {
     ));
     g.extend(bytes_of(1, &node("MatMul", &["flat", "w"], "mm", &[])));
     g.extend(bytes_of(1, &node("Mul", &["mm", "gain"], "embedding", &[])));
-    field_bytes(&mut g, 2, b"tiny");
+    put_len_field(&mut g, 2, b"tiny");
     let q: Vec<u8> = W_Q.iter().flatten().map(|v| *v as u8).collect();
     g.extend(bytes_of(5, &initializer("w_q", &[3, 4], 3, &q)));
     let s: Vec<u8> = W_SCALE
@@ -137,18 +126,18 @@ pub fn tiny_face_model_with_batch(batch: u64) -> Vec<u8> {
     g.extend(bytes_of(13, &value_info("flat", &[Some(batch), Some(3)])));
     let mut m = Vec::new();
     field_int(&mut m, 1, 10); // ir_version
-    field_bytes(&mut m, 2, b"ffem-test");
-    field_bytes(&mut m, 7, &g);
+    put_len_field(&mut m, 2, b"ffem-test");
+    put_len_field(&mut m, 7, &g);
     let mut opset = Vec::new();
-    field_bytes(&mut opset, 1, b"");
+    put_len_field(&mut opset, 1, b"");
     field_int(&mut opset, 2, 21);
-    field_bytes(&mut m, 8, &opset);
+    put_len_field(&mut m, 8, &opset);
     m
 }
 
 fn bytes_of(number: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    field_bytes(&mut out, number, payload);
+    put_len_field(&mut out, number, payload);
     out
 }
 

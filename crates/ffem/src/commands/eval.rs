@@ -180,8 +180,9 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     }
     // The threshold of the first set is what `ffem verify` uses from now on.
     let (name, first) = &reports[0];
-    let saved_in = match (&a.model, &a.onnx.onnx) {
-        (Some(model_dir), None) => {
+    // `open_any` took either a model directory or --onnx; an ONNX file has nowhere to keep it.
+    let saved_in = match &a.model {
+        Some(model_dir) => {
             SavedThreshold {
                 set: name.clone(),
                 threshold_cosine: first.threshold_cosine as f32,
@@ -192,7 +193,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
             .save(model_dir)?;
             Some(model_dir)
         }
-        _ => None,
+        None => None,
     };
     if a.json {
         let map: serde_json::Map<String, serde_json::Value> = reports
