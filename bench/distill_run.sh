@@ -20,22 +20,8 @@ cp target/release/ffem "$OUT/ffem"
 FFEM="$OUT/ffem"
 TEACHER=(--onnx "$SFACE" --onnx-channels bgr --onnx-mean 0 --onnx-std 1)
 
-# Part 3's data: CFP (500 identities) + CelebA (299), labels offset per list.
-[ -f data/cfp_celeba/manifest.json ] || $FFEM pack \
-    --json "$DATA/cfp/image_list.json" --root "$DATA/cfp/Data/Images" \
-    --json "$DATA/celeba/image_list.json" --root "$DATA/celeba/aligned" \
-    --align --output data/cfp_celeba
-# CelebA alone, keyed like the merged list (absolute paths) so the same teacher file serves it.
-if [ ! -f data/celeba_only/manifest.json ]; then
-    python3 - "$(cd "$DATA/celeba" && pwd -P)" <<'PY'
-import json, sys
-merged = json.load(open("data/cfp_celeba.image_list.json"))
-celeba = {k: v for k, v in merged.items() if k.startswith(sys.argv[1] + "/")}
-json.dump(celeba, open("data/celeba_only.image_list.json", "w"))
-print(f"{len(celeba)} CelebA entries -> data/celeba_only.image_list.json")
-PY
-    $FFEM pack --json data/celeba_only.image_list.json --root / --align --output data/celeba_only
-fi
+# Part 3's data: CFP + CelebA with their labels kept apart, and CelebA alone.
+bash bench/pack_merged.sh "$FFEM"
 
 # The teacher's embeddings of every training image (flip-summed), keyed by the merged list's paths.
 [ -f "$OUT/teacher_sface.npy" ] || $FFEM embed "${TEACHER[@]}" data/cfp_celeba.image_list.json -o "$OUT/teacher_sface.npy" --strict

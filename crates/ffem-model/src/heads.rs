@@ -14,7 +14,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::backbones::mobilenet_v3::{Act, ConvBn, batch_norm};
+use crate::backbones::mobilenet_v3::{Act, ConvBn, ConvInit, batch_norm};
 
 /// Which head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +96,7 @@ impl GdcHead {
         device: &burn::tensor::Device,
     ) -> Self {
         GdcHead {
-            reduce: ConvBn::new(channels, 512, 1, 1, 1, Some(act), device),
+            reduce: ConvBn::new(channels, 512, 1, 1, 1, Some(act), ConvInit::Burn, device),
             gdconv: Conv2dConfig::new([512, 512], [size, size])
                 .with_groups(512)
                 .with_bias(false)

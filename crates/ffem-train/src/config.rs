@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use ffem_model::ComputeDevice;
-use ffem_model::backbones::mobilenet_v3::{Activation, MobileNetV3Config, Variant};
+use ffem_model::backbones::mobilenet_v3::{Activation, ConvInit, MobileNetV3Config, Variant};
 use ffem_model::distill::DistillMetric;
 use ffem_model::heads::HeadKind;
 use ffem_model::losses::LossConfig;
@@ -149,6 +149,10 @@ pub struct TrainConfig {
     pub width: f32,
     /// First convolution's stride.
     pub stem_stride: usize,
+    /// How the backbone's convolutions start: `burn` (Kaiming-uniform, the default) or
+    /// `torchvision` (Kaiming-normal over PyTorch's fan-out, as torchvision's MobileNetV3; both
+    /// measured against the PyTorch reference in docs/distill.md, part 4).
+    pub conv_init: ConvInit,
     /// Dropout of the flatten head.
     pub dropout: f64,
     /// `l2softmax`, `arcface`, `cosface`, `combined`, `subcenter_arcface`, `proxy_nca`,
@@ -247,7 +251,10 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Held-out pair set: `lfw:DIR`, `cfp_fp:DIR`, `cfp_ff:DIR`, `bin:FILE`, or empty.
     pub val_set: String,
-    /// Records held for shuffling.
+    /// Records held for shuffling. 0 (the default) holds the whole dataset when its files total at
+    /// most 2 GiB, so that each epoch is a uniform permutation (packs are usually ordered by
+    /// identity, and a smaller buffer then fills its first batches with the first identities);
+    /// larger datasets get 16,384. 1 keeps the file order.
     pub shuffle_buffer: usize,
     /// Decode threads.
     pub workers: usize,
@@ -287,6 +294,7 @@ impl Default for TrainConfig {
             minimalistic: false,
             width: 1.0,
             stem_stride: 2,
+            conv_init: ConvInit::Burn,
             dropout: 0.2,
             loss: LossName::Arcface,
             teacher: String::new(),
@@ -332,7 +340,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             eval_every: 0,
             val_set: String::new(),
-            shuffle_buffer: 4096,
+            shuffle_buffer: 0,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             box_jitter: true,
             flip: true,
@@ -488,6 +496,7 @@ impl TrainConfig {
                 minimalistic: self.minimalistic,
                 width: self.width,
                 stem_stride: self.stem_stride,
+                conv_init: self.conv_init,
             },
             head: self.head,
             embedding_dim: self.embedding_dim,

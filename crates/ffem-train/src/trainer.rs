@@ -79,11 +79,45 @@ fn class_count(cfg: &TrainConfig, source: &RecordSource) -> Result<u64, TrainErr
     }
 }
 
-fn pipeline_config(cfg: &TrainConfig, num_classes: u64) -> PipelineConfig {
+/// Datasets up to this size are shuffled whole (`shuffle_buffer = 0`): the buffer holds the
+/// encoded records, so this is about the memory it takes.
+const FULL_SHUFFLE_BYTES: u64 = 2 << 30;
+
+/// The shuffle buffer for `shuffle_buffer = 0`: every record when the data fits in
+/// [`FULL_SHUFFLE_BYTES`], else a large buffer (and a warning: an identity-ordered pack then
+/// reaches the network in runs of neighbouring identities). The PyTorch reference of
+/// `bench/reference_run.sh` measured what a 4,096-record buffer over CFP's identity-ordered 7,000
+/// records cost on LFW (docs/distill.md, part 4).
+fn shuffle_buffer(cfg: &TrainConfig, source: &RecordSource) -> usize {
+    if cfg.shuffle_buffer > 0 {
+        return cfg.shuffle_buffer;
+    }
+    let files = match &source.rec_pack {
+        Some(rec) => vec![rec.clone()],
+        None => source.shards.clone(),
+    };
+    let bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if bytes <= FULL_SHUFFLE_BYTES {
+        // A buffer that never fills holds the whole epoch and shuffles it at the end.
+        return usize::MAX;
+    }
+    tracing::warn!(
+        "{} is {} MiB, too large to shuffle whole: records are drawn through a 16,384-record buffer in file order; if the pack is ordered by identity, repack it shuffled or set shuffle_buffer",
+        cfg.train_data,
+        bytes >> 20
+    );
+    16_384
+}
+
+fn pipeline_config(cfg: &TrainConfig, source: &RecordSource, num_classes: u64) -> PipelineConfig {
     PipelineConfig {
         image_size: cfg.image_size,
         batch_size: cfg.batch_size,
-        shuffle_buffer: cfg.shuffle_buffer,
+        shuffle_buffer: shuffle_buffer(cfg, source),
         seed: cfg.seed,
         drop_last: true,
         workers: cfg.workers.max(1),
@@ -196,7 +230,8 @@ fn open<'a>(
     let source = RecordSource::open(Path::new(&cfg.train_data))?;
     let num_classes = class_count(cfg, &source)?;
     let steps_per_epoch = source.record_count().map(|r| r / cfg.batch_size as u64);
-    let pipeline = Pipeline::new(source, pipeline_config(cfg, num_classes))?;
+    let pipeline_cfg = pipeline_config(cfg, &source, num_classes);
+    let pipeline = Pipeline::new(source, pipeline_cfg)?;
     let total_steps = match (steps_per_epoch, cfg.max_steps) {
         (_, m) if m > 0 => m.min(steps_per_epoch.map_or(m, |s| s * cfg.epochs)),
         (Some(s), _) => s * cfg.epochs,
@@ -504,4 +539,28 @@ pub fn train(
         verification: session.verification,
         images_per_sec: images_here as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_shuffle_buffer_holds_a_small_dataset_whole_and_a_large_one_in_part() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = dir.path().join("small.tfrecord");
+        std::fs::write(&small, vec![0u8; 4096]).expect("write");
+        let mut cfg = TrainConfig::default();
+        let source = RecordSource::open(&small).expect("open");
+        assert_eq!(shuffle_buffer(&cfg, &source), usize::MAX);
+        // Sparse: its length says 3 GiB without taking the disk space.
+        let large = dir.path().join("large.tfrecord");
+        std::fs::File::create(&large)
+            .and_then(|f| f.set_len(3 << 30))
+            .expect("sparse file");
+        let source = RecordSource::open(&large).expect("open");
+        assert_eq!(shuffle_buffer(&cfg, &source), 16_384);
+        cfg.shuffle_buffer = 7;
+        assert_eq!(shuffle_buffer(&cfg, &source), 7);
+    }
 }
