@@ -32,6 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from PIL import Image, ImageOps
+# ffem_model::heads::GnapHead in PyTorch, shared with the throughput benchmark beside this file.
+from torch_train import GNAP
 
 TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
@@ -184,22 +186,6 @@ def batch_images(idx, crops, boxed, gen, p=0.5):
                     box = jit
             x[j] = torch.from_numpy(crop_resize(img, box)).permute(2, 0, 1).float()
     return (augment(x, gen, p) / 255 - 0.5) / 0.5
-
-
-class GNAP(nn.Module):
-    """ffem_model::heads::GnapHead: BN, norm re-weighting by the image's mean norm, pool, linear, BN."""
-
-    def __init__(self, c, d):
-        super().__init__()
-        self.bn_in = nn.BatchNorm2d(c, eps=2e-5)
-        self.fc = nn.Linear(c, d, bias=False)
-        self.bn_out = nn.BatchNorm1d(d, eps=2e-5)
-
-    def forward(self, x):
-        x = self.bn_in(x)
-        norm = x.pow(2).sum(1, keepdim=True).sqrt()
-        w = norm.mean((2, 3), keepdim=True) / (norm + 1e-6)
-        return self.bn_out(self.fc((x * w).mean((2, 3))))
 
 
 def relu6_backbone(init):
