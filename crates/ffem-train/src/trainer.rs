@@ -92,10 +92,10 @@ fn shuffle_buffer(cfg: &TrainConfig, source: &RecordSource) -> usize {
     if cfg.shuffle_buffer > 0 {
         return cfg.shuffle_buffer;
     }
-    let files = match &source.rec_pack {
-        Some(rec) => vec![rec.clone()],
-        None => source.shards.clone(),
-    };
+    let files = source
+        .rec_pack
+        .as_ref()
+        .map_or(&source.shards[..], std::slice::from_ref);
     let bytes: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
