@@ -4,17 +4,19 @@
 //! `Y[n] = W col(X[n])`, `dX[n] = col2im(W^T dY[n])`, `dW = sum_n dY[n] col(X[n])^T`.
 //! For a pointwise convolution `col(X) = X`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use crate::matmul::{Threads, View, gemm};
-use crate::{BATCH_CHUNK, ConvGeometry, Epilogue, sum_partials};
+use crate::matmul::{Threads, View, gemm_add, gemm_write};
+use crate::{BATCH_CHUNK, ConvGeometry, Epilogue, as_uninit, assume_init, sum_partials, zero_fill};
 
 /// Runs `f(image, its output, threads)` for every image's `per_image`-long piece of `out`: in
 /// parallel over images when there are enough of them to keep every thread busy, else one image at
 /// a time with multi-threaded GEMMs.
-fn for_each_image<F>(out: &mut [f32], per_image: usize, f: F)
+fn for_each_image<T: Send, F>(out: &mut [T], per_image: usize, f: F)
 where
-    F: Fn(usize, &mut [f32], Threads) + Sync,
+    F: Fn(usize, &mut [T], Threads) + Sync,
 {
     if out.len() / per_image >= rayon::current_num_threads() {
         out.par_chunks_mut(per_image)
@@ -50,35 +52,38 @@ where
     sum_partials(&parts, out);
 }
 
+/// Writes every element of `output` (which may be uninitialised).
 pub(crate) fn pointwise_forward_with(
     g: &ConvGeometry,
     input: &[f32],
     weight: &[f32],
-    output: &mut [f32],
+    output: &mut [MaybeUninit<f32>],
     epilogue: Option<&Epilogue>,
 ) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let w = View::rows(weight, co, ci);
     for_each_image(output, co * hw, |n, y, threads| {
         let x = View::rows(&input[n * ci * hw..(n + 1) * ci * hw], ci, hw);
-        gemm(y, false, w, x, threads);
+        gemm_write(y, w, x, threads);
         if let Some(e) = epilogue {
-            e.apply(y, hw, 0);
+            // SAFETY: `gemm_write` initialised all of `y`.
+            e.apply(unsafe { assume_init(y) }, hw, 0);
         }
     });
 }
 
+/// Writes every element of `input_grad` (which may be uninitialised).
 pub(crate) fn pointwise_backward_input(
     g: &ConvGeometry,
     weight: &[f32],
     output_grad: &[f32],
-    input_grad: &mut [f32],
+    input_grad: &mut [MaybeUninit<f32>],
 ) {
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let wt = View::transposed(weight, co, ci);
     for_each_image(input_grad, ci * hw, |n, dx, threads| {
         let dy = View::rows(&output_grad[n * co * hw..(n + 1) * co * hw], co, hw);
-        gemm(dx, false, wt, dy, threads);
+        gemm_write(dx, wt, dy, threads);
     });
 }
 
@@ -93,7 +98,7 @@ pub(crate) fn pointwise_backward_weight(
         for n in images {
             let dy = View::rows(&output_grad[n * co * hw..(n + 1) * co * hw], co, hw);
             let xt = View::transposed(&input[n * ci * hw..(n + 1) * ci * hw], ci, hw);
-            gemm(acc, true, dy, xt, threads);
+            gemm_add(acc, dy, xt, threads);
         }
     });
 }
@@ -189,11 +194,12 @@ fn col2im_add(g: &ConvGeometry, col: &[f32], image_grad: &mut [f32]) {
     }
 }
 
+/// Writes every element of `output` (which may be uninitialised).
 pub(crate) fn im2col_forward_with(
     g: &ConvGeometry,
     input: &[f32],
     weight: &[f32],
-    output: &mut [f32],
+    output: &mut [MaybeUninit<f32>],
     epilogue: Option<&Epilogue>,
 ) {
     let (rows, cols) = col_dims(g);
@@ -202,33 +208,33 @@ pub(crate) fn im2col_forward_with(
     for_each_image(output, co * cols, |n, y, threads| {
         let mut col = vec![0.0f32; rows * cols];
         im2col(g, &input[n * ci * hw..(n + 1) * ci * hw], &mut col);
-        gemm(y, false, w, View::rows(&col, rows, cols), threads);
+        gemm_write(y, w, View::rows(&col, rows, cols), threads);
         if let Some(e) = epilogue {
-            e.apply(y, cols, 0);
+            // SAFETY: `gemm_write` initialised all of `y`.
+            e.apply(unsafe { assume_init(y) }, cols, 0);
         }
     });
 }
 
+/// Writes every element of `input_grad` (which may be uninitialised).
 pub(crate) fn im2col_backward_input(
     g: &ConvGeometry,
     weight: &[f32],
     output_grad: &[f32],
-    input_grad: &mut [f32],
+    input_grad: &mut [MaybeUninit<f32>],
 ) {
     let (rows, cols) = col_dims(g);
     let (ci, co, hw) = (g.in_channels, g.out_channels, g.in_h * g.in_w);
     let wt = View::transposed(weight, co, rows);
     for_each_image(input_grad, ci * hw, |n, image_grad, threads| {
         let mut dcol = vec![0.0f32; rows * cols];
-        gemm(
-            &mut dcol,
-            false,
+        gemm_write(
+            as_uninit(&mut dcol),
             wt,
             View::rows(&output_grad[n * co * cols..(n + 1) * co * cols], co, cols),
             threads,
         );
-        image_grad.fill(0.0);
-        col2im_add(g, &dcol, image_grad);
+        col2im_add(g, &dcol, zero_fill(image_grad));
     });
 }
 
@@ -245,7 +251,7 @@ pub(crate) fn im2col_backward_weight(
         for n in images {
             im2col(g, &input[n * ci * hw..(n + 1) * ci * hw], &mut col);
             let dy = View::rows(&output_grad[n * co * cols..(n + 1) * co * cols], co, cols);
-            gemm(acc, true, dy, View::transposed(&col, rows, cols), threads);
+            gemm_add(acc, dy, View::transposed(&col, rows, cols), threads);
         }
     });
 }

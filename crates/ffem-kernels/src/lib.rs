@@ -11,24 +11,34 @@
 //! - a depthwise convolution (groups = channels) is a stencil over each padded plane, vectorised
 //!   for the CPU found at run time (AVX2 + FMA where present); on the small maps of the last
 //!   blocks it runs with the channels innermost instead,
-//! - batch normalisation and the activation after it are one pass forward and two backward.
+//! - batch normalisation and the activation after it are one pass forward and two backward,
+//! - an Adam / AdamW step is one pass over the parameter, its gradient and its moments,
+//! - a dropout mask is filled in parallel from a counter-based generator.
 //!
 //! Results are deterministic for a given input whatever the thread count: work is split by image,
 //! channel or fixed-size batch chunk, never by thread, and partial sums are added in a fixed order.
 
+mod adam;
 pub mod alloc;
 mod dense;
 mod depthwise;
 mod depthwise_small;
+mod dropout;
 mod matmul;
 mod norm;
 mod simd;
 
+pub use adam::{AdamStep, adam_step};
+pub use dropout::dropout_mask;
 pub use norm::{
-    Activation, Epilogue, NormShape, batch_norm_act_infer, batch_norm_act_train,
-    batch_norm_act_train_backward,
+    Activation, Epilogue, NormShape, batch_norm_act_infer, batch_norm_act_infer_to_vec,
+    batch_norm_act_train, batch_norm_act_train_backward, batch_norm_act_train_backward_to_vec,
+    batch_norm_act_train_to_vec,
 };
 
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
 use thiserror::Error;
 
 /// The shape of one 2-D convolution: input `[batch, in_channels, in_h, in_w]`, weight
@@ -179,7 +189,7 @@ pub fn conv2d_forward(
     weight: &[f32],
     output: &mut [f32],
 ) -> Result<(), KernelError> {
-    forward(g, input, weight, None, output)
+    forward(g, input, weight, None, as_uninit(output))
 }
 
 /// `output = epilogue(conv(input, weight))`: the convolution followed by a per-channel affine map
@@ -194,15 +204,16 @@ pub fn conv2d_forward_fused(
 ) -> Result<(), KernelError> {
     g.check("epilogue scale", epilogue.scale.len(), g.out_channels)?;
     g.check("epilogue shift", epilogue.shift.len(), g.out_channels)?;
-    forward(g, input, weight, Some(epilogue), output)
+    forward(g, input, weight, Some(epilogue), as_uninit(output))
 }
 
+/// Writes every element of `output`, which may be uninitialised storage.
 fn forward(
     g: &ConvGeometry,
     input: &[f32],
     weight: &[f32],
     epilogue: Option<&Epilogue>,
-    output: &mut [f32],
+    output: &mut [MaybeUninit<f32>],
 ) -> Result<(), KernelError> {
     let kind = g.kind_or_err()?;
     g.check("input", input.len(), g.input_len())?;
@@ -212,9 +223,11 @@ fn forward(
         ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, epilogue),
         ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, epilogue),
         ConvKind::Depthwise if small_map(g) => {
-            depthwise_small::forward_with(g, input, weight, output, epilogue)
+            depthwise_small::forward_with(g, input, weight, zero_fill(output), epilogue)
         }
-        ConvKind::Depthwise => depthwise::forward_with(g, input, weight, output, epilogue),
+        ConvKind::Depthwise => {
+            depthwise::forward_with(g, input, weight, zero_fill(output), epilogue)
+        }
     }
     Ok(())
 }
@@ -227,6 +240,16 @@ pub fn conv2d_backward_input(
     output_grad: &[f32],
     input_grad: &mut [f32],
 ) -> Result<(), KernelError> {
+    backward_input(g, weight, output_grad, as_uninit(input_grad))
+}
+
+/// Writes every element of `input_grad`, which may be uninitialised storage.
+fn backward_input(
+    g: &ConvGeometry,
+    weight: &[f32],
+    output_grad: &[f32],
+    input_grad: &mut [MaybeUninit<f32>],
+) -> Result<(), KernelError> {
     let kind = g.kind_or_err()?;
     g.check("weight", weight.len(), g.weight_len())?;
     g.check("output gradient", output_grad.len(), g.output_len())?;
@@ -235,11 +258,47 @@ pub fn conv2d_backward_input(
         ConvKind::Pointwise => dense::pointwise_backward_input(g, weight, output_grad, input_grad),
         ConvKind::Dense => dense::im2col_backward_input(g, weight, output_grad, input_grad),
         ConvKind::Depthwise if small_map(g) => {
-            depthwise_small::backward_input(g, weight, output_grad, input_grad)
+            depthwise_small::backward_input(g, weight, output_grad, zero_fill(input_grad))
         }
-        ConvKind::Depthwise => depthwise::backward_input(g, weight, output_grad, input_grad),
+        ConvKind::Depthwise => {
+            depthwise::backward_input(g, weight, output_grad, zero_fill(input_grad))
+        }
     }
     Ok(())
+}
+
+/// [`conv2d_forward_fused`] (or [`conv2d_forward`] without an epilogue) into a new vector: the
+/// GEMM paths write the output once instead of after a zero fill.
+pub fn conv2d_forward_to_vec(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: Option<&Epilogue>,
+) -> Result<Vec<f32>, KernelError> {
+    if let Some(e) = epilogue {
+        g.check("epilogue scale", e.scale.len(), g.out_channels)?;
+        g.check("epilogue shift", e.shift.len(), g.out_channels)?;
+    }
+    // SAFETY: `forward` writes every element of its output when it returns `Ok`.
+    unsafe {
+        written_vec(g.output_len(), |out| {
+            forward(g, input, weight, epilogue, out)
+        })
+    }
+}
+
+/// [`conv2d_backward_input`] into a new vector, written once on the GEMM paths.
+pub fn conv2d_backward_input_to_vec(
+    g: &ConvGeometry,
+    weight: &[f32],
+    output_grad: &[f32],
+) -> Result<Vec<f32>, KernelError> {
+    // SAFETY: `backward_input` writes every element of its output when it returns `Ok`.
+    unsafe {
+        written_vec(g.input_len(), |out| {
+            backward_input(g, weight, output_grad, out)
+        })
+    }
 }
 
 /// The gradient of the loss with respect to the weight, summed over the batch; overwrites
@@ -282,4 +341,69 @@ pub(crate) fn sum_partials(parts: &[Vec<f32>], out: &mut [f32]) {
             *o += v;
         }
     }
+}
+
+/// Elements below which [`zeroed`] fills on the calling thread: a parallel split costs more than
+/// it saves on small buffers.
+const PARALLEL_ZERO_MIN: usize = 1 << 16;
+
+/// A zero-filled buffer of `len` f32 for a kernel's output, filled by every thread.
+///
+/// Why: `vec![0.0; len]` gets a block the allocator kept from the last step (`alloc`), so its
+/// zeroing is a `memset` of the whole activation on the calling thread while the other cores
+/// wait: about a twelfth of a CPU training step at batch 64.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    // SAFETY: `zero_fill` writes every element.
+    unsafe {
+        written_vec(len, |s| {
+            zero_fill(s);
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+    .unwrap_or_else(|never| match never {})
+}
+
+/// Initialised storage viewed as storage to overwrite. Sound because the kernels only ever write
+/// initialised values through such a view.
+pub(crate) fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; every write through the view stores an initialised f32.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// # Safety
+/// Every element of `s` must have been initialised.
+pub(crate) unsafe fn assume_init(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: same layout, and the caller guarantees initialisation.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// Zeroes `s` and returns it initialised, for kernels that accumulate into their output.
+pub(crate) fn zero_fill(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    let zero = |chunk: &mut [MaybeUninit<f32>]| {
+        chunk.iter_mut().for_each(|x| {
+            x.write(0.0);
+        })
+    };
+    if s.len() < PARALLEL_ZERO_MIN {
+        zero(s);
+    } else {
+        s.par_chunks_mut(PARALLEL_ZERO_MIN).for_each(zero);
+    }
+    // SAFETY: every element was just written.
+    unsafe { assume_init(s) }
+}
+
+/// A `len`-element vector filled by `write`; on failure nothing is returned.
+///
+/// # Safety
+/// When `write` returns `Ok`, it must have initialised every element of the slice it was given.
+pub(crate) unsafe fn written_vec<E>(
+    len: usize,
+    write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<(), E>,
+) -> Result<Vec<f32>, E> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    write(&mut v.spare_capacity_mut()[..len])?;
+    // SAFETY: `write` succeeded, so it initialised all `len` elements (`len <= capacity`).
+    unsafe { v.set_len(len) };
+    Ok(v)
 }

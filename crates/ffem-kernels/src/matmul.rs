@@ -1,5 +1,7 @@
 //! A bounds-checked front to the `gemm` crate for strided row-major views.
 
+use std::mem::MaybeUninit;
+
 /// A read-only `rows` x `cols` matrix inside a slice: element (r, c) is
 /// `data[r * row_stride + c * col_stride]`.
 #[derive(Clone, Copy)]
@@ -46,19 +48,38 @@ pub(crate) enum Threads {
     All,
 }
 
-/// `dst = lhs * rhs`, or `dst += lhs * rhs` with `accumulate`; `dst` is contiguous row-major
-/// `lhs.rows` x `rhs.cols`.
-pub(crate) fn gemm(dst: &mut [f32], accumulate: bool, lhs: View, rhs: View, threads: Threads) {
+/// `dst += lhs * rhs`; `dst` is contiguous row-major `lhs.rows` x `rhs.cols`.
+pub(crate) fn gemm_add(dst: &mut [f32], lhs: View, rhs: View, threads: Threads) {
+    // SAFETY: `dst` is initialised, so reading it is sound; its length is checked in `gemm_raw`.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst.len(), true, lhs, rhs, threads) }
+}
+
+/// `dst = lhs * rhs`, every element of `dst` written and none read, so `dst` may be
+/// uninitialised storage; contiguous row-major `lhs.rows` x `rhs.cols`.
+pub(crate) fn gemm_write(dst: &mut [MaybeUninit<f32>], lhs: View, rhs: View, threads: Threads) {
+    if lhs.cols == 0 {
+        dst.iter_mut().for_each(|d| {
+            d.write(0.0);
+        });
+    }
+    // SAFETY: with `accumulate` false the GEMM only writes `dst` (`gemm`'s `read_dst = false`).
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), false, lhs, rhs, threads) }
+}
+
+/// # Safety
+/// `dst` points to `dst_len` writable f32; with `accumulate` they must also be initialised.
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_len: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    threads: Threads,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "gemm: inner dimensions differ");
-    assert_eq!(dst.len(), m * n, "gemm: destination size");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+    assert_eq!(dst_len, m * n, "gemm: destination size");
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
     assert!(
@@ -76,7 +97,7 @@ pub(crate) fn gemm(dst: &mut [f32], accumulate: bool, lhs: View, rhs: View, thre
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,

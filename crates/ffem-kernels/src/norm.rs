@@ -7,9 +7,12 @@
 //! backward two reads of `x` and `dy` and one write. The activation's input `z` is never stored:
 //! the backward recomputes it from `x` and the batch statistics.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::simd::{dispatch, madd};
+use crate::{as_uninit, written_vec};
 
 /// The activation applied after the normalisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,36 +139,34 @@ fn affine(
     (scale, shift)
 }
 
+/// `y[i] = f(x[i])`, written into possibly uninitialised storage; monomorphised per `f` so that
+/// each loop is branch-free and vectorises.
+#[inline(always)]
+fn store_map(x: &[f32], y: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
+    y.iter_mut().zip(x).for_each(|(o, &v)| {
+        o.write(f(v));
+    });
+}
+
 #[inline(always)]
 fn scale_shift_act<const FMA: bool>(
     x: &[f32],
     scale: f32,
     shift: f32,
     act: Activation,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     match act {
-        // One loop per activation so that each body is branch-free and vectorises.
-        Activation::Identity => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift)),
-        Activation::Relu => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).max(0.0)),
-        Activation::Relu6 => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = madd::<FMA>(v, scale, shift).clamp(0.0, 6.0)),
-        Activation::HardSwish => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = Activation::HardSwish.apply(madd::<FMA>(v, scale, shift))),
+        Activation::Identity => store_map(x, y, |v| madd::<FMA>(v, scale, shift)),
+        Activation::Relu => store_map(x, y, |v| madd::<FMA>(v, scale, shift).max(0.0)),
+        Activation::Relu6 => store_map(x, y, |v| madd::<FMA>(v, scale, shift).clamp(0.0, 6.0)),
+        Activation::HardSwish => store_map(x, y, |v| {
+            Activation::HardSwish.apply(madd::<FMA>(v, scale, shift))
+        }),
     }
 }
 
-dispatch!(fn scale_shift_act_any(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [f32]) => scale_shift_act);
+dispatch!(fn scale_shift_act_any(x: &[f32], scale: f32, shift: f32, act: Activation, y: &mut [MaybeUninit<f32>]) => scale_shift_act);
 
 #[inline(always)]
 fn scale_shift_act_in_place<const FMA: bool>(
@@ -227,14 +228,14 @@ impl Epilogue<'_> {
     }
 }
 
-/// `y = act(x * scale[c] + shift[c])` over every plane, in parallel.
+/// `y = act(x * scale[c] + shift[c])` over every plane, in parallel; writes every element of `y`.
 fn apply_affine(
     s: NormShape,
     x: &[f32],
     scale: &[f32],
     shift: &[f32],
     act: Activation,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     y.par_chunks_mut(s.spatial)
         .zip(x.par_chunks(s.spatial))
@@ -307,6 +308,44 @@ pub fn batch_norm_act_train(
     mean: &mut [f32],
     var: &mut [f32],
 ) {
+    s.check(y.len(), &[]);
+    train_into(s, x, gamma, beta, eps, act, as_uninit(y), mean, var);
+}
+
+/// [`batch_norm_act_train`] into new vectors `(y, mean, var)`: `y` is written once, without the
+/// zero fill an output buffer would need first.
+pub fn batch_norm_act_train_to_vec(
+    s: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut mean, mut var) = (vec![0.0; s.channels], vec![0.0; s.channels]);
+    // SAFETY: `train_into` writes every element of `y` (it panics on a size mismatch).
+    let y = unsafe {
+        written_vec(s.len(), |y| {
+            train_into(s, x, gamma, beta, eps, act, y, &mut mean, &mut var);
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+    .unwrap_or_else(|never| match never {});
+    (y, mean, var)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_into(
+    s: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    act: Activation,
+    y: &mut [MaybeUninit<f32>],
+    mean: &mut [f32],
+    var: &mut [f32],
+) {
     s.check(x.len(), &[gamma.len(), beta.len(), mean.len(), var.len()]);
     s.check(y.len(), &[]);
     let count = (s.batch * s.spatial) as f64;
@@ -341,6 +380,44 @@ pub fn batch_norm_act_infer(
     eps: f64,
     act: Activation,
     y: &mut [f32],
+) {
+    s.check(y.len(), &[]);
+    infer_into(s, x, gamma, beta, mean, var, eps, act, as_uninit(y));
+}
+
+/// [`batch_norm_act_infer`] into a new vector, written once.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_infer_to_vec(
+    s: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    act: Activation,
+) -> Vec<f32> {
+    // SAFETY: `infer_into` writes every element of `y` (it panics on a size mismatch).
+    unsafe {
+        written_vec(s.len(), |y| {
+            infer_into(s, x, gamma, beta, mean, var, eps, act, y);
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+    .unwrap_or_else(|never| match never {})
+}
+
+#[allow(clippy::too_many_arguments)]
+fn infer_into(
+    s: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    act: Activation,
+    y: &mut [MaybeUninit<f32>],
 ) {
     s.check(x.len(), &[gamma.len(), beta.len(), mean.len(), var.len()]);
     s.check(y.len(), &[]);
@@ -414,13 +491,13 @@ fn plane_input_grad_act<const FMA: bool, const A: u8>(
     x: &[f32],
     dy: &[f32],
     p: [f32; 7],
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
 ) {
     let [scale, shift, mean, inv_std, k, a, b] = p;
     for ((o, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
         let dz = g * derivative::<A>(madd::<FMA>(xv, scale, shift));
         let xhat = (xv - mean) * inv_std;
-        *o = k * (dz - a - xhat * b);
+        o.write(k * (dz - a - xhat * b));
     }
 }
 
@@ -430,12 +507,12 @@ fn plane_input_grad<const FMA: bool>(
     dy: &[f32],
     p: [f32; 7],
     act: Activation,
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
 ) {
     by_activation!(act, plane_input_grad_act::<FMA>(x, dy, p, dx))
 }
 
-dispatch!(fn plane_input_grad_any(x: &[f32], dy: &[f32], p: [f32; 7], act: Activation, dx: &mut [f32]) => plane_input_grad);
+dispatch!(fn plane_input_grad_any(x: &[f32], dy: &[f32], p: [f32; 7], act: Activation, dx: &mut [MaybeUninit<f32>]) => plane_input_grad);
 
 /// Training-mode backward: from the output gradient `dy`, the gradients with respect to `x`,
 /// `gamma` and `beta`, given the statistics [`batch_norm_act_train`] returned. Overwrites the
@@ -452,6 +529,76 @@ pub fn batch_norm_act_train_backward(
     eps: f64,
     act: Activation,
     dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    s.check(dx.len(), &[]);
+    backward_into(
+        s,
+        x,
+        dy,
+        gamma,
+        beta,
+        mean,
+        var,
+        eps,
+        act,
+        as_uninit(dx),
+        dgamma,
+        dbeta,
+    );
+}
+
+/// [`batch_norm_act_train_backward`] into new vectors `(dx, dgamma, dbeta)`: `dx` is written once.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_train_backward_to_vec(
+    s: NormShape,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut dgamma, mut dbeta) = (vec![0.0; s.channels], vec![0.0; s.channels]);
+    // SAFETY: `backward_into` writes every element of `dx` (it panics on a size mismatch).
+    let dx = unsafe {
+        written_vec(s.len(), |dx| {
+            backward_into(
+                s,
+                x,
+                dy,
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+                act,
+                dx,
+                &mut dgamma,
+                &mut dbeta,
+            );
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+    .unwrap_or_else(|never| match never {});
+    (dx, dgamma, dbeta)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_into(
+    s: NormShape,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    act: Activation,
+    dx: &mut [MaybeUninit<f32>],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {

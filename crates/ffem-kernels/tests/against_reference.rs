@@ -3,8 +3,8 @@
 //! chunk, padding wider than the kernel's reach).
 
 use ffem_kernels::{
-    ConvGeometry, ConvKind, KernelError, conv2d_backward_input, conv2d_backward_weight,
-    conv2d_forward,
+    ConvGeometry, ConvKind, KernelError, conv2d_backward_input, conv2d_backward_input_to_vec,
+    conv2d_backward_weight, conv2d_forward, conv2d_forward_to_vec,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -146,12 +146,19 @@ fn check(g: ConvGeometry, kind: ConvKind, seed: u64) {
     conv2d_forward(&g, &x, &w, &mut y).unwrap();
     let e = max_rel_err(&y, &reference_forward(&g, &x, &w));
     assert!(e < TOLERANCE, "forward {g:?}: relative error {e:e}");
+    // The allocating entry point runs the same code into fresh, never zeroed storage.
+    assert_eq!(conv2d_forward_to_vec(&g, &x, &w, None).unwrap(), y, "{g:?}");
 
     let (rdx, rdw) = reference_backward(&g, &x, &w, &dy);
     let mut dx = vec![f32::NAN; g.input_len()];
     conv2d_backward_input(&g, &w, &dy, &mut dx).unwrap();
     let e = max_rel_err(&dx, &rdx);
     assert!(e < TOLERANCE, "input gradient {g:?}: relative error {e:e}");
+    assert_eq!(
+        conv2d_backward_input_to_vec(&g, &w, &dy).unwrap(),
+        dx,
+        "{g:?}"
+    );
 
     let mut dw = vec![f32::NAN; g.weight_len()];
     conv2d_backward_weight(&g, &x, &dy, &mut dw).unwrap();

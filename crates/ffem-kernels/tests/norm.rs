@@ -2,8 +2,9 @@
 //! gradients against central finite differences of that definition.
 
 use ffem_kernels::{
-    Activation, NormShape, batch_norm_act_infer, batch_norm_act_train,
-    batch_norm_act_train_backward,
+    Activation, NormShape, batch_norm_act_infer, batch_norm_act_infer_to_vec, batch_norm_act_train,
+    batch_norm_act_train_backward, batch_norm_act_train_backward_to_vec,
+    batch_norm_act_train_to_vec,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -131,9 +132,19 @@ fn forward_matches_the_definition() {
                 max_abs_diff(&y, &ry)
             );
 
+            // The allocating entry point runs the same code into fresh, never zeroed storage.
+            assert_eq!(
+                batch_norm_act_train_to_vec(s, &x, &gamma, &beta, EPS, a),
+                (y.clone(), mean.clone(), var.clone())
+            );
+
             // Inference with the batch's own statistics is the same function.
             let mut yi = vec![f32::NAN; x.len()];
             batch_norm_act_infer(s, &x, &gamma, &beta, &mean, &var, EPS, a, &mut yi);
+            assert_eq!(
+                batch_norm_act_infer_to_vec(s, &x, &gamma, &beta, &mean, &var, EPS, a),
+                yi
+            );
             assert!(
                 max_abs_diff(&yi, &ry) < 1e-4,
                 "{s:?} {a:?} inference differs"
@@ -200,6 +211,12 @@ fn gradients_match_finite_differences() {
             );
             batch_norm_act_train_backward(
                 s, &x, &dy, &gamma, &beta, &mean, &var, EPS, a, &mut dx, &mut dg, &mut db,
+            );
+            assert_eq!(
+                batch_norm_act_train_backward_to_vec(
+                    s, &x, &dy, &gamma, &beta, &mean, &var, EPS, a
+                ),
+                (dx.clone(), dg.clone(), db.clone())
             );
 
             let h = 1e-6;

@@ -179,19 +179,17 @@ impl ConvKernels for Flex {
         else {
             return conv_affine_act_generic::<Flex>(x, weight, scale, shift, options, act);
         };
-        let mut out = vec![0.0f32; g.output_len()];
         let (scale, shift) = (f32_elements(&scale), f32_elements(&shift));
         let epilogue = ffem_kernels::Epilogue {
             scale: &scale,
             shift: &shift,
             act,
         };
-        ffem_kernels::conv2d_forward_fused(
+        let out = ffem_kernels::conv2d_forward_to_vec(
             &g,
             &f32_elements(&x),
             &f32_elements(&weight),
-            &epilogue,
-            &mut out,
+            Some(&epilogue),
         )
         .expect("geometry checked");
         flex_tensor(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
@@ -201,9 +199,13 @@ impl ConvKernels for Flex {
         let Some(g) = flex_geometry(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);
         };
-        let mut out = vec![0.0f32; g.output_len()];
-        ffem_kernels::conv2d_forward(&g, &f32_elements(&x), &f32_elements(&weight), &mut out)
-            .expect("geometry checked");
+        let out = ffem_kernels::conv2d_forward_to_vec(
+            &g,
+            &f32_elements(&x),
+            &f32_elements(&weight),
+            None,
+        )
+        .expect("geometry checked");
         flex_tensor(out, [g.batch, g.out_channels, g.out_h(), g.out_w()])
     }
 
@@ -218,12 +220,10 @@ impl ConvKernels for Flex {
         else {
             return Flex::conv2d_x_backward(x, weight, output_grad, options);
         };
-        let mut dx = vec![0.0f32; g.input_len()];
-        ffem_kernels::conv2d_backward_input(
+        let dx = ffem_kernels::conv2d_backward_input_to_vec(
             &g,
             &f32_elements(&weight),
             &f32_elements(&output_grad),
-            &mut dx,
         )
         .expect("geometry checked");
         flex_tensor(dx, [g.batch, g.in_channels, g.in_h, g.in_w])
@@ -317,8 +317,9 @@ impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
     }
 }
 
-/// Whether ffem's CPU kernels serve this tensor: they are on, and it is f32 on the `flex` device.
-pub(crate) fn on_cpu_kernels(x: &Tensor<4>) -> bool {
+/// Whether ffem's CPU kernels serve this tensor: they are on, and it is f32 on the `flex` device
+/// (the optimiser's fused step asks too).
+pub fn on_cpu_kernels<const D: usize>(x: &Tensor<D>) -> bool {
     cpu_kernels()
         && x.dtype() == DType::F32
         && matches!(
@@ -364,7 +365,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// (inference) one fused pass with the batch norm folded in; otherwise [`conv2d`] then
 /// [`crate::norm::batch_norm_act`].
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
-    let fused = on_cpu_kernels(&x) && conv.bias.is_none() && !x.device().is_autodiff();
+    // Training is decided by the weight as well as the input: an image batch moved with
+    // `to_device` onto an autodiff device keeps a plain device, yet the layer must still learn.
+    let training = x.device().is_autodiff() || conv.weight.val().device().is_autodiff();
+    let fused = on_cpu_kernels(&x) && conv.bias.is_none() && !training;
     let Some(options) = explicit_options(conv).filter(|_| fused) else {
         return crate::norm::batch_norm_act(bn, conv2d(conv, x), act);
     };

@@ -11,7 +11,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::Tensor;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backbones::mobilenet_v3::{Act, ConvBn, ConvInit, batch_norm};
@@ -148,11 +148,33 @@ impl FlattenHead {
     /// Forward pass. Flattens in NHWC order, as Keras' `Flatten` does on channels-last maps.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let [n, c, h, w] = x.dims();
-        let x = self
-            .dropout
-            .forward(x)
+        let x = dropout(&self.dropout, x)
             .permute([0, 2, 3, 1])
             .reshape([n, h * w * c]);
         batch_norm(&self.bn_out, self.fc.forward(x))
     }
+}
+
+/// `layer.forward(x)`, with the mask drawn by `ffem_kernels::dropout_mask` on the CPU: the same
+/// inverted dropout (keep `1 - prob`, survivors scaled by `1 / (1 - prob)`), filled in parallel
+/// and applied in one multiplication. The mask's seed is drawn from burn's generator, so a run
+/// seeded with `--seed` repeats. Elsewhere, and outside training, burn's own layer.
+pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    let training = layer.training.is_enabled() && x.device().is_autodiff() && layer.prob > 0.0;
+    if !training || !crate::conv::on_cpu_kernels(&x) {
+        return layer.forward(x);
+    }
+    let device = x.device();
+    let seed: Vec<i64> =
+        Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, i32::MAX as f64), &device)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec()
+            .expect("two integers");
+    // Two draws of 31 bits: burn's integers may be i32.
+    let seed = ((seed[0] as u64) << 31) ^ (seed[1] as u64);
+    let shape = x.shape();
+    let mut mask = ffem_kernels::zeroed(shape.num_elements());
+    ffem_kernels::dropout_mask(seed, 1.0 - layer.prob, &mut mask);
+    x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device)
 }

@@ -134,8 +134,10 @@ impl ImageNetTop {
     pub fn forward(&self, f: Tensor<4>) -> Tensor<2> {
         let [n, c, _, _] = f.dims();
         let x = adaptive_avg_pool2d(f, [1, 1]).reshape([n, c]);
-        self.fc2
-            .forward(self.dropout.forward(hard_swish(self.fc1.forward(x))))
+        self.fc2.forward(crate::heads::dropout(
+            &self.dropout,
+            hard_swish(self.fc1.forward(x)),
+        ))
     }
 }
 

@@ -94,18 +94,13 @@ impl NormKernels for Flex {
         act: Activation,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let s = norm_shape(&x);
-        let mut y = vec![0.0f32; s.batch * s.channels * s.spatial];
-        let (mut mean, mut var) = (vec![0.0f32; s.channels], vec![0.0f32; s.channels]);
-        ffem_kernels::batch_norm_act_train(
+        let (y, mean, var) = ffem_kernels::batch_norm_act_train_to_vec(
             s,
             &f32_elements(&x),
             &f32_elements(&gamma),
             &f32_elements(&beta),
             epsilon,
             act,
-            &mut y,
-            &mut mean,
-            &mut var,
         );
         (
             flex_tensor(y, x.shape().to_vec()),
@@ -125,9 +120,7 @@ impl NormKernels for Flex {
         output_grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let s = norm_shape(&x);
-        let mut dx = vec![0.0f32; s.batch * s.channels * s.spatial];
-        let (mut dgamma, mut dbeta) = (vec![0.0f32; s.channels], vec![0.0f32; s.channels]);
-        ffem_kernels::batch_norm_act_train_backward(
+        let (dx, dgamma, dbeta) = ffem_kernels::batch_norm_act_train_backward_to_vec(
             s,
             &f32_elements(&x),
             &f32_elements(&output_grad),
@@ -137,9 +130,6 @@ impl NormKernels for Flex {
             &f32_elements(&variance),
             epsilon,
             act,
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta,
         );
         (
             flex_tensor(dx, x.shape().to_vec()),
@@ -158,8 +148,7 @@ impl NormKernels for Flex {
         act: Activation,
     ) -> FlexTensor {
         let s = norm_shape(&x);
-        let mut y = vec![0.0f32; s.batch * s.channels * s.spatial];
-        ffem_kernels::batch_norm_act_infer(
+        let y = ffem_kernels::batch_norm_act_infer_to_vec(
             s,
             &f32_elements(&x),
             &f32_elements(&gamma),
@@ -168,7 +157,6 @@ impl NormKernels for Flex {
             &f32_elements(&variance),
             epsilon,
             act,
-            &mut y,
         );
         flex_tensor(y, x.shape().to_vec())
     }

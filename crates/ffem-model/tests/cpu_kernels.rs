@@ -213,3 +213,98 @@ fn fused_inference_layer_matches_burn() {
         }
     }
 }
+
+/// A layer whose parameters are on an autodiff device trains (batch statistics, gradients for
+/// gamma and beta, a running-statistics update) even when its input batch is not: a tensor moved
+/// with `to_device` onto the autodiff device keeps a plain device. The first layer of a network
+/// sees exactly such a batch.
+#[test]
+fn layer_on_autodiff_device_trains_on_a_plain_input_batch() {
+    use ffem_model::conv::conv_bn_act;
+    let ad = Device::flex().autodiff();
+    ad.seed(8);
+    let conv = Conv2dConfig::new([3, 8], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&ad);
+    let bn = batch_norm(8, &ad);
+    let ref_bn = BatchNormConfig::new(8)
+        .with_epsilon(1e-3)
+        .with_momentum(0.1)
+        .init(&ad);
+    let mut ref_bn = ref_bn;
+    ref_bn.gamma = Param::from_tensor(fresh_copy(bn.gamma.val().inner(), &ad));
+    ref_bn.beta = Param::from_tensor(fresh_copy(bn.beta.val().inner(), &ad));
+    let x = Tensor::<4>::random(
+        [4, 3, 16, 16],
+        Distribution::Normal(0.5, 1.0),
+        &Device::flex(),
+    )
+    .to_device(&ad);
+    assert!(
+        !x.device().is_autodiff(),
+        "burn now moves the batch onto the autodiff device; this test no longer covers the case"
+    );
+    let fast = conv_bn_act(&conv, &bn, x.clone(), Activation::Relu6);
+    let reference = activate(ref_bn.forward(conv.forward(x)), Activation::Relu6);
+    let e = max_rel_diff(fast.clone().inner(), reference.clone().inner());
+    assert!(
+        e < TOL,
+        "training forward (batch statistics) differs by {e:e}"
+    );
+    let gf = fast.sum().backward();
+    let gr = reference.sum().backward();
+    let e = max_rel_diff(
+        bn.gamma.val().grad(&gf).expect("gamma has a gradient"),
+        ref_bn.gamma.val().grad(&gr).unwrap(),
+    );
+    assert!(e < 1e-3, "gamma gradient differs by {e:e}");
+    let e = max_rel_diff(bn.running_mean.value(), ref_bn.running_mean.value());
+    assert!(e < TOL, "running mean differs by {e:e}");
+}
+
+/// The CPU dropout is inverted dropout: in training every output is 0 or its input / keep, about
+/// `keep` of them survive, the gradient is the same mask, the same seed repeats the mask; outside
+/// training (no autodiff device) it is the identity.
+#[test]
+fn dropout_on_the_cpu_is_inverted_dropout_with_the_mask_as_gradient() {
+    use burn::nn::DropoutConfig;
+    use ffem_model::heads::dropout;
+    let layer = DropoutConfig::new(0.3).init();
+    let ad = Device::flex().autodiff();
+    let run = |seed: u64| {
+        ad.seed(seed);
+        let x =
+            Tensor::<2>::random([64, 4000], Distribution::Uniform(1.0, 2.0), &ad).require_grad();
+        let y = dropout(&layer, x.clone());
+        let grads = y.clone().sum().backward();
+        let x_values: Vec<f32> = x.clone().inner().into_data().try_into_vec().unwrap();
+        let y_values: Vec<f32> = y.inner().into_data().try_into_vec().unwrap();
+        let g_values: Vec<f32> = x.grad(&grads).unwrap().into_data().try_into_vec().unwrap();
+        (x_values, y_values, g_values)
+    };
+    let (x, y, g) = run(5);
+    let keep = 0.7f32;
+    let mut kept = 0usize;
+    for ((&xi, &yi), &gi) in x.iter().zip(&y).zip(&g) {
+        if yi == 0.0 {
+            assert_eq!(gi, 0.0, "a dropped input has no gradient");
+        } else {
+            kept += 1;
+            assert!((yi - xi / keep).abs() < 1e-5, "kept: {yi} vs {xi} / {keep}");
+            assert!((gi - 1.0 / keep).abs() < 1e-5, "gradient {gi}");
+        }
+    }
+    let fraction = kept as f64 / y.len() as f64;
+    assert!((fraction - 0.7).abs() < 0.01, "kept {fraction}");
+    // The device's seed decides the mask (inputs equal too: same seed, same random input).
+    let (x2, y2, _) = run(5);
+    assert_eq!((x, y), (x2, y2));
+    let plain = Tensor::<2>::random([4, 10], Distribution::Uniform(1.0, 2.0), &Device::flex());
+    let same = dropout(&layer, plain.clone());
+    assert_eq!(
+        same.into_data().try_into_vec::<f32>().unwrap(),
+        plain.into_data().try_into_vec::<f32>().unwrap()
+    );
+}
