@@ -67,3 +67,13 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+#[inline(always)]
+fn dot_into<const FMA: bool>(a: &[f32], b: &[f32], out: &mut f32) {
+    *out = dot::<FMA>(a, b);
+}
+
+dispatch!(
+    /// [`dot`] for the CPU found at run time, into `out`.
+    pub(crate) fn dot_any(a: &[f32], b: &[f32], out: &mut f32) => dot_into
+);

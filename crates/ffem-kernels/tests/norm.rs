@@ -258,3 +258,21 @@ fn gradients_match_finite_differences() {
         }
     }
 }
+
+/// Squeeze-and-excite's per-plane scaling and its gradients on a case small enough to write out:
+/// two planes of three values.
+#[test]
+fn plane_scaling_by_hand() {
+    use ffem_kernels::{scale_planes_backward, scale_planes_to_vec};
+    let x = [1.0f32, 2.0, 3.0, -1.0, 0.5, 4.0];
+    let s = [2.0f32, -0.5];
+    assert_eq!(
+        scale_planes_to_vec(&x, &s, 3),
+        vec![2.0, 4.0, 6.0, 0.5, -0.25, -2.0]
+    );
+    let dy = [1.0f32, 0.0, -1.0, 2.0, 2.0, 1.0];
+    let (dx, ds) = scale_planes_backward(&x, &s, &dy, 3);
+    assert_eq!(dx, vec![2.0, 0.0, -2.0, -1.0, -1.0, -0.5]);
+    // ds = sum dy * x per plane: 1 - 3 = -2; -2 + 1 + 4 = 3.
+    assert_eq!(ds, vec![-2.0, 3.0]);
+}

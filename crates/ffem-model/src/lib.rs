@@ -21,6 +21,7 @@ pub mod onnx;
 pub mod onnx_import;
 #[cfg(feature = "onnxruntime")]
 pub mod ort_engine;
+pub mod scale;
 pub mod threshold;
 
 pub use device::ComputeDevice;

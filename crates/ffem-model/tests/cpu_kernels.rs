@@ -308,3 +308,31 @@ fn dropout_on_the_cpu_is_inverted_dropout_with_the_mask_as_gradient() {
         plain.into_data().try_into_vec::<f32>().unwrap()
     );
 }
+
+/// Squeeze-and-excite's rescaling on the CPU kernels against burn's broadcasting multiplication:
+/// values, and the gradients for the map and for the factors (the factors' is a sum over each
+/// plane), on the shapes the blocks use, a 1x1 map and batch 1.
+#[test]
+fn plane_scaling_matches_burn_forward_and_backward() {
+    use ffem_model::scale::scale_planes;
+    let device = Device::flex().autodiff();
+    device.seed(10);
+    for [n, c, h, w] in [[4, 16, 14, 14], [3, 96, 7, 7], [1, 5, 9, 13], [2, 8, 1, 1]] {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Uniform(-1.0, 1.0), &device)
+            .require_grad();
+        let s = Tensor::<4>::random([n, c, 1, 1], Distribution::Uniform(0.0, 1.0), &device)
+            .require_grad();
+        let fast = scale_planes(x.clone(), s.clone());
+        let reference = x.clone() * s.clone();
+        let what = format!("{n}x{c}x{h}x{w}");
+        let e = max_rel_diff(fast.clone().inner(), reference.clone().inner());
+        assert!(e < 1e-6, "{what}: forward differs by {e:e}");
+        let r = Tensor::<4>::random([n, c, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+        let gf = (fast * r.clone()).sum().backward();
+        let gr = (reference * r).sum().backward();
+        let e = max_rel_diff(x.grad(&gf).unwrap(), x.grad(&gr).unwrap());
+        assert!(e < 1e-6, "{what}: map gradient differs by {e:e}");
+        let e = max_rel_diff(s.grad(&gf).unwrap(), s.grad(&gr).unwrap());
+        assert!(e < 1e-4, "{what}: factor gradient differs by {e:e}");
+    }
+}

@@ -381,7 +381,7 @@ impl SqueezeExcite {
         let s = relu(crate::conv::conv2d(&self.fc1, s));
         // torchvision's Hardsigmoid: relu6(x + 3) / 6.
         let s = hard_sigmoid(crate::conv::conv2d(&self.fc2, s), 1.0 / 6.0, 0.5);
-        x * s
+        crate::scale::scale_planes(x, s)
     }
 }
 
