@@ -281,7 +281,7 @@ pub fn conv2d_forward_to_vec(
     }
     // SAFETY: `forward` writes every element of its output when it returns `Ok`.
     unsafe {
-        written_vec(g.output_len(), |out| {
+        try_written_vec(g.output_len(), |out| {
             forward(g, input, weight, epilogue, out)
         })
     }
@@ -295,7 +295,7 @@ pub fn conv2d_backward_input_to_vec(
 ) -> Result<Vec<f32>, KernelError> {
     // SAFETY: `backward_input` writes every element of its output when it returns `Ok`.
     unsafe {
-        written_vec(g.input_len(), |out| {
+        try_written_vec(g.input_len(), |out| {
             backward_input(g, weight, output_grad, out)
         })
     }
@@ -357,10 +357,8 @@ pub fn zeroed(len: usize) -> Vec<f32> {
     unsafe {
         written_vec(len, |s| {
             zero_fill(s);
-            Ok::<(), std::convert::Infallible>(())
         })
     }
-    .unwrap_or_else(|never| match never {})
 }
 
 /// Initialised storage viewed as storage to overwrite. Sound because the kernels only ever write
@@ -397,7 +395,7 @@ pub(crate) fn zero_fill(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 ///
 /// # Safety
 /// When `write` returns `Ok`, it must have initialised every element of the slice it was given.
-pub(crate) unsafe fn written_vec<E>(
+pub(crate) unsafe fn try_written_vec<E>(
     len: usize,
     write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<(), E>,
 ) -> Result<Vec<f32>, E> {
@@ -406,6 +404,24 @@ pub(crate) unsafe fn written_vec<E>(
     // SAFETY: `write` succeeded, so it initialised all `len` elements (`len <= capacity`).
     unsafe { v.set_len(len) };
     Ok(v)
+}
+
+/// A `len`-element vector filled by `write`.
+///
+/// # Safety
+/// `write` must initialise every element of the slice it is given (or panic).
+pub(crate) unsafe fn written_vec(
+    len: usize,
+    write: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> Vec<f32> {
+    // SAFETY: passed on to the caller.
+    unsafe {
+        try_written_vec(len, |v| {
+            write(v);
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+    .unwrap_or_else(|never| match never {})
 }
 
 /// Planes per parallel task in [`scale_planes_to_vec`] and [`scale_planes_backward`]: enough
@@ -436,13 +452,12 @@ pub fn scale_planes_to_vec(x: &[f32], scale: &[f32], spatial: usize) -> Vec<f32>
                     });
                 }
             });
-        Ok::<(), std::convert::Infallible>(())
     };
     if spatial == 0 {
         return Vec::new();
     }
     // SAFETY: the chunks cover `y` exactly (same length as `x`), and every element is written.
-    unsafe { written_vec(x.len(), write) }.unwrap_or_else(|never| match never {})
+    unsafe { written_vec(x.len(), write) }
 }
 
 /// The gradients of [`scale_planes_to_vec`] given the output's, `dy`: `dx = dy * scale` per plane

@@ -327,10 +327,8 @@ pub fn batch_norm_act_train_to_vec(
     let y = unsafe {
         written_vec(s.len(), |y| {
             train_into(s, x, gamma, beta, eps, act, y, &mut mean, &mut var);
-            Ok::<(), std::convert::Infallible>(())
         })
-    }
-    .unwrap_or_else(|never| match never {});
+    };
     (y, mean, var)
 }
 
@@ -401,10 +399,8 @@ pub fn batch_norm_act_infer_to_vec(
     unsafe {
         written_vec(s.len(), |y| {
             infer_into(s, x, gamma, beta, mean, var, eps, act, y);
-            Ok::<(), std::convert::Infallible>(())
         })
     }
-    .unwrap_or_else(|never| match never {})
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -580,10 +576,8 @@ pub fn batch_norm_act_train_backward_to_vec(
                 &mut dgamma,
                 &mut dbeta,
             );
-            Ok::<(), std::convert::Infallible>(())
         })
-    }
-    .unwrap_or_else(|never| match never {});
+    };
     (dx, dgamma, dbeta)
 }
 

@@ -75,21 +75,26 @@ fn three_steps_match_the_textbook_update() {
     }
 }
 
-#[test]
-fn first_step_moves_every_weight_by_about_the_learning_rate() {
-    // With zero moments, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps) = lr sign(g).
-    let g = [0.3f32, -2.0, 1e-3];
-    let mut w = [1.0f32, 1.0, 1.0];
-    let (mut m, mut v) = ([0.0f32; 3], [0.0f32; 3]);
-    let step = AdamStep {
-        lr: 0.01,
+/// The first step with PyTorch's default betas, ffem's epsilon and no decay.
+fn plain_step(lr: f64) -> AdamStep {
+    AdamStep {
+        lr,
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon: 1e-7,
         l2_decay: 0.0,
         decoupled_decay: 0.0,
         time: 1,
-    };
+    }
+}
+
+#[test]
+fn first_step_moves_every_weight_by_about_the_learning_rate() {
+    // With zero moments, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps) = lr sign(g).
+    let g = [0.3f32, -2.0, 1e-3];
+    let mut w = [1.0f32, 1.0, 1.0];
+    let (mut m, mut v) = ([0.0f32; 3], [0.0f32; 3]);
+    let step = plain_step(0.01);
     adam_step(&step, &mut w, &g, &mut m, &mut v);
     for (got, want) in w.iter().zip([0.99f32, 1.01, 0.99]) {
         assert!((got - want).abs() < 1e-5, "{w:?}");
@@ -98,30 +103,14 @@ fn first_step_moves_every_weight_by_about_the_learning_rate() {
 
 #[test]
 fn empty_parameter_is_a_no_op() {
-    let step = AdamStep {
-        lr: 0.1,
-        beta_1: 0.9,
-        beta_2: 0.999,
-        epsilon: 1e-7,
-        l2_decay: 0.0,
-        decoupled_decay: 0.0,
-        time: 1,
-    };
+    let step = plain_step(0.1);
     adam_step(&step, &mut [], &[], &mut [], &mut []);
 }
 
 #[test]
 #[should_panic(expected = "gradient 2")]
 fn mismatched_lengths_are_refused() {
-    let step = AdamStep {
-        lr: 0.1,
-        beta_1: 0.9,
-        beta_2: 0.999,
-        epsilon: 1e-7,
-        l2_decay: 0.0,
-        decoupled_decay: 0.0,
-        time: 1,
-    };
+    let step = plain_step(0.1);
     adam_step(
         &step,
         &mut [0.0; 3],

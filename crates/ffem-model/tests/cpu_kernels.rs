@@ -265,16 +265,15 @@ fn layer_on_autodiff_device_trains_on_a_plain_input_batch() {
 }
 
 /// The CPU dropout is inverted dropout: in training every output is 0 or its input / keep, about
-/// `keep` of them survive, the gradient is the same mask, the same seed repeats the mask; outside
-/// training (no autodiff device) it is the identity.
+/// `keep` of them survive, the gradient is the same mask; outside training (no autodiff device)
+/// it is the identity.
 #[test]
 fn dropout_on_the_cpu_is_inverted_dropout_with_the_mask_as_gradient() {
     use burn::nn::DropoutConfig;
     use ffem_model::heads::dropout;
     let layer = DropoutConfig::new(0.3).init();
     let ad = Device::flex().autodiff();
-    let run = |seed: u64| {
-        ad.seed(seed);
+    let run = || {
         let x =
             Tensor::<2>::random([64, 4000], Distribution::Uniform(1.0, 2.0), &ad).require_grad();
         let y = dropout(&layer, x.clone());
@@ -284,7 +283,8 @@ fn dropout_on_the_cpu_is_inverted_dropout_with_the_mask_as_gradient() {
         let g_values: Vec<f32> = x.grad(&grads).unwrap().into_data().try_into_vec().unwrap();
         (x_values, y_values, g_values)
     };
-    let (x, y, g) = run(5);
+    ad.seed(5);
+    let (x, y, g) = run();
     let keep = 0.7f32;
     let mut kept = 0usize;
     for ((&xi, &yi), &gi) in x.iter().zip(&y).zip(&g) {
@@ -298,9 +298,8 @@ fn dropout_on_the_cpu_is_inverted_dropout_with_the_mask_as_gradient() {
     }
     let fraction = kept as f64 / y.len() as f64;
     assert!((fraction - 0.7).abs() < 0.01, "kept {fraction}");
-    // The device's seed decides the mask (inputs equal too: same seed, same random input).
-    let (x2, y2, _) = run(5);
-    assert_eq!((x, y), (x2, y2));
+    // (That the same seed gives the same mask is `ffem-kernels`' test: burn's generator is one per
+    // process, and the tests running beside this one draw from it too.)
     let plain = Tensor::<2>::random([4, 10], Distribution::Uniform(1.0, 2.0), &Device::flex());
     let same = dropout(&layer, plain.clone());
     assert_eq!(

@@ -162,50 +162,35 @@ impl AdamConstants {
     }
 }
 
-impl Optimizer for FusedAdam {
-    type State<const D: usize> = AdamState<D>;
+/// The `Optimizer` impl of a fused variant: the one-pass step where it applies, else the
+/// fallback; `$state` wraps the moments as burn's own optimiser does.
+macro_rules! fused_optimizer {
+    ($fused:ty, $fallback:ty, $state:ident) => {
+        impl Optimizer for $fused {
+            type State<const D: usize> = $state<D>;
 
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        if !AdamConstants::applies(&tensor, &grad, state.as_ref().map(|s| &s.momentum)) {
-            return self.fallback.step(lr, tensor, grad, state);
+            fn step<const D: usize>(
+                &self,
+                lr: LearningRate,
+                tensor: Tensor<D>,
+                grad: Tensor<D>,
+                state: Option<Self::State<D>>,
+            ) -> (Tensor<D>, Option<Self::State<D>>) {
+                if !AdamConstants::applies(&tensor, &grad, state.as_ref().map(|s| &s.momentum)) {
+                    return self.fallback.step(lr, tensor, grad, state);
+                }
+                let (tensor, momentum) =
+                    self.constants
+                        .step(lr, tensor, grad, state.map(|s| s.momentum));
+                (tensor, Some($state { momentum }))
+            }
+
+            fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+                <$fallback as Optimizer>::to_device(state, device)
+            }
         }
-        let (tensor, momentum) = self
-            .constants
-            .step(lr, tensor, grad, state.map(|s| s.momentum));
-        (tensor, Some(AdamState { momentum }))
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        <Adam as Optimizer>::to_device(state, device)
-    }
+    };
 }
 
-impl Optimizer for FusedAdamW {
-    type State<const D: usize> = AdamWState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        if !AdamConstants::applies(&tensor, &grad, state.as_ref().map(|s| &s.momentum)) {
-            return self.fallback.step(lr, tensor, grad, state);
-        }
-        let (tensor, momentum) = self
-            .constants
-            .step(lr, tensor, grad, state.map(|s| s.momentum));
-        (tensor, Some(AdamWState { momentum }))
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        <AdamW as Optimizer>::to_device(state, device)
-    }
-}
+fused_optimizer!(FusedAdam, Adam, AdamState);
+fused_optimizer!(FusedAdamW, AdamW, AdamWState);
