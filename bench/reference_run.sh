@@ -6,11 +6,16 @@
 # CPU only; about an hour and a quarter on 2 cores. Writes runs/reference/{ffem,ffem_before,torch}/
 # and runs/reference/curves.png + table.md.
 #   bash bench/reference_run.sh [ffem|before|torch|plot|all]     (default all)
+# SEED=N (default 0) runs ffem and PyTorch with that seed into ffem_seedN/ and torch_seedN/
+# (seed 0 keeps the plain names), to size the spread between seeds of each side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${FFEM_DATA:-../shared/data}"
 OUT=runs/reference
 STAGE="${1:-all}"
+SEED="${SEED:-0}"
+SUFFIX=""
+[[ "$SEED" == 0 ]] || SUFFIX="_seed$SEED"
 mkdir -p "$OUT"
 if [[ "$STAGE" != plot ]]; then
     cargo build --release -p ffem --features onnxruntime
@@ -36,7 +41,7 @@ ffem_two_step() {
     "$FFEM" eval "$dir/step2/model" --lfw "$DATA/lfw" --json > "$dir/eval.json"
 }
 if [[ "$STAGE" == all || "$STAGE" == ffem ]]; then
-    ffem_two_step ffem
+    ffem_two_step "ffem$SUFFIX" --set "seed=$SEED"
 fi
 # What ffem did before the comparison: a 4,096-record shuffle buffer (burn's initialisation, as now).
 if [[ "$STAGE" == all || "$STAGE" == before ]]; then
@@ -46,7 +51,7 @@ if [[ "$STAGE" == all || "$STAGE" == torch ]]; then
     bash scripts/fetch-onnxruntime.sh
     VENV=.venv-torch
     [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q torch torchvision numpy onnx pillow matplotlib; }
-    "$VENV/bin/python" bench/torch_reference.py --data "$DATA" --out "$OUT/torch" --ffem "$FFEM"
+    "$VENV/bin/python" bench/torch_reference.py --data "$DATA" --out "$OUT/torch$SUFFIX" --ffem "$FFEM" --seed "$SEED"
 fi
 if [[ "$STAGE" == all || "$STAGE" == plot ]]; then
     .venv-torch/bin/python bench/reference_plot.py "$OUT"
