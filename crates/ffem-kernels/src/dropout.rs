@@ -6,7 +6,11 @@
 //! thread; on the step-1 head's million inputs per batch that was a sixtieth of a CPU training
 //! step with the other cores idle.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use crate::{as_uninit, written_vec};
 
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 14;
@@ -26,6 +30,17 @@ fn mix(mut z: u64) -> u64 {
 /// # Panics
 /// If `keep` is not in (0, 1].
 pub fn dropout_mask(seed: u64, keep: f64, mask: &mut [f32]) {
+    fill(seed, keep, as_uninit(mask));
+}
+
+/// [`dropout_mask`] into a new `len`-element vector, written once.
+pub fn dropout_mask_to_vec(seed: u64, keep: f64, len: usize) -> Vec<f32> {
+    // SAFETY: `fill` writes every element (or panics).
+    unsafe { written_vec(len, |mask| fill(seed, keep, mask)) }
+}
+
+/// Writes every element of `mask`.
+fn fill(seed: u64, keep: f64, mask: &mut [MaybeUninit<f32>]) {
     assert!(
         keep > 0.0 && keep <= 1.0,
         "dropout: keep probability {keep} outside (0, 1]"
@@ -39,10 +54,9 @@ pub fn dropout_mask(seed: u64, keep: f64, mask: &mut [f32]) {
         .for_each(|(chunk, values)| {
             let start = (chunk * CHUNK) as u64;
             for (i, v) in values.iter_mut().enumerate() {
-                let coin =
-                    mix(key.wrapping_add((start + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-                        >> 40;
-                *v = if coin < threshold { scale } else { 0.0 };
+                let counter = (start + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let coin = mix(key.wrapping_add(counter)) >> 40;
+                v.write(if coin < threshold { scale } else { 0.0 });
             }
         });
 }

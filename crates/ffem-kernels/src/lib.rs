@@ -29,7 +29,7 @@ mod norm;
 mod simd;
 
 pub use adam::{AdamStep, adam_step};
-pub use dropout::dropout_mask;
+pub use dropout::{dropout_mask, dropout_mask_to_vec};
 pub use norm::{
     Activation, Epilogue, NormShape, batch_norm_act_infer, batch_norm_act_infer_to_vec,
     batch_norm_act_train, batch_norm_act_train_backward, batch_norm_act_train_backward_to_vec,
@@ -202,8 +202,6 @@ pub fn conv2d_forward_fused(
     epilogue: &Epilogue,
     output: &mut [f32],
 ) -> Result<(), KernelError> {
-    g.check("epilogue scale", epilogue.scale.len(), g.out_channels)?;
-    g.check("epilogue shift", epilogue.shift.len(), g.out_channels)?;
     forward(g, input, weight, Some(epilogue), as_uninit(output))
 }
 
@@ -219,6 +217,10 @@ fn forward(
     g.check("input", input.len(), g.input_len())?;
     g.check("weight", weight.len(), g.weight_len())?;
     g.check("output", output.len(), g.output_len())?;
+    if let Some(e) = epilogue {
+        g.check("epilogue scale", e.scale.len(), g.out_channels)?;
+        g.check("epilogue shift", e.shift.len(), g.out_channels)?;
+    }
     match kind {
         ConvKind::Pointwise => dense::pointwise_forward_with(g, input, weight, output, epilogue),
         ConvKind::Dense => dense::im2col_forward_with(g, input, weight, output, epilogue),
@@ -275,10 +277,6 @@ pub fn conv2d_forward_to_vec(
     weight: &[f32],
     epilogue: Option<&Epilogue>,
 ) -> Result<Vec<f32>, KernelError> {
-    if let Some(e) = epilogue {
-        g.check("epilogue scale", e.scale.len(), g.out_channels)?;
-        g.check("epilogue shift", e.shift.len(), g.out_channels)?;
-    }
     // SAFETY: `forward` writes every element of its output when it returns `Ok`.
     unsafe {
         try_written_vec(g.output_len(), |out| {
@@ -343,23 +341,9 @@ pub(crate) fn sum_partials(parts: &[Vec<f32>], out: &mut [f32]) {
     }
 }
 
-/// Elements below which [`zeroed`] fills on the calling thread: a parallel split costs more than
+/// Elements below which [`zero_fill`] fills on the calling thread: a parallel split costs more than
 /// it saves on small buffers.
 const PARALLEL_ZERO_MIN: usize = 1 << 16;
-
-/// A zero-filled buffer of `len` f32 for a kernel's output, filled by every thread.
-///
-/// Why: `vec![0.0; len]` gets a block the allocator kept from the last step (`alloc`), so its
-/// zeroing is a `memset` of the whole activation on the calling thread while the other cores
-/// wait: about a twelfth of a CPU training step at batch 64.
-pub fn zeroed(len: usize) -> Vec<f32> {
-    // SAFETY: `zero_fill` writes every element.
-    unsafe {
-        written_vec(len, |s| {
-            zero_fill(s);
-        })
-    }
-}
 
 /// Initialised storage viewed as storage to overwrite. Sound because the kernels only ever write
 /// initialised values through such a view.

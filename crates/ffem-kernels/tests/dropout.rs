@@ -2,7 +2,7 @@
 //! the requested one, the same mask for the same seed and a different one for another seed, and
 //! no correlation between neighbouring elements (a weak generator shows it first there).
 
-use ffem_kernels::dropout_mask;
+use ffem_kernels::{dropout_mask, dropout_mask_to_vec};
 
 const N: usize = 1_000_003;
 
@@ -48,6 +48,8 @@ fn same_seed_same_mask_other_seed_other_mask() {
     let mut short = vec![0.0f32; 1000];
     dropout_mask(7, 0.5, &mut short);
     assert_eq!(short[..], a[..1000]);
+    // The allocating entry point writes the same mask into fresh storage.
+    assert_eq!(dropout_mask_to_vec(7, 0.5, N), a);
 }
 
 #[test]

@@ -155,7 +155,7 @@ impl FlattenHead {
     }
 }
 
-/// `layer.forward(x)`, with the mask drawn by `ffem_kernels::dropout_mask` on the CPU: the same
+/// `layer.forward(x)`, with the mask drawn by `ffem_kernels::dropout_mask_to_vec` on the CPU: the same
 /// inverted dropout (keep `1 - prob`, survivors scaled by `1 / (1 - prob)`), filled in parallel
 /// and applied in one multiplication. The mask's seed is drawn from burn's generator, so a run
 /// seeded with `--seed` repeats. Elsewhere, and outside training, burn's own layer.
@@ -174,7 +174,6 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     // Two draws of 31 bits: burn's integers may be i32.
     let seed = ((seed[0] as u64) << 31) ^ (seed[1] as u64);
     let shape = x.shape();
-    let mut mask = ffem_kernels::zeroed(shape.num_elements());
-    ffem_kernels::dropout_mask(seed, 1.0 - layer.prob, &mut mask);
+    let mask = ffem_kernels::dropout_mask_to_vec(seed, 1.0 - layer.prob, shape.num_elements());
     x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device)
 }
