@@ -8,6 +8,8 @@
 #   bash bench/reference_run.sh [ffem|before|torch|plot|all]     (default all)
 # SEED=N (default 0) runs ffem and PyTorch with that seed into ffem_seedN/ and torch_seedN/
 # (seed 0 keeps the plain names), to size the spread between seeds of each side.
+# FFEM_INIT=torchvision (default burn) and TORCH_INIT=pytorch (default torchvision) swap each side's
+# convolution initialisation; the run directory then ends in _tvinit / _ptinit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${FFEM_DATA:-../shared/data}"
@@ -16,6 +18,12 @@ STAGE="${1:-all}"
 SEED="${SEED:-0}"
 SUFFIX=""
 [[ "$SEED" == 0 ]] || SUFFIX="_seed$SEED"
+FFEM_INIT="${FFEM_INIT:-burn}"
+TORCH_INIT="${TORCH_INIT:-torchvision}"
+FFEM_SUFFIX="$SUFFIX"
+[[ "$FFEM_INIT" == burn ]] || FFEM_SUFFIX="${SUFFIX}_tvinit"
+TORCH_SUFFIX="$SUFFIX"
+[[ "$TORCH_INIT" == torchvision ]] || TORCH_SUFFIX="${SUFFIX}_ptinit"
 mkdir -p "$OUT"
 if [[ "$STAGE" != plot ]]; then
     cargo build --release -p ffem --features onnxruntime
@@ -41,7 +49,7 @@ ffem_two_step() {
     "$FFEM" eval "$dir/step2/model" --lfw "$DATA/lfw" --json > "$dir/eval.json"
 }
 if [[ "$STAGE" == all || "$STAGE" == ffem ]]; then
-    ffem_two_step "ffem$SUFFIX" --set "seed=$SEED"
+    ffem_two_step "ffem$FFEM_SUFFIX" --set "seed=$SEED" --set "conv_init=\"$FFEM_INIT\""
 fi
 # What ffem did before the comparison: a 4,096-record shuffle buffer (burn's initialisation, as now).
 if [[ "$STAGE" == all || "$STAGE" == before ]]; then
@@ -51,7 +59,8 @@ if [[ "$STAGE" == all || "$STAGE" == torch ]]; then
     bash scripts/fetch-onnxruntime.sh
     VENV=.venv-torch
     [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q torch torchvision numpy onnx pillow matplotlib; }
-    "$VENV/bin/python" bench/torch_reference.py --data "$DATA" --out "$OUT/torch$SUFFIX" --ffem "$FFEM" --seed "$SEED"
+    "$VENV/bin/python" bench/torch_reference.py --data "$DATA" --out "$OUT/torch$TORCH_SUFFIX" --ffem "$FFEM" \
+        --seed "$SEED" --init "$TORCH_INIT"
 fi
 if [[ "$STAGE" == all || "$STAGE" == plot ]]; then
     .venv-torch/bin/python bench/reference_plot.py "$OUT"

@@ -11,9 +11,12 @@ momentum 0.9 decay 5e-4), schedules (linear warm-up from lr/100, cosine to 1e-5)
 scored on LFW by `ffem eval --onnx`, so crops and protocol are ffem's own.
 
 What is PyTorch's and not ffem's, on purpose: torchvision's initialisation (Kaiming-normal fan-out
-convolutions, PyTorch's default Kaiming-uniform for the GNAP linear), PyTorch's Adam epsilon (1e-8,
-ffem 1e-7), a full permutation per epoch instead of a 4,096-record shuffle buffer. BatchNorm
-momentum is 0.1 as in ffem and PyTorch's default, not torchvision's 0.01 (see relu6_backbone).
+convolutions, PyTorch's default Kaiming-uniform for the GNAP linear; `--init pytorch` gives every
+layer PyTorch's default, which is burn's and so ffem's), PyTorch's Adam epsilon (1e-8, ffem 1e-7),
+its random streams, PIL's JPEG decoder, crops rounded to 8 bits. BatchNorm momentum is 0.1 as in
+ffem and PyTorch's default, not torchvision's 0.01 (see relu6_backbone). That the training step
+itself is ffem's (same weights and batch: same loss, gradients, optimiser steps, running
+statistics) is checked by torch_parity.py.
 
     .venv-torch/bin/python bench/torch_reference.py --data ../shared/data --out runs/reference/torch \
         --ffem runs/reference/bin/ffem [--epochs1 30 --epochs2 20 --eval-every 5]

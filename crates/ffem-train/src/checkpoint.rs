@@ -43,6 +43,11 @@ pub struct TrainState {
     pub epoch_loss_sum: f64,
     /// Batches in the current epoch's sum.
     pub epoch_batches: u64,
+    /// The seed of the run's record order, augmentations and fresh layers (see
+    /// `trainer::run_stream_seed`); checkpoints written before it was kept read as the
+    /// configuration's seed, which is what those runs used.
+    #[serde(default)]
+    pub stream_seed: Option<u64>,
 }
 
 impl TrainState {
@@ -57,6 +62,7 @@ impl TrainState {
             loss_scale: LossScale::default(),
             epoch_loss_sum: 0.0,
             epoch_batches: 0,
+            stream_seed: None,
         }
     }
 }

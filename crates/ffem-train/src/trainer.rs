@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ffem_data::{AugmentConfig, Pipeline, PipelineConfig, RecordSource};
+use ffem_model::backbones::mobilenet_v3::{ConvInit, MobileNetV3Config};
 use ffem_model::distill::{Distiller, TeacherTable};
 use ffem_model::embed::Embedder;
 use ffem_model::evalset::{PairSet, embed_set, verify_set};
@@ -136,6 +137,24 @@ fn pipeline_config(cfg: &TrainConfig, source: &RecordSource, num_classes: u64) -
     }
 }
 
+/// The seed a run draws its record order, augmentations and fresh layers from: `seed` itself
+/// from scratch, another stream with `--init`. Step 2 of a recipe usually keeps step 1's seed;
+/// from the same stream its "fresh" classifier was step 1's starting classifier again (same shape,
+/// same draws), which the network trained in step 1 is still aligned with (on CFP, ArcFace then
+/// started at loss 31.2 instead of 40.8), and its epochs replayed step 1's batches and
+/// augmentations one for one. PyTorch's reference continues one stream through both steps
+/// (docs/distill.md, part 4).
+fn run_stream_seed(seed: u64, from_init: bool) -> u64 {
+    if !from_init {
+        return seed;
+    }
+    // splitmix64's finaliser over the seed and a constant: far from any small seed a user picks.
+    let mut z = seed ^ 0x1417_5EED_0000_0002;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Copies the backbone of the model at `init` into `module`, and the head when it has the same
 /// shape; a different backbone is an error.
 fn init_from(
@@ -145,7 +164,13 @@ fn init_from(
     device: &Device,
 ) -> Result<(), TrainError> {
     let (init_cfg, init_model) = load_model(init, device)?;
-    if init_cfg.backbone != model_cfg.backbone {
+    // How the convolutions started is not part of the architecture: a model trained from
+    // torchvision's initialisation continues under a configuration that names burn's, and back.
+    let architecture = |c: &MobileNetV3Config| MobileNetV3Config {
+        conv_init: ConvInit::default(),
+        ..c.clone()
+    };
+    if architecture(&init_cfg.backbone) != architecture(&model_cfg.backbone) {
         return Err(TrainError::Setup(format!(
             "--init {}: its backbone {:?} differs from this configuration's {:?}",
             init.display(),
@@ -230,17 +255,15 @@ fn open<'a>(
     let source = RecordSource::open(Path::new(&cfg.train_data))?;
     let num_classes = class_count(cfg, &source)?;
     let steps_per_epoch = source.record_count().map(|r| r / cfg.batch_size as u64);
-    let pipeline_cfg = pipeline_config(cfg, &source, num_classes);
-    let pipeline = Pipeline::new(source, pipeline_cfg)?;
     let total_steps = match (steps_per_epoch, cfg.max_steps) {
         (_, m) if m > 0 => m.min(steps_per_epoch.map_or(m, |s| s * cfg.epochs)),
         (Some(s), _) => s * cfg.epochs,
         (None, _) => 0,
     };
 
-    let teacher = open_teacher(cfg, pipeline.source())?;
+    let teacher = open_teacher(cfg, &source)?;
     let model_cfg = cfg.model();
-    ad.seed(cfg.seed);
+    ad.seed(run_stream_seed(cfg.seed, opts.init.is_some()));
     let classifier = || {
         ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad)
             .with_sample_rate(cfg.sample_rate)
@@ -278,9 +301,17 @@ fn open<'a>(
             init_from(init, &mut module, &model_cfg, &ad)?;
         }
         write_atomic(&run.config(), cfg.to_toml().as_bytes())?;
-        let state = TrainState::start(cfg.schedule_with_total(total_steps));
+        let state = TrainState {
+            stream_seed: Some(run_stream_seed(cfg.seed, opts.init.is_some())),
+            ..TrainState::start(cfg.schedule_with_total(total_steps))
+        };
         (state, MetricsLog::create(&run)?)
     };
+    let pipeline_cfg = PipelineConfig {
+        seed: state.stream_seed.unwrap_or(cfg.seed),
+        ..pipeline_config(cfg, &source, num_classes)
+    };
+    let pipeline = Pipeline::new(source, pipeline_cfg)?;
     let val_set = match cfg.val_set.as_str() {
         "" => None,
         spec => Some(

@@ -626,3 +626,136 @@ fn a_teacher_file_without_a_record_is_refused_naming_the_record() {
     .to_string();
     assert!(err.contains("teacher"), "{err}");
 }
+
+/// The classifier of the first step of a run in `run`, as its checkpoint holds it: with a
+/// learning rate of 1e-12 that is the classifier the run drew.
+fn drawn_classifier(
+    cfg: &TrainConfig,
+    run: &std::path::Path,
+    init: Option<std::path::PathBuf>,
+) -> Vec<f32> {
+    use ffem_model::losses::ClassifierLoss;
+    use ffem_train::checkpoint;
+    use ffem_train::run_dir::RunDir;
+    use ffem_train::step::TrainModule;
+
+    let mut cfg = cfg.clone();
+    cfg.lr = 1e-12;
+    let options = TrainOptions {
+        stop_after: Some(1),
+        init,
+        ..Default::default()
+    };
+    train(&cfg, run, false, &options).unwrap();
+    let device = cfg.device.device().unwrap().autodiff();
+    let module = TrainModule {
+        model: cfg.model().init(&device),
+        classifier: ClassifierLoss::new(cfg.loss(), 8, cfg.embedding_dim, &device),
+        peer: None,
+        distill: None,
+    };
+    let optim = ffem_train::optimizer::build(&cfg);
+    let (module, _, _) = checkpoint::load(&RunDir::new(run), module, optim).unwrap();
+    module
+        .classifier
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn a_run_from_init_does_not_redraw_the_first_runs_classifier() {
+    // Step 2 keeps step 1's seed in the usual recipe. Drawn from the same stream, its "fresh"
+    // classifier was step 1's starting one, which the network trained in step 1 is still aligned
+    // with (on CFP: ArcFace starting at loss 31.2 instead of 40.8).
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let cfg = tiny_config(&records);
+    let step1 = dir.path().join("step1");
+    train(&cfg, &step1, false, &TrainOptions::default()).unwrap();
+
+    let scratch = drawn_classifier(&cfg, &dir.path().join("scratch"), None);
+    let again = drawn_classifier(&cfg, &dir.path().join("again"), None);
+    let from_init = drawn_classifier(&cfg, &dir.path().join("step2"), Some(step1.join("model")));
+    // From scratch the seed decides the draw (this is what step 1 started from)...
+    assert!(
+        cosine(&scratch, &again) > 0.999_999,
+        "{}",
+        cosine(&scratch, &again)
+    );
+    // ...and a run from step 1's model draws another: 8 x 16 independent weights have a cosine
+    // of about N(0, 1/sqrt(128)) = N(0, 0.09).
+    let c = cosine(&scratch, &from_init);
+    assert!(
+        c.abs() < 0.4,
+        "the classifier from --init is step 1's starting one again (cosine {c})"
+    );
+}
+
+#[test]
+fn a_model_started_from_torchvisions_initialisation_initialises_a_run_that_names_burns() {
+    // conv_init says how the weights started, not what the network is: --init must not refuse it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let mut first = tiny_config(&records);
+    first.conv_init = ffem_model::backbones::mobilenet_v3::ConvInit::Torchvision;
+    first.max_steps = 2;
+    let step1 = dir.path().join("step1");
+    train(&first, &step1, false, &TrainOptions::default()).unwrap();
+    let second = TrainConfig {
+        max_steps: 2,
+        ..tiny_config(&records)
+    };
+    let options = TrainOptions {
+        init: Some(step1.join("model")),
+        ..Default::default()
+    };
+    let s = train(&second, &dir.path().join("step2"), false, &options).unwrap();
+    assert_eq!(s.steps, 2);
+}
+
+#[test]
+fn a_run_from_init_resumed_without_init_repeats_the_uninterrupted_run() {
+    // A run from --init draws its order and augmentations from a stream of its own; the
+    // checkpoint keeps that stream, so resuming (which does not take --init again) continues it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let cfg = TrainConfig {
+        max_steps: 2,
+        ..tiny_config(&records)
+    };
+    let step1 = dir.path().join("step1");
+    train(&cfg, &step1, false, &TrainOptions::default()).unwrap();
+    let cfg = tiny_config(&records);
+    let from_init = |stop_after| TrainOptions {
+        init: Some(step1.join("model")),
+        stop_after,
+        ..Default::default()
+    };
+    let full = dir.path().join("full");
+    train(&cfg, &full, false, &from_init(None)).unwrap();
+    let split = dir.path().join("split");
+    train(&cfg, &split, false, &from_init(Some(5))).unwrap();
+    train(&cfg, &split, true, &TrainOptions::default()).unwrap();
+    let a = read_metrics(&full.join("metrics.csv")).unwrap();
+    let b = read_metrics(&split.join("metrics.csv")).unwrap();
+    assert_eq!((a.len(), b.len()), (12, 12));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.loss, y.loss, "loss at step {}", x.step);
+    }
+}
