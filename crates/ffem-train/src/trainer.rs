@@ -263,7 +263,8 @@ fn open<'a>(
 
     let teacher = open_teacher(cfg, &source)?;
     let model_cfg = cfg.model();
-    ad.seed(run_stream_seed(cfg.seed, opts.init.is_some()));
+    let stream_seed = run_stream_seed(cfg.seed, opts.init.is_some());
+    ad.seed(stream_seed);
     let classifier = || {
         ClassifierLoss::new(cfg.loss(), num_classes as usize, cfg.embedding_dim, &ad)
             .with_sample_rate(cfg.sample_rate)
@@ -302,7 +303,7 @@ fn open<'a>(
         }
         write_atomic(&run.config(), cfg.to_toml().as_bytes())?;
         let state = TrainState {
-            stream_seed: Some(run_stream_seed(cfg.seed, opts.init.is_some())),
+            stream_seed: Some(stream_seed),
             ..TrainState::start(cfg.schedule_with_total(total_steps))
         };
         (state, MetricsLog::create(&run)?)
