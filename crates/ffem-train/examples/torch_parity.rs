@@ -4,10 +4,11 @@
 //! The reference's parameters go into ffem's MobileNetV3-Small + GNAP and classifier in
 //! declaration order (both follow torchvision's layer order; shapes are checked, the GNAP linear
 //! is transposed), then for each loss of the CFP recipe (L2-softmax with Adam, ArcFace with SGD
-//! Nesterov) it prints the first loss, the largest relative gradient difference per parameter
-//! (and the worst ten), and after the same optimiser steps on the same batch the losses and the
-//! largest relative parameter difference. A real difference in the network, the loss, BatchNorm or
-//! the optimiser shows as a gradient or parameter off by far more than f32 rounding.
+//! Nesterov) it prints the first loss and the relative L2 difference of every gradient, and after
+//! the same optimiser steps on the same batch the losses, the parameters, BatchNorm's running
+//! statistics and the inference-mode output layer by layer (mean and largest difference, the
+//! worst eight tensors; `PARITY_ALL=1` lists all). A real difference in the network, the loss,
+//! BatchNorm or the optimiser shows as a difference far above f32 rounding.
 #[global_allocator]
 static ALLOCATOR: ffem_kernels::alloc::BlockCache = ffem_kernels::alloc::BlockCache;
 
@@ -125,6 +126,24 @@ impl ModuleVisitor for Collect<'_> {
     }
 }
 
+/// What [`Collect`] gathers from `module`: gradients from `grads`, else the parameters' values,
+/// or with `stats` BatchNorm's running statistics.
+fn collect<M: Module>(
+    module: &M,
+    grads: Option<&GradientsParams>,
+    stats: bool,
+    shapes: &[Vec<usize>],
+) -> Vec<Vec<f32>> {
+    let mut collect = Collect {
+        grads,
+        stats,
+        shapes,
+        out: vec![],
+    };
+    module.visit(&mut collect);
+    collect.out
+}
+
 /// `|a - b| / |b|` over the whole tensor (L2 norms).
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
@@ -240,12 +259,10 @@ fn main() {
             (module, load.count)
         };
         let (module, count) = loaded();
-        let images = || {
-            Tensor::<4>::from_data(
-                TensorData::new(input.clone(), [batch, 3, 112, 112]),
-                &device,
-            )
+        let images_on = |device: &Device| {
+            Tensor::<4>::from_data(TensorData::new(input.clone(), [batch, 3, 112, 112]), device)
         };
+        let images = || images_on(&device);
         let labels_t =
             || Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
 
@@ -253,13 +270,7 @@ fn main() {
         let out = module.classifier.forward(emb, labels_t());
         let first: f32 = out.loss.clone().into_scalar();
         let grads = GradientsParams::from_grads(out.loss.backward(), &module);
-        let mut collect = Collect {
-            grads: Some(&grads),
-            stats: false,
-            shapes: &shapes,
-            out: vec![],
-        };
-        module.visit(&mut collect);
+        let gradients = collect(&module, Some(&grads), false, &shapes);
         let reference = &manifest["losses"][loss]["losses"];
         println!(
             "== {loss}: {} parameter tensors; first loss ffem {first:.5}, torch {:.5}",
@@ -267,7 +278,7 @@ fn main() {
         );
         compare(
             &names,
-            &collect.out,
+            &gradients,
             &read_f32(&dir.join(format!("grads_{loss}.bin"))),
             "gradients",
         );
@@ -307,29 +318,15 @@ fn main() {
                 .collect::<Vec<_>>()
         );
         println!("losses torch {reference}");
-        let mut collect = Collect {
-            grads: None,
-            stats: false,
-            shapes: &shapes,
-            out: vec![],
-        };
-        module.visit(&mut collect);
         compare(
             &names,
-            &collect.out,
+            &collect(&module, None, false, &shapes),
             &read_f32(&dir.join(format!("after_{loss}.bin"))),
             "parameters after the steps",
         );
         // valid() folds every thread's last running-statistics update in (burn keeps them apart
         // until then), so it comes before the statistics are read.
         let inference = module.model.valid();
-        let mut collect = Collect {
-            grads: None,
-            stats: true,
-            shapes: &shapes,
-            out: vec![],
-        };
-        module.model.visit(&mut collect);
         let stat_names: Vec<String> = manifest["stats"]
             .as_array()
             .unwrap()
@@ -338,14 +335,11 @@ fn main() {
             .collect();
         compare(
             &stat_names,
-            &collect.out,
+            &collect(&module.model, None, true, &shapes),
             &read_f32(&dir.join(format!("stats_{loss}.bin"))),
             "BatchNorm running statistics after the steps",
         );
-        let plain = Tensor::<4>::from_data(
-            TensorData::new(input.clone(), [batch, 3, 112, 112]),
-            &device.clone().inner(),
-        );
+        let plain = images_on(&device.clone().inner());
         // Layer by layer in inference mode: torchvision's features[0] (stem), [1..=11] (blocks),
         // [12] (last convolution).
         let theirs_layers = read_f32(&dir.join(format!("eval_layers_{loss}.bin")));
@@ -378,24 +372,17 @@ fn main() {
             .unwrap();
         let theirs = read_f32(&dir.join(format!("eval_{loss}.bin")));
         let dim = ours.len() / batch;
-        let cosines: Vec<f64> = ours
+        let lowest_cosine = ours
             .chunks(dim)
             .zip(theirs.chunks(dim))
-            .map(|(a, b)| {
-                let dot: f64 = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (*x as f64) * (*y as f64))
-                    .sum();
-                dot / (l2(a) * l2(b))
-            })
-            .collect();
+            .map(|(a, b)| ffem_eval::embedding::cosine(a, b))
+            .fold(1.0, f32::min);
         println!(
             "inference embeddings after the steps: relative L2 difference {:.2e}, mean norm ffem {:.4} torch {:.4}, lowest cosine to the reference's {:.6}",
             rel_l2(&ours, &theirs),
             ours.chunks(dim).map(l2).sum::<f64>() / batch as f64,
             theirs.chunks(dim).map(l2).sum::<f64>() / batch as f64,
-            cosines.iter().copied().fold(1.0, f64::min)
+            lowest_cosine
         );
     }
 }

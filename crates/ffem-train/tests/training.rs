@@ -665,18 +665,10 @@ fn drawn_classifier(
         .unwrap()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
 #[test]
 fn a_run_from_init_does_not_redraw_the_first_runs_classifier() {
+    use ffem_eval::embedding::cosine;
+
     // Step 2 keeps step 1's seed in the usual recipe. Drawn from the same stream, its "fresh"
     // classifier was step 1's starting one, which the network trained in step 1 is still aligned
     // with (on CFP: ArcFace starting at loss 31.2 instead of 40.8).
@@ -691,11 +683,8 @@ fn a_run_from_init_does_not_redraw_the_first_runs_classifier() {
     let again = drawn_classifier(&cfg, &dir.path().join("again"), None);
     let from_init = drawn_classifier(&cfg, &dir.path().join("step2"), Some(step1.join("model")));
     // From scratch the seed decides the draw (this is what step 1 started from)...
-    assert!(
-        cosine(&scratch, &again) > 0.999_999,
-        "{}",
-        cosine(&scratch, &again)
-    );
+    let same = cosine(&scratch, &again);
+    assert!(same > 0.999_999, "{same}");
     // ...and a run from step 1's model draws another: 8 x 16 independent weights have a cosine
     // of about N(0, 1/sqrt(128)) = N(0, 0.09).
     let c = cosine(&scratch, &from_init);
