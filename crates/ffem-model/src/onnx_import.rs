@@ -427,6 +427,34 @@ impl Default for InputConvention {
 }
 
 impl InputConvention {
+    /// The convention from option values as users give them: `mean` and `std` one value for all
+    /// channels or three in the model's channel order. The error names `mean_key` or `std_key`
+    /// (the option or config key) and what is wrong.
+    pub fn from_values(
+        bgr: bool,
+        mean: &[f32],
+        std: &[f32],
+        mean_key: &str,
+        std_key: &str,
+    ) -> Result<Self, String> {
+        let three = |v: &[f32], key: &str| match v {
+            [x] => Ok([*x; 3]),
+            [a, b, c] => Ok([*a, *b, *c]),
+            _ => Err(format!(
+                "{key} takes one value or three (in the model's channel order), not {}",
+                v.len()
+            )),
+        };
+        let (mean, std) = (three(mean, mean_key)?, three(std, std_key)?);
+        if mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("{mean_key} {mean:?} must be finite"));
+        }
+        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+            return Err(format!("{std_key} {std:?} must be finite and non-zero"));
+        }
+        Ok(InputConvention { bgr, mean, std })
+    }
+
     /// Raw 0..255 values (no scaling), in `bgr` or RGB order: OpenCV's SFace takes this with BGR.
     pub fn raw(bgr: bool) -> Self {
         InputConvention {

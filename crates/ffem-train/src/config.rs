@@ -13,6 +13,7 @@ use ffem_model::distill::DistillMetric;
 use ffem_model::heads::HeadKind;
 use ffem_model::losses::LossConfig;
 use ffem_model::model::ModelConfig;
+use ffem_model::onnx_import::InputConvention;
 
 use crate::precision::Precision;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -26,6 +27,16 @@ pub enum BackboneName {
     /// MobileNetV3-Small.
     #[serde(rename = "mobilenet_v3_small")]
     MobileNetV3Small,
+}
+
+/// The channel order an external ONNX teacher takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (insightface and PyTorch-trained models, ffem's own).
+    Rgb,
+    /// Blue, green, red (OpenCV-trained models such as SFace).
+    Bgr,
 }
 
 /// The classification loss that trains the embedding.
@@ -162,6 +173,18 @@ pub struct TrainConfig {
     /// row per training record (keyed by the record's path). Needed by `loss = "distill"`; with
     /// another loss, adds `distill_weight` times the distillation loss to it.
     pub teacher: String,
+    /// A teacher run inside every step instead: an ONNX face model (N x 3 x H x W to N x D, H
+    /// the training `image_size`) that embeds the augmented batch the student sees, so the
+    /// target follows every augmentation. Costs one teacher pass per image per epoch; needs a
+    /// build with `--features onnxruntime`. Exclusive with `teacher`.
+    pub teacher_onnx: String,
+    /// Channel order `teacher_onnx` takes: `rgb` or `bgr` (OpenCV's SFace).
+    pub teacher_channels: ChannelOrder,
+    /// Subtracted from the 0..255 pixel values before `teacher_onnx`: one value or three (in the
+    /// teacher's channel order). 127.5 is insightface's convention; SFace takes raw pixels (0).
+    pub teacher_mean: Vec<f32>,
+    /// Divides after the subtraction: one value or three (SFace: 1).
+    pub teacher_std: Vec<f32>,
     /// Weight of the distillation term added to a classification loss (`teacher` set).
     pub distill_weight: f64,
     /// `cosine` (1 - cos) or `l2` (squared distance to the unit teacher embedding).
@@ -298,6 +321,10 @@ impl Default for TrainConfig {
             dropout: 0.2,
             loss: LossName::Arcface,
             teacher: String::new(),
+            teacher_onnx: String::new(),
+            teacher_channels: ChannelOrder::Rgb,
+            teacher_mean: vec![127.5],
+            teacher_std: vec![127.5],
             distill_weight: 1.0,
             distill_metric: DistillMetric::Cosine,
             scale: 64.0,
@@ -457,17 +484,24 @@ impl TrainConfig {
         if self.subcenters == 0 {
             return bad("subcenters must be at least 1".into());
         }
-        if self.loss == LossName::Distill && self.teacher.is_empty() {
+        if self.loss == LossName::Distill && !self.has_teacher() {
             return bad(
-                "loss = \"distill\" needs teacher = \"TEACHER.npy\": embed the training list with the teacher first (ffem embed --onnx TEACHER.onnx LIST -o TEACHER.npy)"
+                "loss = \"distill\" needs teacher = \"TEACHER.npy\" (embed the training list with the teacher first: ffem embed --onnx TEACHER.onnx LIST -o TEACHER.npy) or teacher_onnx = \"TEACHER.onnx\" (the teacher runs inside every step)"
                     .into(),
             );
         }
-        if !self.teacher.is_empty() && self.co_mining {
+        if !self.teacher.is_empty() && !self.teacher_onnx.is_empty() {
+            return bad(format!(
+                "teacher = \"{}\" and teacher_onnx = \"{}\" are both set: pick precomputed embeddings or a teacher run inside the step",
+                self.teacher, self.teacher_onnx
+            ));
+        }
+        if self.has_teacher() && self.co_mining {
             return bad("teacher (distillation) and co_mining cannot be combined: pick one".into());
         }
+        self.teacher_convention()?;
         let weight_ok = self.distill_weight.is_finite() && self.distill_weight > 0.0;
-        if !self.teacher.is_empty() && !weight_ok {
+        if self.has_teacher() && !weight_ok {
             return bad(format!(
                 "distill_weight {} must be positive: the weight of the teacher term",
                 self.distill_weight
@@ -482,6 +516,25 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the run distils from a teacher, precomputed (`teacher`) or inside the step
+    /// (`teacher_onnx`).
+    pub fn has_teacher(&self) -> bool {
+        !self.teacher.is_empty() || !self.teacher_onnx.is_empty()
+    }
+
+    /// How `teacher_onnx` takes its pixels; an error names the key whose value is not one number
+    /// or three, or a zero or non-finite divisor.
+    pub fn teacher_convention(&self) -> Result<InputConvention, ConfigError> {
+        InputConvention::from_values(
+            self.teacher_channels == ChannelOrder::Bgr,
+            &self.teacher_mean,
+            &self.teacher_std,
+            "teacher_mean",
+            "teacher_std",
+        )
+        .map_err(ConfigError)
     }
 
     /// The network configuration.

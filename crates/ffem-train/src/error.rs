@@ -41,6 +41,14 @@ pub enum TrainError {
     /// the file or the record without a row).
     #[error(transparent)]
     Teacher(#[from] ffem_model::distill::TeacherError),
+    /// The teacher run inside the step (`teacher_onnx`) could not be opened or failed on a batch.
+    #[error("teacher_onnx {path}: {reason}")]
+    OnlineTeacher {
+        /// The ONNX file.
+        path: PathBuf,
+        /// ONNX Runtime's message (it names the operator or shape at fault).
+        reason: String,
+    },
     /// Reading or embedding the faces of a pair set failed.
     #[error(transparent)]
     EvalSet(#[from] EvalSetError),

@@ -24,6 +24,7 @@ pub mod precision;
 pub mod run_dir;
 pub mod schedule;
 pub mod step;
+pub mod teacher;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -11,7 +11,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ffem_data::{AugmentConfig, Pipeline, PipelineConfig, RecordSource};
 use ffem_model::backbones::mobilenet_v3::{ConvInit, MobileNetV3Config};
-use ffem_model::distill::{Distiller, TeacherTable};
+use ffem_model::distill::Distiller;
 use ffem_model::embed::Embedder;
 use ffem_model::evalset::{PairSet, embed_set, verify_set};
 use ffem_model::losses::ClassifierLoss;
@@ -26,6 +26,7 @@ use crate::metrics::{MetricsLog, MetricsRow, draw_curves};
 use crate::optimizer;
 use crate::run_dir::RunDir;
 use crate::step::{DistillTerm, Peer, StepOutcome, StepResult, TrainModule, train_step};
+use crate::teacher::Teacher;
 
 /// Options that are not part of the model's recipe.
 #[derive(Debug, Clone, Default)]
@@ -196,35 +197,11 @@ fn init_from(
     Ok(())
 }
 
-/// The distillation teacher's embeddings, checked against every record of the training data
-/// (one pass over the records before training, so a mismatched file fails at once and names the
-/// record rather than hours in).
-fn open_teacher(
-    cfg: &TrainConfig,
-    source: &RecordSource,
-) -> Result<Option<TeacherTable>, TrainError> {
-    if cfg.teacher.is_empty() {
-        return Ok(None);
-    }
-    let table = TeacherTable::load(Path::new(&cfg.teacher))?;
-    for (i, rec) in source.records(false).enumerate() {
-        let rec = rec?;
-        let path = rec.path.ok_or_else(|| {
-            TrainError::Setup(format!(
-                "record {i} of {} has no path, so no teacher embedding can be matched to it: pack the data with ffem pack (it keeps each image's path)",
-                cfg.train_data
-            ))
-        })?;
-        table.check(&path)?;
-    }
-    Ok(Some(table))
-}
-
 /// A run in progress: what the loop carries from step to step besides the module itself.
 struct Session<'a> {
     cfg: &'a TrainConfig,
-    /// Distillation targets by record path.
-    teacher: Option<TeacherTable>,
+    /// Where distillation targets come from.
+    teacher: Option<Teacher>,
     run: RunDir,
     /// The device verification runs on (the training device without autodiff).
     device: Device,
@@ -262,7 +239,7 @@ fn open<'a>(
         (None, _) => 0,
     };
 
-    let teacher = open_teacher(cfg, &source)?;
+    let teacher = Teacher::open(cfg, &source)?;
     let model_cfg = cfg.model();
     let stream_seed = run_stream_seed(cfg.seed, opts.init.is_some());
     ad.seed(stream_seed);
@@ -512,11 +489,12 @@ pub fn train(
         for batch in pipeline.epoch(session.state.epoch, session.state.batch) {
             let batch = batch?;
             let n = batch.len();
+            // The rate counts the teacher's time too: run inside the step, it is most of it.
+            let t0 = Instant::now();
             let teacher = match &session.teacher {
-                Some(t) => Some(t.batch(&batch.paths, &ad)?),
+                Some(t) => Some(t.targets(&batch, &ad)?),
                 None => None,
             };
-            let t0 = Instant::now();
             let step = session.state.step;
             // Dropout draws from the backend RNG: seeding per step makes resumed runs identical.
             ad.seed(ffem_data::pipeline::mix(cfg.seed, step));

@@ -9,7 +9,7 @@ use ffem_train::{TrainConfig, TrainOptions, train};
 
 mod common;
 
-use common::{SERIAL, dataset, tiny_config};
+use common::{SERIAL, assert_loss_falls, dataset, tiny_config, train_rows};
 
 #[test]
 fn interrupted_and_resumed_run_has_the_same_loss_curve() {
@@ -354,24 +354,6 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     assert_eq!(s.verification.unwrap().pairs, 10);
 }
 
-/// Trains `cfg` into a fresh `run` folder and returns its metrics rows.
-fn train_rows(cfg: &TrainConfig, run: &std::path::Path) -> Vec<ffem_train::metrics::MetricsRow> {
-    train(cfg, run, false, &TrainOptions::default()).unwrap();
-    read_metrics(&run.join("metrics.csv")).unwrap()
-}
-
-/// Every loss finite, and the mean of the last `window` steps below 90% of the first `window`'s.
-fn assert_loss_falls(rows: &[ffem_train::metrics::MetricsRow], window: usize, what: &str) {
-    let mean = |r: &[ffem_train::metrics::MetricsRow]| {
-        r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
-    };
-    let (first, last) = (mean(&rows[..window]), mean(&rows[rows.len() - window..]));
-    assert!(
-        rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
-        "{what}: loss {first} -> {last}"
-    );
-}
-
 #[test]
 fn the_proxy_subcenter_and_softtriple_losses_lower_their_loss_in_a_short_run() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -625,6 +607,78 @@ fn a_teacher_file_without_a_record_is_refused_naming_the_record() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("teacher"), "{err}");
+}
+
+#[test]
+fn teacher_settings_that_cannot_work_are_refused_naming_the_key() {
+    let records = std::path::Path::new("records");
+    let online = TrainConfig {
+        loss: LossName::Distill,
+        teacher_onnx: "sface.onnx".into(),
+        ..tiny_config(records)
+    };
+    online
+        .validate()
+        .expect("an online teacher alone is a valid distillation run");
+    let check = |cfg: TrainConfig, keys: &[&str]| {
+        let err = cfg.validate().expect_err("invalid").to_string();
+        assert!(keys.iter().all(|k| err.contains(k)), "{keys:?}: {err}");
+    };
+    check(
+        TrainConfig {
+            teacher: "teacher.npy".into(),
+            ..online.clone()
+        },
+        &["teacher.npy", "sface.onnx", "pick"],
+    );
+    check(
+        TrainConfig {
+            teacher_mean: vec![0.0, 0.0],
+            ..online.clone()
+        },
+        &["teacher_mean", "one value or three", "not 2"],
+    );
+    check(
+        TrainConfig {
+            teacher_std: vec![1.0, 0.0, 1.0],
+            ..online.clone()
+        },
+        &["teacher_std", "non-zero"],
+    );
+    check(
+        TrainConfig {
+            co_mining: true,
+            loss: LossName::Arcface,
+            ..online.clone()
+        },
+        &["co_mining"],
+    );
+}
+
+/// Without ONNX Runtime compiled in, a run with an online teacher stops before training and
+/// says how to get it, or how to precompute the teacher instead.
+#[cfg(not(feature = "onnxruntime"))]
+#[test]
+fn an_online_teacher_without_onnxruntime_says_how_to_build_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let records = dataset(dir.path());
+    let cfg = TrainConfig {
+        loss: LossName::Distill,
+        teacher_onnx: "sface.onnx".into(),
+        ..tiny_config(&records)
+    };
+    let run = dir.path().join("run");
+    let err = train(&cfg, &run, false, &TrainOptions::default())
+        .expect_err("no ONNX Runtime in this build")
+        .to_string();
+    assert!(
+        err.contains("sface.onnx")
+            && err.contains("--features onnxruntime")
+            && err.contains("teacher = "),
+        "{err}"
+    );
+    assert!(!run.join("metrics.csv").exists(), "no step may run");
 }
 
 /// The classifier of the first step of a run in `run`, as its checkpoint holds it: with a

@@ -79,6 +79,12 @@ pub fn tiny_face_model() -> Vec<u8> {
 
 /// The same with the batch fixed at `batch` on the input, the output and the shape hint.
 pub fn tiny_face_model_with_batch(batch: u64) -> Vec<u8> {
+    tiny_face_model_sized(batch, SIDE)
+}
+
+/// The same with the batch fixed at `batch` and images of `side` x `side` (the output does not
+/// depend on the side: the graph averages the pixels first).
+pub fn tiny_face_model_sized(batch: u64, side: u64) -> Vec<u8> {
     let mut g = Vec::new();
     g.extend(bytes_of(
         1,
@@ -112,7 +118,7 @@ pub fn tiny_face_model_with_batch(batch: u64) -> Vec<u8> {
         5,
         &initializer("gain", &[1], 1, &GAIN.to_le_bytes()),
     ));
-    let s = Some(SIDE);
+    let s = Some(side);
     g.extend(bytes_of(
         11,
         &value_info("image", &[Some(1), Some(3), s, s]),

@@ -1,5 +1,6 @@
 //! What the trainer's tests share: a tiny packed synthetic dataset and a configuration that
-//! trains on it in about a second.
+//! trains on it in about a second, and the checks of a run's loss curve.
+#![allow(dead_code)] // each test file uses a part
 
 use std::path::{Path, PathBuf};
 
@@ -46,4 +47,22 @@ pub fn tiny_config(records: &Path) -> TrainConfig {
         seed: 11,
         ..TrainConfig::default()
     }
+}
+
+/// Trains `cfg` into a fresh `run` folder and returns its metrics rows.
+pub fn train_rows(cfg: &TrainConfig, run: &Path) -> Vec<ffem_train::metrics::MetricsRow> {
+    ffem_train::train(cfg, run, false, &ffem_train::TrainOptions::default()).unwrap();
+    ffem_train::metrics::read_metrics(&run.join("metrics.csv")).unwrap()
+}
+
+/// Every loss finite, and the mean of the last `window` steps below 90% of the first `window`'s.
+pub fn assert_loss_falls(rows: &[ffem_train::metrics::MetricsRow], window: usize, what: &str) {
+    let mean = |r: &[ffem_train::metrics::MetricsRow]| {
+        r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64
+    };
+    let (first, last) = (mean(&rows[..window]), mean(&rows[rows.len() - window..]));
+    assert!(
+        rows.iter().all(|r| r.loss.is_finite()) && last < 0.9 * first,
+        "{what}: loss {first} -> {last}"
+    );
 }

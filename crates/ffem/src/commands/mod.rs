@@ -122,25 +122,14 @@ pub struct OnnxArgs {
 impl OnnxArgs {
     /// The input convention the options describe.
     pub fn convention(&self) -> Result<ffem_model::onnx_import::InputConvention> {
-        let three = |v: &[f32], name: &str| -> Result<[f32; 3]> {
-            match v {
-                [x] => Ok([*x; 3]),
-                [a, b, c] => Ok([*a, *b, *c]),
-                _ => bail!(
-                    "--{name} takes one value or three (comma-separated), not {}",
-                    v.len()
-                ),
-            }
-        };
-        let std = three(&self.onnx_std, "onnx-std")?;
-        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
-            bail!("--onnx-std must be finite and non-zero");
-        }
-        Ok(ffem_model::onnx_import::InputConvention {
-            bgr: self.onnx_channels == ChannelOrder::Bgr,
-            mean: three(&self.onnx_mean, "onnx-mean")?,
-            std,
-        })
+        ffem_model::onnx_import::InputConvention::from_values(
+            self.onnx_channels == ChannelOrder::Bgr,
+            &self.onnx_mean,
+            &self.onnx_std,
+            "--onnx-mean",
+            "--onnx-std",
+        )
+        .map_err(anyhow::Error::msg)
     }
 
     /// Opens the external model.
