@@ -54,22 +54,24 @@ student student_s1 --set stem_stride=1 --set color_jitter=false --set cutout=fal
 end=$(date +%s)
 echo "student (CFP + CelebA): $((mid - start)) s; student (CelebA): $((mid2 - mid)) s; student (stem stride 1): $((end - mid2)) s"
 # The teacher inside the step, on the augmented crop the student sees (SFace in ONNX Runtime),
-# against the precomputed teacher over the same number of epochs, with and without the colour
-# jitter and cutout that precomputed targets cannot follow.
-ONLINE_EPOCHS="${ONLINE_EPOCHS:-6}"
+# against the precomputed teacher over the same number of epochs (6 and 12), and over 6 epochs
+# without the colour jitter and cutout that precomputed targets cannot follow.
 ONLINE=(--set 'teacher=""' --set "teacher_onnx=\"$SFACE\"" --set 'teacher_channels="bgr"'
     --set 'teacher_mean=[0.0]' --set 'teacher_std=[1.0]')
-t0=$(date +%s)
-student student_online "${ONLINE[@]}" --set "epochs=$ONLINE_EPOCHS"
-t1=$(date +%s)
-student student_short --set "epochs=$ONLINE_EPOCHS"
-t2=$(date +%s)
-student student_short_noaug --set "epochs=$ONLINE_EPOCHS" --set color_jitter=false --set cutout=false
-t3=$(date +%s)
-echo "$ONLINE_EPOCHS epochs: teacher inside the step $((t1 - t0)) s; precomputed $((t2 - t1)) s; precomputed without jitter/cutout $((t3 - t2)) s"
+COMPARED=()
+for e in ${ONLINE_EPOCHS:-6 12}; do
+    t0=$(date +%s)
+    student "student_online_${e}ep" "${ONLINE[@]}" --set "epochs=$e"
+    t1=$(date +%s)
+    student "student_short_${e}ep" --set "epochs=$e"
+    t2=$(date +%s)
+    echo "$e epochs: teacher inside the step $((t1 - t0)) s; precomputed $((t2 - t1)) s"
+    COMPARED+=("student_online_${e}ep" "student_short_${e}ep")
+done
+student student_short_noaug_6ep --set epochs=6 --set color_jitter=false --set cutout=false
 # Part 1: the teacher itself on the protocols.
 [ -f "$OUT/teacher_eval.json" ] || $FFEM eval "${TEACHER[@]}" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp" --json > "$OUT/teacher_eval.json"
-for s in student student_celeba student_s1 student_online student_short student_short_noaug; do
+for s in student student_celeba student_s1 "${COMPARED[@]}" student_short_noaug_6ep; do
     $FFEM eval "$OUT/$s/model" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp" --json > "$OUT/$s/eval.json"
     $FFEM eval "$OUT/$s/model" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp"
 done

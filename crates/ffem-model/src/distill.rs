@@ -3,7 +3,9 @@
 //! the same image. The teacher's embeddings are computed once, before training (`ffem embed
 //! --onnx TEACHER.onnx LIST -o teacher.npy`, flip-summed, keyed by record path), so a strong but
 //! slow teacher costs one pass over the data instead of one per epoch; [`TeacherTable`] reads them
-//! and checks that every record has one.
+//! and checks that every record has one. (The trainer can also run an ONNX teacher inside each
+//! step on the augmented batch, `teacher_onnx`: better targets per epoch, one teacher pass per
+//! image per epoch.)
 //!
 //! The projection trains with the student and is not part of the model: `save_model` and
 //! `ffem export` write the student network alone, so a 512-d student of a 128-d teacher still
