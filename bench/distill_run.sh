@@ -71,9 +71,19 @@ done
 student student_short_noaug_6ep --set epochs=6 --set color_jitter=false --set cutout=false
 # Part 1: the teacher itself on the protocols.
 [ -f "$OUT/teacher_eval.json" ] || $FFEM eval "${TEACHER[@]}" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp" --json > "$OUT/teacher_eval.json"
+# Each student once (an existing eval.json is kept, as the teacher's is); one line each from it.
 for s in student student_celeba student_s1 "${COMPARED[@]}" student_short_noaug_6ep; do
-    $FFEM eval "$OUT/$s/model" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp" --json > "$OUT/$s/eval.json"
-    $FFEM eval "$OUT/$s/model" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp"
+    if [ ! -f "$OUT/$s/eval.json" ]; then
+        $FFEM eval "$OUT/$s/model" --lfw "$DATA/lfw" --cfp-fp "$DATA/cfp" --json > "$OUT/$s/eval.json.tmp"
+        mv "$OUT/$s/eval.json.tmp" "$OUT/$s/eval.json"
+    fi
+    python3 - "$s" "$OUT/$s/eval.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[2]))
+cells = ("{} {:.2f}% +- {:.2f} (AUC {:.4f})".format(k, 100 * r[k]["accuracy"], 100 * r[k]["std"], r[k]["auc"])
+         for k in ("lfw", "cfp_fp"))
+print(sys.argv[1], *cells)
+PY
 done
 cat "$OUT/teacher_eval.json"
 ls -l "$SFACE" "$OUT"/student*/model/weights.bpk

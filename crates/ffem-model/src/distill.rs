@@ -4,8 +4,8 @@
 //! --onnx TEACHER.onnx LIST -o teacher.npy`, flip-summed, keyed by record path), so a strong but
 //! slow teacher costs one pass over the data instead of one per epoch; [`TeacherTable`] reads them
 //! and checks that every record has one. (The trainer can also run an ONNX teacher inside each
-//! step on the augmented batch, `teacher_onnx`: better targets per epoch, one teacher pass per
-//! image per epoch.)
+//! step on the augmented batch, `teacher_onnx`: targets that follow the augmentation, at one
+//! teacher pass per image per epoch; docs/distill.md measures the two.)
 //!
 //! The projection trains with the student and is not part of the model: `save_model` and
 //! `ffem export` write the student network alone, so a 512-d student of a 128-d teacher still

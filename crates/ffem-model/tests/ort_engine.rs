@@ -116,14 +116,11 @@ fn external_onnx_model_runs_with_its_input_convention() {
             let means: [f64; 3] = std::array::from_fn(|c| {
                 (mean(k, model_channel[c]) - convention.mean[c] as f64) / convention.std[c] as f64
             });
-            let want = common::expected_embedding(means);
-            for j in 0..4 {
-                let g = got[k * 4 + j] as f64;
-                assert!(
-                    (g - want[j]).abs() <= 1e-4 * want[j].abs().max(1.0),
-                    "{convention:?} image {k} value {j}: {g} vs {want:?}"
-                );
-            }
+            common::assert_expected_embedding(
+                &got[k * 4..][..4],
+                means,
+                &format!("{convention:?} image {k}"),
+            );
         }
     }
 }

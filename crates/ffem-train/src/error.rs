@@ -41,7 +41,8 @@ pub enum TrainError {
     /// the file or the record without a row).
     #[error(transparent)]
     Teacher(#[from] ffem_model::distill::TeacherError),
-    /// The teacher run inside the step (`teacher_onnx`) could not be opened or failed on a batch.
+    /// The teacher run inside the step (`teacher_onnx`) could not be opened, does not take the
+    /// training image size, or failed on a batch.
     #[error("teacher_onnx {path}: {reason}")]
     OnlineTeacher {
         /// The ONNX file.

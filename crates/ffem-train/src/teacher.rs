@@ -100,12 +100,14 @@ fn open_onnx(cfg: &TrainConfig) -> Result<Teacher, TrainError> {
         }
     })?;
     if engine.image_size() != cfg.image_size {
-        return Err(TrainError::Setup(format!(
-            "teacher_onnx {} takes {s}x{s} images and the student trains on {t}x{t}: set image_size = {s}, or use a teacher of the student's size",
-            path.display(),
-            s = engine.image_size(),
-            t = cfg.image_size
-        )));
+        return Err(TrainError::OnlineTeacher {
+            path: path.to_path_buf(),
+            reason: format!(
+                "takes {s}x{s} images and the student trains on {t}x{t}: set image_size = {s}, or use a teacher of the student's size",
+                s = engine.image_size(),
+                t = cfg.image_size
+            ),
+        });
     }
     tracing::info!(
         "teacher {} runs inside every step ({}-d, {}x{} input)",

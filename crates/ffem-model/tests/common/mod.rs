@@ -159,3 +159,17 @@ pub fn expected_embedding(channel_means: [f64; 3]) -> [f64; 4] {
     }
     out
 }
+
+/// Asserts that `got` (one image's 4 outputs) is [`expected_embedding`] of `channel_means`, to
+/// 1e-4 relative (absolute below 1); `what` names the image in the message.
+pub fn assert_expected_embedding(got: &[f32], channel_means: [f64; 3], what: &str) {
+    let want = expected_embedding(channel_means);
+    assert_eq!(got.len(), 4, "{what}");
+    for j in 0..4 {
+        let g = got[j] as f64;
+        assert!(
+            (g - want[j]).abs() <= 1e-4 * want[j].abs().max(1.0),
+            "{what} value {j}: {g} vs {want:?}"
+        );
+    }
+}
