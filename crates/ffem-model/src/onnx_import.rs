@@ -403,6 +403,36 @@ fn shape_text(dims: &[Option<i64>]) -> String {
     format!("[{}]", d.join(", "))
 }
 
+/// The channel order an external model takes: a config value (`"rgb"`, `"bgr"`) and a command-line
+/// value alike, so a teacher in a training config and `ffem eval --onnx-channels` are spelled the
+/// same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (insightface and PyTorch-trained models, ffem's own).
+    #[default]
+    Rgb,
+    /// Blue, green, red (OpenCV-trained models such as SFace).
+    Bgr,
+}
+
+impl ChannelOrder {
+    /// The values as written in configs and on the command line.
+    pub const NAMES: [&'static str; 2] = ["rgb", "bgr"];
+}
+
+impl std::str::FromStr for ChannelOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rgb" => Ok(ChannelOrder::Rgb),
+            "bgr" => Ok(ChannelOrder::Bgr),
+            _ => Err(format!("channel order `{s}` is not one of rgb, bgr")),
+        }
+    }
+}
+
 /// How a model expects its pixels: channel order and `(pixel - mean) / std` per channel of the
 /// raw 0..255 values, in the model's channel order. Defaults to insightface's convention (RGB,
 /// (x - 127.5) / 127.5), which is also what ffem's own networks take.
@@ -431,7 +461,7 @@ impl InputConvention {
     /// channels or three in the model's channel order. The error names `mean_key` or `std_key`
     /// (the option or config key) and what is wrong.
     pub fn from_values(
-        bgr: bool,
+        channels: ChannelOrder,
         mean: &[f32],
         std: &[f32],
         mean_key: &str,
@@ -452,7 +482,11 @@ impl InputConvention {
         if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
             return Err(format!("{std_key} {std:?} must be finite and non-zero"));
         }
-        Ok(InputConvention { bgr, mean, std })
+        Ok(InputConvention {
+            bgr: channels == ChannelOrder::Bgr,
+            mean,
+            std,
+        })
     }
 
     /// Raw 0..255 values (no scaling), in `bgr` or RGB order: OpenCV's SFace takes this with BGR.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use ffem_model::onnx_import::{InputConvention, OnnxImportError, prepare_external};
+use ffem_model::onnx_import::{ChannelOrder, InputConvention, OnnxImportError, prepare_external};
 
 #[test]
 fn rewrite_drops_unused_inputs_keeps_constants_and_relaxes_the_batch() {
@@ -88,28 +88,43 @@ fn conventions_map_prepared_crops_to_the_models_pixels() {
 
 #[test]
 fn conventions_from_option_values_spread_one_value_and_name_the_bad_key() {
-    let raw = InputConvention::from_values(true, &[0.0], &[1.0], "mean", "std").unwrap();
+    let raw =
+        InputConvention::from_values(ChannelOrder::Bgr, &[0.0], &[1.0], "mean", "std").unwrap();
     assert_eq!(raw, InputConvention::raw(true));
-    let three =
-        InputConvention::from_values(false, &[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0], "m", "s").unwrap();
+    let three = InputConvention::from_values(
+        ChannelOrder::Rgb,
+        &[1.0, 2.0, 3.0],
+        &[4.0, 5.0, 6.0],
+        "m",
+        "s",
+    )
+    .unwrap();
     assert_eq!(
         (three.mean, three.std, three.bgr),
         ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], false)
     );
     let err =
-        InputConvention::from_values(false, &[1.0, 2.0], &[1.0], "--onnx-mean", "s").unwrap_err();
+        InputConvention::from_values(ChannelOrder::Rgb, &[1.0, 2.0], &[1.0], "--onnx-mean", "s")
+            .unwrap_err();
     assert!(
         err.contains("--onnx-mean") && err.contains("not 2"),
         "{err}"
     );
-    let err = InputConvention::from_values(false, &[0.0], &[1.0, 0.0, 1.0], "m", "teacher_std")
-        .unwrap_err();
+    let err = InputConvention::from_values(
+        ChannelOrder::Rgb,
+        &[0.0],
+        &[1.0, 0.0, 1.0],
+        "m",
+        "teacher_std",
+    )
+    .unwrap_err();
     assert!(
         err.contains("teacher_std") && err.contains("non-zero"),
         "{err}"
     );
     let err =
-        InputConvention::from_values(false, &[f32::NAN], &[1.0], "teacher_mean", "s").unwrap_err();
+        InputConvention::from_values(ChannelOrder::Rgb, &[f32::NAN], &[1.0], "teacher_mean", "s")
+            .unwrap_err();
     assert!(
         err.contains("teacher_mean") && err.contains("finite"),
         "{err}"

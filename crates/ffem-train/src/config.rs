@@ -29,15 +29,8 @@ pub enum BackboneName {
     MobileNetV3Small,
 }
 
-/// The channel order an external ONNX teacher takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelOrder {
-    /// Red, green, blue (insightface and PyTorch-trained models, ffem's own).
-    Rgb,
-    /// Blue, green, red (OpenCV-trained models such as SFace).
-    Bgr,
-}
+/// The channel order an external ONNX teacher takes (`teacher_channels`).
+pub use ffem_model::onnx_import::ChannelOrder;
 
 /// The classification loss that trains the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,7 +521,7 @@ impl TrainConfig {
     /// or three, or a zero or non-finite divisor.
     pub fn teacher_convention(&self) -> Result<InputConvention, ConfigError> {
         InputConvention::from_values(
-            self.teacher_channels == ChannelOrder::Bgr,
+            self.teacher_channels,
             &self.teacher_mean,
             &self.teacher_std,
             "teacher_mean",

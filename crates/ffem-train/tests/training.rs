@@ -2,7 +2,7 @@
 //! curve exactly, the non-finite guard skips and then stops, labels beyond num_identity fail.
 
 use ffem_model::heads::HeadKind;
-use ffem_train::config::{BackboneName, LossName, OptimizerName};
+use ffem_train::config::{BackboneName, ChannelOrder, LossName, OptimizerName};
 use ffem_train::metrics::read_metrics;
 use ffem_train::precision::Precision;
 use ffem_train::{TrainConfig, TrainOptions, train};
@@ -653,6 +653,25 @@ fn teacher_settings_that_cannot_work_are_refused_naming_the_key() {
         },
         &["co_mining"],
     );
+}
+
+/// `teacher_channels` takes the words `--onnx-channels` takes; another word fails naming it.
+#[test]
+fn teacher_channel_orders_read_from_toml_and_a_typo_is_named() {
+    let set = |value: &str| {
+        TrainConfig::load(
+            None,
+            &[
+                "loss=\"distill\"".into(),
+                "teacher_onnx=\"sface.onnx\"".into(),
+                format!("teacher_channels=\"{value}\""),
+            ],
+        )
+    };
+    assert_eq!(set("bgr").unwrap().teacher_channels, ChannelOrder::Bgr);
+    assert_eq!(set("rgb").unwrap().teacher_channels, ChannelOrder::Rgb);
+    let err = set("grb").expect_err("not a channel order").to_string();
+    assert!(err.contains("grb") && err.contains("bgr"), "{err}");
 }
 
 /// Without ONNX Runtime compiled in, a run with an online teacher stops before training and

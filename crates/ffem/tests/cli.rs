@@ -1108,3 +1108,42 @@ fn clean_flags_injected_label_noise() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(text.contains("7 labels flipped") && recall >= 0.5, "{text}");
 }
+
+#[test]
+fn onnx_channel_orders_are_rgb_or_bgr_and_a_typo_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.onnx");
+    let o = ffem(&[
+        "eval",
+        "--onnx",
+        missing.to_str().unwrap(),
+        "--onnx-channels",
+        "grb",
+        "--lfw",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("grb") && err.contains("rgb") && err.contains("bgr"),
+        "{err}"
+    );
+    // A valid order passes parsing: the failure is then about a missing file (the protocol's or
+    // the model's), named.
+    let o = ffem(&[
+        "eval",
+        "--onnx",
+        missing.to_str().unwrap(),
+        "--onnx-channels",
+        "bgr",
+        "--lfw",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(!err.contains("invalid value"), "{err}");
+    assert!(
+        err.contains("pairs.txt") || err.contains("absent.onnx"),
+        "{err}"
+    );
+}

@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
+use clap::builder::TypedValueParser;
 use ffem_detect::Mtcnn;
 use ffem_model::faces::FaceSource;
+use ffem_model::onnx_import::ChannelOrder;
 use ffem_model::{ComputeDevice, Embedder, ModelConfig, load_model};
 
 /// Which runtime runs the network's forward passes.
@@ -74,15 +76,6 @@ impl DetectArg {
     }
 }
 
-/// Channel order of an external model's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ChannelOrder {
-    /// Red, green, blue (insightface, PyTorch-trained models).
-    Rgb,
-    /// Blue, green, red (OpenCV-trained models such as SFace).
-    Bgr,
-}
-
 /// An external ONNX face model in place of an ffem model directory, and how to feed it.
 #[derive(Args)]
 pub struct OnnxArgs {
@@ -92,7 +85,13 @@ pub struct OnnxArgs {
     #[arg(long, value_name = "MODEL.onnx")]
     pub onnx: Option<PathBuf>,
     /// Channel order the ONNX model takes.
-    #[arg(long, value_enum, default_value = "rgb", requires = "onnx")]
+    #[arg(
+        long,
+        default_value = "rgb",
+        requires = "onnx",
+        value_parser = clap::builder::PossibleValuesParser::new(ChannelOrder::NAMES)
+            .map(|name| name.parse::<ChannelOrder>().expect("a listed name parses"))
+    )]
     onnx_channels: ChannelOrder,
     /// Subtracted from the 0..255 pixel values: one value, or three in the model's channel order
     /// (127.5: insightface; 0 with --onnx-std 1: raw pixels, as SFace takes them).
@@ -123,7 +122,7 @@ impl OnnxArgs {
     /// The input convention the options describe.
     pub fn convention(&self) -> Result<ffem_model::onnx_import::InputConvention> {
         ffem_model::onnx_import::InputConvention::from_values(
-            self.onnx_channels == ChannelOrder::Bgr,
+            self.onnx_channels,
             &self.onnx_mean,
             &self.onnx_std,
             "--onnx-mean",
