@@ -213,6 +213,9 @@ struct Session<'a> {
     bar: indicatif::ProgressBar,
     consecutive_nonfinite: u32,
     verification: Option<ffem_eval::VerificationReport>,
+    /// The step `verification` was made at: the summary and the threshold saved with the model
+    /// must describe the final weights, not those of the last `eval_every` multiple.
+    verified_at: Option<u64>,
     /// Steps of the whole run (0 when the dataset does not say how many records it has).
     total_steps: u64,
 }
@@ -315,6 +318,7 @@ fn open<'a>(
         bar,
         consecutive_nonfinite: 0,
         verification: None,
+        verified_at: None,
         total_steps,
     };
     Ok((session, module, pipeline))
@@ -388,6 +392,7 @@ impl Session<'_> {
         });
         let accuracy = v.accuracy;
         self.verification = Some(v);
+        self.verified_at = Some(self.state.step);
         Ok(accuracy)
     }
 
@@ -528,6 +533,11 @@ pub fn train(
             }
         }
         session.end_epoch(&module)?;
+    }
+    if session.val_set.is_some() && session.verified_at != Some(session.state.step) {
+        // The last step was not an `eval_every` multiple (or the run stopped early).
+        let step = session.state.step;
+        session.verify(&module.model, &format!("step {step} (final)"))?;
     }
     session.bar.finish_and_clear();
     save_model(

@@ -345,6 +345,39 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     );
     assert!((rows[11].val_accuracy.unwrap() - separate.accuracy).abs() < 1e-5);
 
+    // eval_every = 5 does not divide the run's 12 steps: the summary and the saved threshold
+    // still describe the final weights (verified once more after the last step), not step 10's.
+    cfg.eval_every = 5;
+    let run5 = dir.path().join("run5");
+    let s = train(&cfg, &run5, false, &TrainOptions::default()).unwrap();
+    let rows = read_metrics(&run5.join("metrics.csv")).unwrap();
+    let verified: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.val_accuracy.is_some())
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(verified, vec![5, 10]);
+    let (model_cfg, model) = ffem_model::load_model(&run5.join("model"), &device).unwrap();
+    let embedder = ffem_model::Embedder::new(&model, model_cfg, &device);
+    let emb =
+        ffem_model::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
+    let separate = ffem_model::evalset::verify_set(&pairs, &emb);
+    let last = s.verification.expect("a verification of the final weights");
+    // The mean embedding norm moves with every step, where 10 pairs' accuracy and threshold may
+    // not: it tells step 12's weights from step 10's.
+    assert_eq!(
+        (last.accuracy, last.threshold_cosine, last.embedding_norm),
+        (
+            separate.accuracy,
+            separate.threshold_cosine,
+            separate.embedding_norm
+        )
+    );
+    let saved = ffem_model::threshold::SavedThreshold::load(&run5.join("model"))
+        .unwrap()
+        .expect("a threshold saved with the model");
+    assert_eq!(saved.threshold_cosine, separate.threshold_cosine as f32);
+
     // eval_every = 0: verified at epoch ends only, nothing in the per-step rows.
     cfg.eval_every = 0;
     let run0 = dir.path().join("run0");

@@ -84,7 +84,8 @@ pub struct OnnxArgs {
     /// with `--features onnxruntime` and scripts/fetch-onnxruntime.sh.
     #[arg(long, value_name = "MODEL.onnx")]
     pub onnx: Option<PathBuf>,
-    /// Channel order the ONNX model takes.
+    /// Channel order the ONNX model takes: rgb (insightface, PyTorch-trained models) or bgr
+    /// (OpenCV-trained models such as SFace).
     #[arg(
         long,
         default_value = "rgb",
