@@ -319,12 +319,13 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     let run = dir.path().join("run");
     let s = train(&cfg, &run, false, &TrainOptions::default()).unwrap();
     let rows = read_metrics(&run.join("metrics.csv")).unwrap();
-    let verified: Vec<u64> = rows
-        .iter()
-        .filter(|r| r.val_accuracy.is_some())
-        .map(|r| r.step)
-        .collect();
-    assert_eq!(verified, vec![4, 8, 12]);
+    let verified_steps = |rows: &[ffem_train::metrics::MetricsRow]| -> Vec<u64> {
+        rows.iter()
+            .filter(|r| r.val_accuracy.is_some())
+            .map(|r| r.step)
+            .collect()
+    };
+    assert_eq!(verified_steps(&rows), vec![4, 8, 12]);
 
     let device = burn::tensor::Device::flex();
     let (model_cfg, model) = ffem_model::load_model(&run.join("model"), &device).unwrap();
@@ -351,12 +352,7 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     let run5 = dir.path().join("run5");
     let s = train(&cfg, &run5, false, &TrainOptions::default()).unwrap();
     let rows = read_metrics(&run5.join("metrics.csv")).unwrap();
-    let verified: Vec<u64> = rows
-        .iter()
-        .filter(|r| r.val_accuracy.is_some())
-        .map(|r| r.step)
-        .collect();
-    assert_eq!(verified, vec![5, 10]);
+    assert_eq!(verified_steps(&rows), vec![5, 10]);
     let (model_cfg, model) = ffem_model::load_model(&run5.join("model"), &device).unwrap();
     let embedder = ffem_model::Embedder::new(&model, model_cfg, &device);
     let emb =

@@ -1113,34 +1113,27 @@ fn clean_flags_injected_label_noise() {
 fn onnx_channel_orders_are_rgb_or_bgr_and_a_typo_lists_them() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("absent.onnx");
-    let o = ffem(&[
-        "eval",
-        "--onnx",
-        missing.to_str().unwrap(),
-        "--onnx-channels",
-        "grb",
-        "--lfw",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let eval_with = |channels: &str| {
+        let o = ffem(&[
+            "eval",
+            "--onnx",
+            missing.to_str().unwrap(),
+            "--onnx-channels",
+            channels,
+            "--lfw",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        stderr(&o)
+    };
+    let err = eval_with("grb");
     assert!(
         err.contains("grb") && err.contains("rgb") && err.contains("bgr"),
         "{err}"
     );
     // A valid order passes parsing: the failure is then about a missing file (the protocol's or
     // the model's), named.
-    let o = ffem(&[
-        "eval",
-        "--onnx",
-        missing.to_str().unwrap(),
-        "--onnx-channels",
-        "bgr",
-        "--lfw",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    let err = eval_with("bgr");
     assert!(!err.contains("invalid value"), "{err}");
     assert!(
         err.contains("pairs.txt") || err.contains("absent.onnx"),
