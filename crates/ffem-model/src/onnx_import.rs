@@ -424,11 +424,15 @@ impl ChannelOrder {
 impl std::str::FromStr for ChannelOrder {
     type Err = String;
 
+    /// Exact, lower-case names, as serde and the command line take them.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
+        match s {
             "rgb" => Ok(ChannelOrder::Rgb),
             "bgr" => Ok(ChannelOrder::Bgr),
-            _ => Err(format!("channel order `{s}` is not one of rgb, bgr")),
+            _ => Err(format!(
+                "channel order `{s}` is not one of {}",
+                ChannelOrder::NAMES.join(", ")
+            )),
         }
     }
 }
@@ -438,8 +442,8 @@ impl std::str::FromStr for ChannelOrder {
 /// (x - 127.5) / 127.5), which is also what ffem's own networks take.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputConvention {
-    /// The model takes BGR (OpenCV-trained models such as SFace).
-    pub bgr: bool,
+    /// The channel order the model takes (BGR for OpenCV-trained models such as SFace).
+    pub channels: ChannelOrder,
     /// Subtracted from the 0..255 value, per channel of the model's order.
     pub mean: [f32; 3],
     /// Divides after the subtraction.
@@ -449,7 +453,7 @@ pub struct InputConvention {
 impl Default for InputConvention {
     fn default() -> Self {
         InputConvention {
-            bgr: false,
+            channels: ChannelOrder::Rgb,
             mean: [127.5; 3],
             std: [127.5; 3],
         }
@@ -483,16 +487,16 @@ impl InputConvention {
             return Err(format!("{std_key} {std:?} must be finite and non-zero"));
         }
         Ok(InputConvention {
-            bgr: channels == ChannelOrder::Bgr,
+            channels,
             mean,
             std,
         })
     }
 
-    /// Raw 0..255 values (no scaling), in `bgr` or RGB order: OpenCV's SFace takes this with BGR.
-    pub fn raw(bgr: bool) -> Self {
+    /// Raw 0..255 values (no scaling) in `channels` order: OpenCV's SFace takes this with BGR.
+    pub fn raw(channels: ChannelOrder) -> Self {
         InputConvention {
-            bgr,
+            channels,
             mean: [0.0; 3],
             std: [1.0; 3],
         }
@@ -507,7 +511,10 @@ impl InputConvention {
             .zip(out.chunks_exact_mut(3 * plane))
         {
             for c in 0..3 {
-                let from = if self.bgr { 2 - c } else { c };
+                let from = match self.channels {
+                    ChannelOrder::Rgb => c,
+                    ChannelOrder::Bgr => 2 - c,
+                };
                 let (mean, inv_std) = (self.mean[c], 1.0 / self.std[c]);
                 let src = &src_img[from * plane..(from + 1) * plane];
                 for (d, &x) in dst_img[c * plane..(c + 1) * plane].iter_mut().zip(src) {

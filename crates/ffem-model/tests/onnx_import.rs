@@ -74,10 +74,10 @@ fn conventions_map_prepared_crops_to_the_models_pixels() {
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
     let insightface = InputConvention::default().convert(&prepared, 1);
     assert!(close(&insightface, &[-1.0, 0.0, 1.0]), "{insightface:?}");
-    let sface = InputConvention::raw(true).convert(&prepared, 1);
+    let sface = InputConvention::raw(ChannelOrder::Bgr).convert(&prepared, 1);
     assert!(close(&sface, &[255.0, 127.5, 0.0]), "{sface:?}");
     let custom = InputConvention {
-        bgr: true,
+        channels: ChannelOrder::Bgr,
         mean: [1.0, 2.0, 3.0],
         std: [2.0, 4.0, 8.0],
     }
@@ -90,7 +90,7 @@ fn conventions_map_prepared_crops_to_the_models_pixels() {
 fn conventions_from_option_values_spread_one_value_and_name_the_bad_key() {
     let raw =
         InputConvention::from_values(ChannelOrder::Bgr, &[0.0], &[1.0], "mean", "std").unwrap();
-    assert_eq!(raw, InputConvention::raw(true));
+    assert_eq!(raw, InputConvention::raw(ChannelOrder::Bgr));
     let three = InputConvention::from_values(
         ChannelOrder::Rgb,
         &[1.0, 2.0, 3.0],
@@ -100,8 +100,8 @@ fn conventions_from_option_values_spread_one_value_and_name_the_bad_key() {
     )
     .unwrap();
     assert_eq!(
-        (three.mean, three.std, three.bgr),
-        ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], false)
+        (three.mean, three.std, three.channels),
+        ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], ChannelOrder::Rgb)
     );
     let err =
         InputConvention::from_values(ChannelOrder::Rgb, &[1.0, 2.0], &[1.0], "--onnx-mean", "s")

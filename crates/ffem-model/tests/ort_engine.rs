@@ -73,7 +73,7 @@ mod common;
 /// equals the hand formula on the images' pixels.
 #[test]
 fn external_onnx_model_runs_with_its_input_convention() {
-    use ffem_model::onnx_import::InputConvention;
+    use ffem_model::onnx_import::{ChannelOrder, InputConvention};
     use ffem_model::ort_engine::ExternalOptions;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.onnx");
@@ -97,7 +97,11 @@ fn external_onnx_model_runs_with_its_input_convention() {
     let mean =
         |k: usize, ch: usize| (0..plane).map(|p| pixel(k, ch, p)).sum::<f64>() / plane as f64;
     for (file, convention, model_channel) in [
-        (&path, InputConvention::raw(true), [2usize, 1, 0]),
+        (
+            &path,
+            InputConvention::raw(ChannelOrder::Bgr),
+            [2usize, 1, 0],
+        ),
         (&path, InputConvention::default(), [0, 1, 2]),
         (&fixed_two, InputConvention::default(), [0, 1, 2]),
     ] {

@@ -212,10 +212,9 @@ struct Session<'a> {
     val_set: Option<PairSet>,
     bar: indicatif::ProgressBar,
     consecutive_nonfinite: u32,
-    verification: Option<ffem_eval::VerificationReport>,
-    /// The step `verification` was made at: the summary and the threshold saved with the model
-    /// must describe the final weights, not those of the last `eval_every` multiple.
-    verified_at: Option<u64>,
+    /// The last verification and the step it was made at: the summary and the threshold saved
+    /// with the model must describe the final weights, not those of the last `eval_every` multiple.
+    verification: Option<(u64, ffem_eval::VerificationReport)>,
     /// Steps of the whole run (0 when the dataset does not say how many records it has).
     total_steps: u64,
 }
@@ -318,7 +317,6 @@ fn open<'a>(
         bar,
         consecutive_nonfinite: 0,
         verification: None,
-        verified_at: None,
         total_steps,
     };
     Ok((session, module, pipeline))
@@ -391,8 +389,7 @@ impl Session<'_> {
             )
         });
         let accuracy = v.accuracy;
-        self.verification = Some(v);
-        self.verified_at = Some(self.state.step);
+        self.verification = Some((self.state.step, v));
         Ok(accuracy)
     }
 
@@ -534,7 +531,8 @@ pub fn train(
         }
         session.end_epoch(&module)?;
     }
-    if session.val_set.is_some() && session.verified_at != Some(session.state.step) {
+    let verified_at = session.verification.as_ref().map(|(step, _)| *step);
+    if session.val_set.is_some() && verified_at != Some(session.state.step) {
         // The last step was not an `eval_every` multiple (or the run stopped early).
         let step = session.state.step;
         session.verify(&module.model, &format!("step {step} (final)"))?;
@@ -545,7 +543,7 @@ pub fn train(
         &session.model_cfg,
         &module.model.valid(),
     )?;
-    if let (Some(v), Some(set)) = (&session.verification, &session.val_set) {
+    if let (Some((_, v)), Some(set)) = (&session.verification, &session.val_set) {
         // `ffem verify` works right after training; `ffem eval` replaces it.
         save_threshold(&session.run.model(), &set.name, v)?;
     }
@@ -557,7 +555,7 @@ pub fn train(
         last_loss,
         skipped_nonfinite: session.state.skipped_nonfinite,
         model_dir: session.run.model(),
-        verification: session.verification,
+        verification: session.verification.map(|(_, v)| v),
         images_per_sec: images_here as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
 }
