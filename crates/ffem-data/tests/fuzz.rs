@@ -1,150 +1,23 @@
 //! Fuzzing ffem's file parsers on stable Rust: seeded mutations of valid fixtures (bit flips,
 //! interesting bytes, huge length fields, truncation, insertion, deletion, duplication) fed to the
 //! TFRecord reader with the Example decoder, the RecordIO pack reader (`.rec` + `.idx`), the
-//! `image_list.json` parser, and ffem-eval's insightface `.bin` (pickle) and NPY readers. Every input must end in `Ok` or `Err`: no panic, no hang (each input
-//! is timed), no allocation out of proportion to the input (a counting allocator watches the
-//! largest single request). `FFEM_FUZZ_ITERATIONS` raises the bounded count (`bench/fuzz.sh`).
+//! `image_list.json` parser, and ffem-eval's readers: insightface `.bin` (pickle), NPY, the
+//! gallery index CSV, LFW's `pairs.txt` and CFP's protocol files. Every input must end in `Ok` or
+//! `Err`: no panic, no hang (each input is timed), no allocation out of proportion to the input
+//! (a counting allocator watches the largest single request); the harness is
+//! `ffem_testdata::fuzz`. `FFEM_FUZZ_ITERATIONS` raises the bounded count (`bench/fuzz.sh`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use ffem_data::example::FaceRecord;
 use ffem_data::recordio::{IrHeader, RecWriter, pack_payload};
 use ffem_data::tfrecord::RecordWriter;
 use ffem_data::{ImageList, RecordSource};
-
-/// The system allocator, remembering the largest single allocation since the last reset.
-struct Watch;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Watch {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use ffem_testdata::fuzz::{LARGEST, Watch, alone, fuzz, iterations};
 
 #[global_allocator]
 static ALLOCATOR: Watch = Watch;
-
-/// A small, seeded generator (xorshift64*): the fuzz runs are reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// One to four mutations of `input`.
-fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut b = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(b.len().max(1));
-        match rng.below(7) {
-            0 if !b.is_empty() => b[at] ^= 1 << rng.below(8),
-            1 if !b.is_empty() => b[at] = [0x00, 0xff, 0x7f, 0x80, 0x01][rng.below(5)],
-            2 => {
-                // A huge little-endian length where a length field may be.
-                let v = [u64::MAX, u32::MAX as u64, 1 << 40, 1 << 31][rng.below(4)];
-                for (i, byte) in v.to_le_bytes().iter().enumerate().take(8) {
-                    if let Some(x) = b.get_mut(at + i) {
-                        *x = *byte;
-                    }
-                }
-            }
-            3 => b.truncate(at),
-            4 => {
-                let junk: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
-                b.splice(at..at, junk);
-            }
-            5 if !b.is_empty() => {
-                let end = (at + 1 + rng.below(32)).min(b.len());
-                b.drain(at..end);
-            }
-            _ if !b.is_empty() => {
-                let end = (at + 1 + rng.below(64)).min(b.len());
-                let piece = b[at..end].to_vec();
-                let to = rng.below(b.len());
-                b.splice(to..to, piece);
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-fn iterations(default: usize) -> usize {
-    std::env::var("FFEM_FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Feeds `n` mutations of `fixture` to `parse`; fails on a panic, a slow input or an allocation
-/// larger than 64 MiB + 64 x the input. Returns (inputs tried, accepted, rejected).
-fn fuzz(
-    name: &str,
-    fixture: &[u8],
-    seed: u64,
-    n: usize,
-    parse: impl Fn(&[u8]) -> bool,
-) -> (usize, usize, usize) {
-    let mut rng = Rng(seed);
-    let (mut ok, mut err) = (0, 0);
-    for i in 0..n {
-        let input = mutate(fixture, &mut rng);
-        LARGEST.store(0, Ordering::Relaxed);
-        let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(&input)));
-        let took = started.elapsed();
-        let largest = LARGEST.load(Ordering::Relaxed);
-        let keep = || {
-            let path = std::env::temp_dir().join(format!("ffem-fuzz-{name}-{seed}-{i}.bin"));
-            std::fs::write(&path, &input).unwrap();
-            path.display().to_string()
-        };
-        match outcome {
-            Ok(true) => ok += 1,
-            Ok(false) => err += 1,
-            Err(_) => panic!(
-                "{name}: input {i} (seed {seed}) panicked; saved as {}",
-                keep()
-            ),
-        }
-        assert!(
-            took < Duration::from_secs(2),
-            "{name}: input {i} took {took:?}; saved as {}",
-            keep()
-        );
-        assert!(
-            largest <= (64 << 20) + 64 * input.len(),
-            "{name}: input {i} of {} bytes allocated {largest} bytes at once; saved as {}",
-            input.len(),
-            keep()
-        );
-    }
-    eprintln!("{name}: {n} inputs, {ok} accepted, {err} rejected, no panic");
-    (n, ok, err)
-}
 
 fn tiny_jpeg(seed: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(12, 12, |x, y| image::Rgb([seed, x as u8 * 9, y as u8 * 9]));
@@ -182,6 +55,7 @@ fn read_all(source: &Path) -> bool {
 
 #[test]
 fn tfrecord_and_example_parsers_survive_mutations() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let valid = dir.path().join("valid.tfrecord");
     let mut w = RecordWriter::create(&valid).unwrap();
@@ -220,6 +94,7 @@ fn write_pack(rec: &Path, idx: &Path) {
 
 #[test]
 fn recordio_pack_reader_survives_mutations() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let (rec, idx) = (dir.path().join("train.rec"), dir.path().join("train.idx"));
     write_pack(&rec, &idx);
@@ -240,6 +115,7 @@ fn recordio_pack_reader_survives_mutations() {
 
 #[test]
 fn image_list_parser_survives_mutations() {
+    let _alone = alone();
     let text = r#"{
   "alice/1.jpg": {"label": 0, "x1": 10, "y1": 12.5, "x2": 50, "y2": 60,
                   "landmarks": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
@@ -269,6 +145,7 @@ fn image_list_parser_survives_mutations() {
 /// before the reader checked it against the file's size): they must now fail cheaply.
 #[test]
 fn found_inputs_stay_fixed() {
+    let _alone = alone();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
     let tf = std::fs::read(fixtures.join("tfrecord-huge-length.tfrecord")).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +167,7 @@ fn found_inputs_stay_fixed() {
 
 #[test]
 fn bin_and_npy_readers_survive_mutations() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let set = ffem_eval::bin_set::BinSet {
         images: (0..4).map(tiny_jpeg).collect(),
@@ -310,4 +188,75 @@ fn bin_and_npy_readers_survive_mutations() {
         std::fs::write(&target, bytes).unwrap();
         ffem_eval::npy::read_f32(&target).is_ok()
     });
+}
+
+#[test]
+fn gallery_index_and_pair_readers_survive_mutations() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    // The gallery index ffem embed writes beside its .npy: quoted names with commas, quotes and
+    // a line break, an unlabelled row.
+    let npy = dir.path().join("g.npy");
+    let entries = [
+        ("alice/1.jpg", "0"),
+        ("bob, \"the\" builder\n2.jpg", "1"),
+        ("unknown.png", ""),
+    ]
+    .map(|(name, label)| ffem_eval::gallery::GalleryEntry {
+        name: name.to_string(),
+        label: label.to_string(),
+    });
+    ffem_eval::gallery::write(&npy, &[0.0; 6], 2, &entries).unwrap();
+    let index = ffem_eval::gallery::index_path(&npy);
+    let fixture = std::fs::read(&index).unwrap();
+    assert_eq!(ffem_eval::gallery::read_index(&index).unwrap(), entries);
+    let target = dir.path().join("m.csv");
+    fuzz("gallery csv", &fixture, 8, iterations(3000), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        ffem_eval::gallery::read_index(&target).is_ok()
+    });
+
+    let pairs = b"2\t2\nAbel_Pacheco\t1\t4\nAkhmed_Zakayev\t1\t3\nAbdel_Madi_Shabneh\t1\tDean_Barker\t1\nAbdel_Madi_Shabneh\t1\tGiancarlo_Fisichella\t1\n";
+    let target = dir.path().join("pairs.txt");
+    std::fs::write(&target, pairs).unwrap();
+    assert_eq!(ffem_eval::pairs::read_lfw_pairs(&target).unwrap().len(), 4);
+    fuzz("lfw pairs.txt", pairs, 9, iterations(3000), |bytes| {
+        std::fs::write(&target, bytes).unwrap();
+        ffem_eval::pairs::read_lfw_pairs(&target).is_ok()
+    });
+
+    // CFP's protocol folder: two image lists and ten folds of same/diff index pairs; the
+    // mutations go to the frontal list and to one fold's file in turn.
+    let protocol = dir.path().join("Protocol");
+    let f_list = "1 ../Data/Images/001/frontal/01.jpg\n2 ../Data/Images/001/frontal/02.jpg\n3 ../Data/Images/002/frontal/01.jpg\n";
+    let p_list = "1 ../Data/Images/001/profile/01.jpg\n2 ../Data/Images/002/profile/01.jpg\n";
+    std::fs::create_dir_all(&protocol).unwrap();
+    std::fs::write(protocol.join("Pair_list_F.txt"), f_list).unwrap();
+    std::fs::write(protocol.join("Pair_list_P.txt"), p_list).unwrap();
+    for fold in 1..=10 {
+        let d = protocol.join(format!("Split/FP/{fold:02}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("same.txt"), "1,1\n3,2\n").unwrap();
+        std::fs::write(d.join("diff.txt"), "1,2\n2,2\n").unwrap();
+    }
+    let read = || ffem_eval::pairs::read_cfp_pairs(&protocol, ffem_eval::pairs::CfpProtocol::FP);
+    assert_eq!(read().unwrap().len(), 40);
+    for (i, file) in ["Pair_list_F.txt", "Split/FP/03/same.txt"]
+        .iter()
+        .enumerate()
+    {
+        let path = protocol.join(file);
+        let fixture = std::fs::read(&path).unwrap();
+        fuzz(
+            &format!("cfp {file}"),
+            &fixture,
+            10 + i as u64,
+            iterations(1500),
+            |bytes| {
+                std::fs::write(&path, bytes).unwrap();
+                read().is_ok()
+            },
+        );
+        std::fs::write(&path, &fixture).unwrap();
+    }
 }

@@ -8,7 +8,7 @@ use ffem_data::{AugmentConfig, PackOptions, Pipeline, PipelineConfig, RecordSour
 #[test]
 #[ignore = "needs the face data (FFEM_DATA or ../shared/data): cargo test -- --include-ignored"]
 fn lfw_subset_round_trips_through_records_and_pipeline() {
-    let data = ffem_data::require_shared_data();
+    let data = ffem_testdata::require_shared_data();
     let lfw = data.join("lfw");
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();
     assert_eq!(list.entries.len(), 13_233);
@@ -69,26 +69,108 @@ fn lfw_subset_round_trips_through_records_and_pipeline() {
         num_classes: Some(report.manifest.identities),
         ..Default::default()
     };
-    let batches: Vec<_> = Pipeline::new(src, cfg)
+    let batches: Vec<_> = Pipeline::new(src.clone(), cfg.clone())
         .unwrap()
         .epoch(0, 0)
         .map(Result::unwrap)
         .collect();
     assert_eq!(batches.len(), 12);
     assert!(batches.iter().all(|b| b.images.len() == 50 * 3 * 112 * 112));
-    // Real faces are not flat: each aligned crop has real contrast.
-    for img in batches[0].images.chunks_exact(3 * 112 * 112) {
-        let mean = img.iter().sum::<f32>() / img.len() as f32;
-        let var = img.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / img.len() as f32;
-        assert!(var > 0.01, "variance {var}");
+
+    // Without augmentation, each crop is the photo warped onto the ArcFace template by the
+    // least-squares similarity of its five landmarks: compared with that warp written out here.
+    let plain = PipelineConfig {
+        augment: AugmentConfig::none(),
+        ..cfg
+    };
+    let batch = Pipeline::new(src, plain)
+        .unwrap()
+        .epoch(0, 0)
+        .next()
+        .unwrap()
+        .unwrap();
+    for (img, path) in batch.images.chunks_exact(3 * 112 * 112).zip(&batch.paths) {
+        let photo = ffem_data::imageops::decode_rgb(
+            &std::fs::read(lfw.join("lfw-deepfunneled").join(path)).unwrap(),
+        )
+        .unwrap();
+        let want = aligned_by_hand(&photo, &by_path[path].landmarks.unwrap());
+        let mean_abs = img
+            .iter()
+            .zip(&want)
+            .map(|(&a, b)| (a as f64 - b).abs())
+            .sum::<f64>()
+            / want.len() as f64;
+        assert!(mean_abs < 0.01, "{path}: mean |crop - warp| = {mean_abs}");
     }
+}
+
+/// The ArcFace template (112 x 112, pixel-index coordinates) of insightface's alignment.
+const TEMPLATE: [[f64; 2]; 5] = [
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+];
+
+/// The 112 x 112 aligned crop, channel-planar and scaled to [-1, 1], computed in f64: the
+/// closed-form least-squares similarity (no reflection) from the landmarks to the template,
+/// inverted, each output pixel sampled bilinearly at its source point (black outside).
+fn aligned_by_hand(photo: &image::RgbImage, landmarks: &[f32; 10]) -> Vec<f64> {
+    let src: Vec<[f64; 2]> = landmarks
+        .chunks_exact(2)
+        .map(|p| [p[0] as f64, p[1] as f64])
+        .collect();
+    let mean = |pts: &[[f64; 2]]| {
+        let n = pts.len() as f64;
+        [
+            pts.iter().map(|p| p[0]).sum::<f64>() / n,
+            pts.iter().map(|p| p[1]).sum::<f64>() / n,
+        ]
+    };
+    let (ms, md) = (mean(&src), mean(&TEMPLATE));
+    let (mut dot, mut cross, mut norm) = (0.0, 0.0, 0.0);
+    for (s, d) in src.iter().zip(&TEMPLATE) {
+        let (sx, sy, dx, dy) = (s[0] - ms[0], s[1] - ms[1], d[0] - md[0], d[1] - md[1]);
+        dot += sx * dx + sy * dy;
+        cross += sx * dy - sy * dx;
+        norm += sx * sx + sy * sy;
+    }
+    // template = [a -b; b a] photo + t
+    let (a, b) = (dot / norm, cross / norm);
+    let (tx, ty) = (md[0] - a * ms[0] + b * ms[1], md[1] - b * ms[0] - a * ms[1]);
+    let det = a * a + b * b;
+    let (w, h) = (photo.width() as f64, photo.height() as f64);
+    let mut out = vec![0.0; 3 * 112 * 112];
+    for oy in 0..112 {
+        for ox in 0..112 {
+            let (u, v) = (ox as f64 - tx, oy as f64 - ty);
+            let (x, y) = ((a * u + b * v) / det, (-b * u + a * v) / det);
+            for c in 0..3 {
+                let value = if x < -0.5 || y < -0.5 || x > w - 0.5 || y > h - 0.5 {
+                    0.0
+                } else {
+                    let (x, y) = (x.clamp(0.0, w - 1.0), y.clamp(0.0, h - 1.0));
+                    let (x0, y0) = (x.floor(), y.floor());
+                    let (x1, y1) = ((x0 + 1.0).min(w - 1.0), (y0 + 1.0).min(h - 1.0));
+                    let p = |xx: f64, yy: f64| photo.get_pixel(xx as u32, yy as u32)[c] as f64;
+                    let (fx, fy) = (x - x0, y - y0);
+                    (p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx) * (1.0 - fy)
+                        + (p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx) * fy
+                };
+                out[(c * 112 + oy) * 112 + ox] = value / 127.5 - 1.0;
+            }
+        }
+    }
+    out
 }
 
 #[test]
 #[ignore = "needs the face data (FFEM_DATA or ../shared/data): cargo test -- --include-ignored"]
 fn align_stores_template_aligned_crops_for_faces_with_landmarks() {
     use ffem_data::align::{ARCFACE_TEMPLATE, Similarity};
-    let data = ffem_data::require_shared_data();
+    let data = ffem_testdata::require_shared_data();
     let lfw = data.join("lfw");
     let root = lfw.join("lfw-deepfunneled");
     let list = ImageList::load(&lfw.join("image_list.json")).unwrap();

@@ -147,25 +147,73 @@ fn label_outside_num_classes_is_an_error_naming_the_record() {
     );
 }
 
+/// Without augmentation a batch holds each record's box resized bilinearly (half-pixel centres)
+/// and scaled to [-1, 1], channel-planar: every value of every channel of every image against
+/// the resize written out here in f64 on the images' known pixels (PNG records, so no codec
+/// loss), in record order.
 #[test]
 fn without_augmentation_the_crop_is_the_plain_resize() {
     let dir = tempfile::tempdir().unwrap();
-    let src = write_dataset(dir.path(), 8);
+    let (side, size, n) = (40usize, 16usize, 8usize);
+    let pixel = |i: usize, x: usize, y: usize| -> [f64; 3] {
+        [
+            ((3 * x + 2 * y) % 256) as f64,
+            ((5 * y + 7 * i) % 256) as f64,
+            ((x * y + i) % 256) as f64,
+        ]
+    };
+    let path = dir.path().join("d.tfrecord");
+    let mut w = RecordWriter::create(&path).unwrap();
+    for i in 0..n {
+        let img = RgbImage::from_fn(side as u32, side as u32, |x, y| {
+            let p = pixel(i, x as usize, y as usize);
+            image::Rgb([p[0] as u8, p[1] as u8, p[2] as u8])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let rec = FaceRecord {
+            jpeg: png.into_inner(),
+            label: i as i64,
+            face_box: [0, 0, side as i64, side as i64],
+            landmarks: None,
+            path: Some(format!("img{i}")),
+        };
+        w.write(&rec.to_example()).unwrap();
+    }
+    w.finish().unwrap();
     let mut cfg = config(0, 1);
     cfg.augment = AugmentConfig::none();
     cfg.shuffle_buffer = 0;
-    let b = Pipeline::new(src.clone(), cfg)
+    let b = Pipeline::new(RecordSource::open(&path).unwrap(), cfg)
         .unwrap()
         .epoch(0, 0)
         .next()
         .unwrap()
         .unwrap();
-    let rec = src.records(false).next().unwrap().unwrap();
-    let img = ffem_data::imageops::decode_rgb(&rec.jpeg).unwrap();
-    let mut hwc = vec![0f32; 16 * 16 * 3];
-    ffem_data::imageops::crop_resize(&img, [0.0, 0.0, 40.0, 40.0], 16, &mut hwc);
-    for i in 0..256 {
-        assert!((b.images[i] - (hwc[i * 3] / 127.5 - 1.0)).abs() < 1e-6);
+    assert_eq!(b.labels, (0..n as i64).collect::<Vec<_>>());
+    assert_eq!(b.images.len(), n * 3 * size * size);
+    // Output pixel o samples the source at (o + 0.5) * side / size - 0.5, inside the image here.
+    let tap = |o: usize| {
+        let v = (o as f64 + 0.5) * side as f64 / size as f64 - 0.5;
+        (v.floor() as usize, v - v.floor())
+    };
+    for i in 0..n {
+        for c in 0..3 {
+            for oy in 0..size {
+                for ox in 0..size {
+                    let ((x0, fx), (y0, fy)) = (tap(ox), tap(oy));
+                    let at = |x, y| pixel(i, x, y)[c];
+                    let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx;
+                    let bottom = at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx;
+                    let want = (top * (1.0 - fy) + bottom * fy) / 127.5 - 1.0;
+                    let got = b.images[((i * 3 + c) * size + oy) * size + ox] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "image {i} channel {c} at ({ox}, {oy}): {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use ffem_detect::{Face, Mtcnn};
 use image::RgbImage;
 
 fn lfw_images(n: usize) -> Vec<RgbImage> {
-    let data = ffem_data::require_shared_data();
+    let data = ffem_testdata::require_shared_data();
     let list = ImageList::load(&data.join("lfw/image_list.json")).unwrap();
     list.entries
         .iter()
@@ -53,7 +53,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(if portraits { 20 } else { 200 });
-    let weights = ffem_detect::require_test_weights();
+    let weights = ffem_testdata::require_mtcnn_weights();
     let mut det = Mtcnn::load(&weights).unwrap();
     if !portraits {
         let images = lfw_images(n);

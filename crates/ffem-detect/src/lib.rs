@@ -16,16 +16,3 @@ pub mod resize;
 pub use error::{DetectError, Result};
 pub use folder::{Comparison, DetectOptions, DetectReport, compare_lists, detect_folder};
 pub use mtcnn::{Face, Mtcnn, MtcnnParams, default_weights_dir, largest_first};
-
-/// The weights directory, for tests and benches that need it (`#[ignore]`d with a reason, run by
-/// `--include-ignored`): a panic that says how to fetch them when any of the three is missing.
-pub fn require_test_weights() -> std::path::PathBuf {
-    let dir = default_weights_dir();
-    if !mtcnn::NET_FILES.iter().all(|f| dir.join(f).is_file()) {
-        panic!(
-            "this test needs the MTCNN weights in {}: run scripts/fetch-mtcnn.sh",
-            dir.display()
-        );
-    }
-    dir
-}

@@ -4,13 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use ffem_data::image_list::ImageList;
-use ffem_detect::{
-    DetectError, DetectOptions, Mtcnn, compare_lists, detect_folder, require_test_weights,
-};
+use ffem_detect::{DetectError, DetectOptions, Mtcnn, compare_lists, detect_folder};
 use image::RgbImage;
 
 fn lfw() -> (PathBuf, ImageList) {
-    let d = ffem_data::require_shared_data();
+    let d = ffem_testdata::require_shared_data();
     let list = ImageList::load(&d.join("lfw/image_list.json")).unwrap();
     (d.join("lfw/lfw-deepfunneled"), list)
 }
@@ -47,7 +45,7 @@ fn garbage_weights_are_rejected_as_unreadable() {
 #[test]
 #[ignore = "needs the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn weights_of_the_wrong_network_are_rejected_by_shape() {
-    let weights = require_test_weights();
+    let weights = ffem_testdata::require_mtcnn_weights();
     // O-Net in P-Net's place: three outputs (4, 10, 2 channels) where P-Net has two.
     let dir = tempfile::tempdir().unwrap();
     copy_weights(&weights, dir.path());
@@ -72,7 +70,7 @@ fn weights_of_the_wrong_network_are_rejected_by_shape() {
 #[test]
 #[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn lfw_detections_match_the_reference_mtcnn() {
-    let (weights, (root, reference)) = (require_test_weights(), lfw());
+    let (weights, (root, reference)) = (ffem_testdata::require_mtcnn_weights(), lfw());
     let det = Mtcnn::load(&weights).unwrap();
     // Every 60th image: 221 images spread over the alphabet.
     let sample: Vec<_> = reference.entries.iter().step_by(60).cloned().collect();
@@ -136,7 +134,7 @@ fn two_faces(a: &RgbImage, b: &RgbImage) -> RgbImage {
 #[test]
 #[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn folder_tool_lists_every_skip_and_keeps_labels_from_folders() {
-    let (weights, (root, reference)) = (require_test_weights(), lfw());
+    let (weights, (root, reference)) = (ffem_testdata::require_mtcnn_weights(), lfw());
     let det = Mtcnn::load(&weights).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("faces");
@@ -239,7 +237,7 @@ fn folder_tool_lists_every_skip_and_keeps_labels_from_folders() {
 #[test]
 #[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn all_faces_gives_one_entry_per_face_central_first() {
-    let (weights, (root, reference)) = (require_test_weights(), lfw());
+    let (weights, (root, reference)) = (ffem_testdata::require_mtcnn_weights(), lfw());
     let det = Mtcnn::load(&weights).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let load = |i: usize| {

@@ -1,14 +1,14 @@
 //! A searchable gallery: L2-normalised embeddings (`NAME.npy`) with an index (`NAME.csv`,
 //! columns `row,path,label`) that says which image each row came from. `ffem embed` writes both;
-//! `ffem search` loads them. The CSV quotes fields per RFC 4180, so names with commas, quotes or
-//! line breaks survive the round trip.
+//! `ffem search` loads them. The CSV (the `csv` crate) quotes fields per RFC 4180, so names with
+//! commas, quotes or line breaks survive the round trip.
 
 use std::path::{Path, PathBuf};
 
 use crate::embedding::{cosine, normalize_rows};
 use crate::error::{EvalError, Result};
 
-const HEADER: &str = "row,path,label";
+const HEADER: [&str; 3] = ["row", "path", "label"];
 
 /// Where one gallery row came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,118 +24,71 @@ pub fn index_path(npy: &Path) -> PathBuf {
     npy.with_extension("csv")
 }
 
-fn quote(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
-}
-
 /// Writes `embeddings` (rows x dim) to `npy` and the index of `entries` beside it, each atomically.
 pub fn write(npy: &Path, embeddings: &[f32], dim: usize, entries: &[GalleryEntry]) -> Result<()> {
     crate::npy::write_f32(npy, embeddings, entries.len(), dim)?;
-    let mut csv = format!("{HEADER}\n");
+    let index = index_path(npy);
+    let csv_error = |e: csv::Error| EvalError::io(&index, e.into());
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(HEADER).map_err(csv_error)?;
     for (row, e) in entries.iter().enumerate() {
-        csv += &format!("{row},{},{}\n", quote(&e.name), quote(&e.label));
+        w.write_record([row.to_string().as_str(), &e.name, &e.label])
+            .map_err(csv_error)?;
     }
-    crate::npy::write_atomic(&index_path(npy), csv.as_bytes())
-}
-
-/// Splits CSV text into records of fields (RFC 4180: quoted fields may hold commas, doubled
-/// quotes and line breaks). Returns each record with the 1-based line it starts on.
-fn parse_csv(text: &str, path: &Path) -> Result<Vec<(usize, Vec<String>)>> {
-    let mut records = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let (mut line, mut record_line) = (1usize, 1usize);
-    let mut chars = text.chars().peekable();
-    let mut in_quotes = false;
-    let mut at_field_start = true;
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => in_quotes = false,
-                c => {
-                    line += usize::from(c == '\n');
-                    field.push(c);
-                }
-            }
-            continue;
-        }
-        match c {
-            '"' if at_field_start => {
-                in_quotes = true;
-                at_field_start = false;
-            }
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                at_field_start = true;
-            }
-            '\r' => {}
-            '\n' => {
-                fields.push(std::mem::take(&mut field));
-                records.push((record_line, std::mem::take(&mut fields)));
-                line += 1;
-                record_line = line;
-                at_field_start = true;
-            }
-            c => {
-                field.push(c);
-                at_field_start = false;
-            }
-        }
-    }
-    if in_quotes {
-        return Err(EvalError::Format {
-            path: path.to_path_buf(),
-            location: format!("line {record_line}"),
-            message: "a quoted field is never closed".into(),
-        });
-    }
-    if !field.is_empty() || !fields.is_empty() {
-        fields.push(field);
-        records.push((record_line, fields));
-    }
-    Ok(records)
+    let bytes = w
+        .into_inner()
+        .map_err(|e| EvalError::io(&index, e.into_error()))?;
+    crate::npy::write_atomic(&index, &bytes)
 }
 
 /// Reads an index written by [`write`]; every row number must appear once, in order.
 pub fn read_index(path: &Path) -> Result<Vec<GalleryEntry>> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    let mut records = parse_csv(&text, path)?.into_iter();
-    match records.next() {
-        Some((_, h)) if h.join(",") == HEADER => {}
-        _ => {
-            return Err(EvalError::Format {
-                path: path.to_path_buf(),
-                location: "line 1".into(),
-                message: format!(
-                    "expected the header `{HEADER}` of an index written by `ffem embed`"
-                ),
-            });
-        }
+    let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
+    let bad = |line: u64, message: String| EvalError::Format {
+        path: path.to_path_buf(),
+        location: format!("line {line}"),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let header = reader.headers().map_err(|e| bad(1, e.to_string()))?;
+    if header.iter().ne(HEADER) {
+        return Err(bad(
+            1,
+            format!(
+                "expected the header `{}` of an index written by `ffem embed`",
+                HEADER.join(",")
+            ),
+        ));
     }
     let mut entries = Vec::new();
-    for (line, fields) in records {
-        let bad = |message: String| EvalError::Format {
-            path: path.to_path_buf(),
-            location: format!("line {line}"),
-            message,
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            bad(line, e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let [row, name, label]: [&str; 3] = match record.iter().collect::<Vec<_>>().try_into() {
+            Ok(fields) => fields,
+            Err(f) => {
+                return Err(bad(
+                    line,
+                    format!("{} fields, expected 3 ({})", f.len(), HEADER.join(",")),
+                ));
+            }
         };
-        let [row, name, label] = <[String; 3]>::try_from(fields)
-            .map_err(|f| bad(format!("{} fields, expected 3 ({HEADER})", f.len())))?;
         if row.parse::<usize>().ok() != Some(entries.len()) {
-            return Err(bad(format!(
-                "row `{row}` where row {} was expected: the index does not match its .npy; re-run `ffem embed`",
-                entries.len()
-            )));
+            return Err(bad(
+                line,
+                format!(
+                    "row `{row}` where row {} was expected: the index does not match its .npy; re-run `ffem embed`",
+                    entries.len()
+                ),
+            ));
         }
-        entries.push(GalleryEntry { name, label });
+        entries.push(GalleryEntry {
+            name: name.to_string(),
+            label: label.to_string(),
+        });
     }
     Ok(entries)
 }
@@ -250,8 +203,9 @@ mod tests {
         std::fs::write(index_path(&npy), "row,path,label\n0,a.jpg,x\n2,b.jpg,y\n").unwrap();
         let err = Gallery::load(&npy).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("row `2`"), "{err}");
+        // A quote never closed runs to the end of the file: one field short on its line.
         std::fs::write(index_path(&npy), "row,path,label\n0,\"a.jpg,x\n").unwrap();
         let err = Gallery::load(&npy).unwrap_err().to_string();
-        assert!(err.contains("never closed"), "{err}");
+        assert!(err.contains("line 2") && err.contains("2 fields"), "{err}");
     }
 }

@@ -229,7 +229,8 @@ pub(crate) fn im2col_backward_input(
     for_each_image(input_grad, ci * hw, |n, image_grad, threads| {
         let mut dcol = vec![0.0f32; rows * cols];
         gemm_write(
-            as_uninit(&mut dcol),
+            // SAFETY: `gemm_write` stores a computed f32 into every element of `dcol`.
+            unsafe { as_uninit(&mut dcol) },
             wt,
             View::rows(&output_grad[n * co * cols..(n + 1) * co * cols], co, cols),
             threads,

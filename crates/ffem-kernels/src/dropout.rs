@@ -30,7 +30,8 @@ fn mix(mut z: u64) -> u64 {
 /// # Panics
 /// If `keep` is not in (0, 1].
 pub fn dropout_mask(seed: u64, keep: f64, mask: &mut [f32]) {
-    fill(seed, keep, as_uninit(mask));
+    // SAFETY: `fill` writes a keep factor or 0.0 into every element.
+    fill(seed, keep, unsafe { as_uninit(mask) });
 }
 
 /// [`dropout_mask`] into a new `len`-element vector, written once.

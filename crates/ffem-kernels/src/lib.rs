@@ -189,7 +189,8 @@ pub fn conv2d_forward(
     weight: &[f32],
     output: &mut [f32],
 ) -> Result<(), KernelError> {
-    forward(g, input, weight, None, as_uninit(output))
+    // SAFETY: `forward` writes computed f32 values into every element.
+    forward(g, input, weight, None, unsafe { as_uninit(output) })
 }
 
 /// `output = epilogue(conv(input, weight))`: the convolution followed by a per-channel affine map
@@ -202,7 +203,10 @@ pub fn conv2d_forward_fused(
     epilogue: &Epilogue,
     output: &mut [f32],
 ) -> Result<(), KernelError> {
-    forward(g, input, weight, Some(epilogue), as_uninit(output))
+    // SAFETY: `forward` writes computed f32 values into every element.
+    forward(g, input, weight, Some(epilogue), unsafe {
+        as_uninit(output)
+    })
 }
 
 /// Writes every element of `output`, which may be uninitialised storage.
@@ -242,7 +246,8 @@ pub fn conv2d_backward_input(
     output_grad: &[f32],
     input_grad: &mut [f32],
 ) -> Result<(), KernelError> {
-    backward_input(g, weight, output_grad, as_uninit(input_grad))
+    // SAFETY: `backward_input` writes computed f32 values into every element.
+    backward_input(g, weight, output_grad, unsafe { as_uninit(input_grad) })
 }
 
 /// Writes every element of `input_grad`, which may be uninitialised storage.
@@ -345,10 +350,14 @@ pub(crate) fn sum_partials(parts: &[Vec<f32>], out: &mut [f32]) {
 /// it saves on small buffers.
 const PARALLEL_ZERO_MIN: usize = 1 << 16;
 
-/// Initialised storage viewed as storage to overwrite. Sound because the kernels only ever write
-/// initialised values through such a view.
-pub(crate) fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: same layout; every write through the view stores an initialised f32.
+/// Initialised storage viewed as storage to overwrite, so that one kernel body serves both an
+/// existing output slice and a fresh uninitialised vector ([`written_vec`]).
+///
+/// # Safety
+/// Every write through the returned view must store an initialised value (never
+/// `MaybeUninit::uninit()`): once the view's borrow ends, `s` is read as `f32` again.
+pub(crate) unsafe fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the caller guarantees that only initialised values are written.
     unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 

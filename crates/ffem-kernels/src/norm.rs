@@ -309,7 +309,18 @@ pub fn batch_norm_act_train(
     var: &mut [f32],
 ) {
     s.check(y.len(), &[]);
-    train_into(s, x, gamma, beta, eps, act, as_uninit(y), mean, var);
+    // SAFETY: `train_into` writes a normalised f32 into every element of `y`.
+    train_into(
+        s,
+        x,
+        gamma,
+        beta,
+        eps,
+        act,
+        unsafe { as_uninit(y) },
+        mean,
+        var,
+    );
 }
 
 /// [`batch_norm_act_train`] into new vectors `(y, mean, var)`: `y` is written once, without the
@@ -380,7 +391,10 @@ pub fn batch_norm_act_infer(
     y: &mut [f32],
 ) {
     s.check(y.len(), &[]);
-    infer_into(s, x, gamma, beta, mean, var, eps, act, as_uninit(y));
+    // SAFETY: `infer_into` writes a normalised f32 into every element of `y`.
+    infer_into(s, x, gamma, beta, mean, var, eps, act, unsafe {
+        as_uninit(y)
+    });
 }
 
 /// [`batch_norm_act_infer`] into a new vector, written once.
@@ -539,7 +553,8 @@ pub fn batch_norm_act_train_backward(
         var,
         eps,
         act,
-        as_uninit(dx),
+        // SAFETY: the backward pass writes a gradient f32 into every element of `dx`.
+        unsafe { as_uninit(dx) },
         dgamma,
         dbeta,
     );

@@ -1,7 +1,7 @@
 //! The fused Adam step against the textbook update (Kingma & Ba, with PyTorch's L2 decay and
 //! AdamW's decoupled decay) written out in f64, over several steps, on a parameter short enough
 //! for the single-thread path and one long enough for the parallel split (odd lengths); and the
-//! edge cases: an empty parameter, mismatched lengths.
+//! edge cases: lengths from empty to just past the parallel chunk, mismatched lengths.
 
 use ffem_kernels::{AdamStep, adam_step};
 use rand::{Rng, SeedableRng};
@@ -101,10 +101,44 @@ fn first_step_moves_every_weight_by_about_the_learning_rate() {
     }
 }
 
+/// Every element is updated exactly once whatever the length: empty, one element, and around
+/// the parallel split's chunk of 2^15 elements (one short, exact, one over, two chunks and a
+/// tail), each against the textbook step. A split that skips or repeats a tail is caught here.
 #[test]
-fn empty_parameter_is_a_no_op() {
-    let step = plain_step(0.1);
-    adam_step(&step, &mut [], &[], &mut [], &mut []);
+fn lengths_around_the_parallel_chunk_update_every_element_once() {
+    const CHUNK: usize = 1 << 15;
+    let step = AdamStep {
+        time: 2,
+        l2_decay: 1e-3,
+        ..plain_step(0.01)
+    };
+    for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3] {
+        let w0: Vec<f32> = (0..len).map(|i| (i % 97) as f32 / 50.0 - 1.0).collect();
+        let g: Vec<f32> = (0..len)
+            .map(|i| ((i * 31) % 89) as f32 / 40.0 - 1.0)
+            .collect();
+        let m0: Vec<f32> = (0..len).map(|i| ((i * 7) % 13) as f32 / 100.0).collect();
+        let v0: Vec<f32> = (0..len)
+            .map(|i| ((i * 5) % 11 + 1) as f32 / 1000.0)
+            .collect();
+        let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
+        adam_step(&step, &mut w, &g, &mut m, &mut v);
+        let widen = |x: &[f32]| x.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        let (mut w64, mut m64, mut v64) = (widen(&w0), widen(&m0), widen(&v0));
+        reference_step(&step, &mut w64, &widen(&g), &mut m64, &mut v64);
+        assert_eq!(w.len(), len);
+        for i in 0..len {
+            assert!(
+                // f32 rounding of values up to ~1.
+                (w[i] as f64 - w64[i]).abs() < 2e-6 && (m[i] as f64 - m64[i]).abs() < 1e-6,
+                "length {len}, element {i}: w {} vs {}, m {} vs {}",
+                w[i],
+                w64[i],
+                m[i],
+                m64[i]
+            );
+        }
+    }
 }
 
 #[test]

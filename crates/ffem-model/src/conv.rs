@@ -7,9 +7,6 @@
 //! output-sized kernel, and a depthwise one channel by channel; on flex that made a training step
 //! five times slower than TensorFlow's (the per-layer table in `bench/README.md`).
 
-use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -19,29 +16,13 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+
+use crate::cpu::{cpu_kernels, f32_elements, flex_tensor, on_cpu_kernels};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use ffem_kernels::{Activation, ConvGeometry};
-
-static CPU_KERNELS: AtomicBool = AtomicBool::new(true);
-
-/// Turns ffem's CPU kernels (this module's convolution and [`crate::norm`]'s fused batch norm) on
-/// or off for the whole process; off, every layer runs burn's own operations. On by default. The
-/// benchmark uses it for its before/after table and the tests to compare the two paths.
-pub fn set_cpu_kernels(enabled: bool) {
-    CPU_KERNELS.store(enabled, Ordering::Relaxed);
-}
-
-/// Whether ffem's CPU kernels are in use (see [`set_cpu_kernels`]): on unless switched off there
-/// or by the environment variable `FFEM_KERNELS=burn` (a way to rule the kernels out when a run
-/// behaves unexpectedly, without rebuilding).
-pub fn cpu_kernels() -> bool {
-    static ENV_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    CPU_KERNELS.load(Ordering::Relaxed)
-        && !*ENV_OFF.get_or_init(|| std::env::var("FFEM_KERNELS").is_ok_and(|v| v == "burn"))
-}
 
 /// Convolution without bias, with its two gradients, overridable per backend. The default bodies
 /// are burn's generic implementations.
@@ -140,29 +121,6 @@ fn flex_geometry(
         groups: options.groups,
     };
     g.kind().map(|_| g)
-}
-
-/// The tensor's f32 elements in row-major order, borrowed when its layout already is that.
-pub(crate) fn f32_elements(t: &FlexTensor) -> Cow<'_, [f32]> {
-    assert_eq!(
-        t.dtype(),
-        DType::F32,
-        "ffem routes only f32 tensors to its CPU kernels"
-    );
-    match t.as_slice::<f32>() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("a contiguous copy")
-                .to_vec(),
-        ),
-    }
-}
-
-/// A `flex` tensor owning `values` (row-major) in `shape`.
-pub(crate) fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 impl ConvKernels for Flex {
@@ -315,17 +273,6 @@ impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
             )),
         }
     }
-}
-
-/// Whether ffem's CPU kernels serve this tensor: they are on, and it is f32 on the `flex` device
-/// (the optimiser's fused step asks too).
-pub fn on_cpu_kernels<const D: usize>(x: &Tensor<D>) -> bool {
-    cpu_kernels()
-        && x.dtype() == DType::F32
-        && matches!(
-            x.device().as_dispatch().clone().inner(),
-            burn::backend::DispatchDevice::Flex(_)
-        )
 }
 
 /// The layer's convolution options, or `None` for "same" padding, which depends on the input

@@ -161,7 +161,7 @@ impl FlattenHead {
 /// seeded with `--seed` repeats. Elsewhere, and outside training, burn's own layer.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let training = layer.training.is_enabled() && x.device().is_autodiff() && layer.prob > 0.0;
-    if !training || !crate::conv::on_cpu_kernels(&x) {
+    if !training || !crate::cpu::on_cpu_kernels(&x) {
         return layer.forward(x);
     }
     let device = x.device();

@@ -18,7 +18,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor};
 use ffem_kernels::{Activation, NormShape};
 
-use crate::conv::{f32_elements, flex_tensor, on_cpu_kernels};
+use crate::cpu::{f32_elements, flex_tensor, on_cpu_kernels};
 
 /// Batch norm in training mode (batch statistics) or inference mode (given statistics), fused
 /// with the activation after it.

@@ -15,7 +15,7 @@ use crate::backbones::mobilenet_v3::{Act, ConvBn};
 use crate::model::{EmbeddingModel, ModelConfig, ModelError, write_atomic};
 
 // The protobuf primitives are the ones the tf.train.Example codec uses.
-use ffem_data::example::{put_len_field as field_bytes, put_varint as varint};
+use ffem_data::protobuf::{put_len_field as field_bytes, put_varint as varint};
 
 fn field_varint(out: &mut Vec<u8>, field: u64, v: u64) {
     varint(out, field << 3);

@@ -17,7 +17,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
 
-use crate::conv::{f32_elements, flex_tensor, on_cpu_kernels};
+use crate::cpu::{f32_elements, flex_tensor, on_cpu_kernels};
 
 /// `x * s` for `x` of shape (N, C, H, W) and `s` of shape (N, C, 1, 1), with its gradients.
 #[backend_extension(Flex, Autodiff, Cube: cfg(feature = "vulkan"))]

@@ -3,10 +3,13 @@
 //! share forward passes the way `ffem embed`'s batches do.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use ffem_model::{ComputeDevice, Embedder, ModelConfig, load_model};
+use ffem_infer::Embedder;
+use ffem_model::{ComputeDevice, ModelConfig, load_model};
 use tokio::sync::oneshot;
 
 /// One face to embed and where its embedding goes.
@@ -20,6 +23,8 @@ struct Job {
 pub struct Batcher {
     jobs: SyncSender<Job>,
     dim: usize,
+    /// Forward passes run so far; faces embedded divided by this is the mean batch size.
+    passes: Arc<AtomicU64>,
 }
 
 /// Why a face could not be embedded.
@@ -48,6 +53,8 @@ impl Batcher {
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let dir = model_dir.to_path_buf();
+        let passes = Arc::new(AtomicU64::new(0));
+        let counted = passes.clone();
         std::thread::Builder::new()
             .name("ffem-inference".into())
             .spawn(move || {
@@ -62,7 +69,7 @@ impl Batcher {
                 match loaded {
                     Ok((cfg, embedder)) => {
                         let _ = ready_tx.send(Ok(cfg));
-                        run(embedder, rx, max_batch.max(1), wait);
+                        run(embedder, rx, max_batch.max(1), wait, &counted);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -74,12 +81,18 @@ impl Batcher {
             .recv()
             .map_err(|_| "the inference thread stopped while loading".to_string())??;
         let dim = cfg.embedding_dim;
-        Ok((Batcher { jobs, dim }, cfg))
+        Ok((Batcher { jobs, dim, passes }, cfg))
     }
 
     /// Embedding width.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Forward passes the inference thread has run: fewer than the faces embedded when
+    /// concurrent requests shared passes (`GET /metrics` shows both).
+    pub fn forward_passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Embeds prepared faces (each 3 x S x S) with flip test-time augmentation; unit vectors in
@@ -103,7 +116,13 @@ impl Batcher {
     }
 }
 
-fn run(embedder: Embedder, rx: Receiver<Job>, max_batch: usize, wait: Duration) {
+fn run(
+    embedder: Embedder,
+    rx: Receiver<Job>,
+    max_batch: usize,
+    wait: Duration,
+    passes: &AtomicU64,
+) {
     let dim = embedder.dim();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -117,6 +136,7 @@ fn run(embedder: Embedder, rx: Receiver<Job>, max_batch: usize, wait: Duration) 
         }
         let images: Vec<f32> = jobs.iter().flat_map(|j| j.image.iter().copied()).collect();
         let (mut rows, _) = embedder.embed_batch(&images, jobs.len(), true);
+        passes.fetch_add(1, Ordering::Relaxed);
         ffem_eval::embedding::normalize_rows(&mut rows, dim);
         for (job, row) in jobs.into_iter().zip(rows.chunks_exact(dim)) {
             // A request that gave up (timeout, closed connection) no longer listens: fine.

@@ -132,7 +132,7 @@ pub fn load(config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
         Some(dir) => Some(Arc::new(Mtcnn::load(dir)?)),
         None => None,
     };
-    let threshold = ffem_model::threshold::SavedThreshold::load(&config.model_dir)
+    let threshold = ffem_infer::threshold::SavedThreshold::load(&config.model_dir)
         .map_err(|e| ServeError::Model(e.to_string()))?
         .map(|t| t.threshold_cosine);
     let gallery = Gallery::open_with_ann(&config.gallery, model.embedding_dim, config.ann_above)?;
@@ -294,7 +294,9 @@ async fn health() -> Json<serde_json::Value> {
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.gallery.len()),
+        state
+            .metrics
+            .render(state.gallery.len(), state.batcher.forward_passes()),
     )
 }
 
@@ -386,7 +388,7 @@ fn find_faces(
     // One decode for all the photo's faces.
     let img = ffem_data::imageops::decode_rgb(bytes).map_err(unusable)?;
     let found = |face_box: [f32; 4], landmarks: Option<[f32; 10]>, score: Option<f32>| {
-        let image = ffem_model::embed::prepare_decoded(
+        let image = ffem_infer::embed::prepare_decoded(
             &img,
             Some(face_box),
             landmarks,

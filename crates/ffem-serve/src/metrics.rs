@@ -49,8 +49,9 @@ impl Metrics {
         self.faces_embedded.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The exposition text, with the gallery's current size.
-    pub fn render(&self, gallery_faces: usize) -> String {
+    /// The exposition text, with the gallery's current size and the inference thread's count of
+    /// forward passes.
+    pub fn render(&self, gallery_faces: usize, forward_passes: u64) -> String {
         let mut out = String::new();
         out += "# HELP ffem_requests_total HTTP requests by route and status.\n";
         out += "# TYPE ffem_requests_total counter\n";
@@ -75,6 +76,9 @@ impl Metrics {
             "ffem_faces_embedded_total {}\n",
             self.faces_embedded.load(Ordering::Relaxed)
         );
+        out += "# HELP ffem_forward_passes_total Network forward passes; faces embedded / passes is the mean batch.\n";
+        out += "# TYPE ffem_forward_passes_total counter\n";
+        out += &format!("ffem_forward_passes_total {forward_passes}\n");
         out += "# HELP ffem_gallery_faces Faces enrolled in the gallery.\n";
         out += "# TYPE ffem_gallery_faces gauge\n";
         out += &format!("ffem_gallery_faces {gallery_faces}\n");
@@ -93,7 +97,7 @@ mod tests {
         m.request("/v1/embed", 200, 0.3);
         m.request("/v1/embed", 400, 20.0);
         m.faces_embedded(3);
-        let text = m.render(5);
+        let text = m.render(5, 2);
         assert!(text.contains("ffem_requests_total{route=\"/v1/embed\",status=\"200\"} 2\n"));
         assert!(text.contains("ffem_requests_total{route=\"/v1/embed\",status=\"400\"} 1\n"));
         assert!(text.contains("ffem_request_duration_seconds_bucket{le=\"0.025\"} 1\n"));
@@ -102,6 +106,7 @@ mod tests {
         assert!(text.contains("ffem_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("ffem_request_duration_seconds_count 3\n"));
         assert!(text.contains("ffem_faces_embedded_total 3\n"));
+        assert!(text.contains("ffem_forward_passes_total 2\n"));
         assert!(text.contains("ffem_gallery_faces 5\n"));
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ffem_eval::embedding::cosine;
-use ffem_model::face::FaceModel;
-use ffem_model::threshold::SavedThreshold;
+use ffem_infer::face::FaceModel;
+use ffem_infer::threshold::SavedThreshold;
 use ffem_model::{ModelConfig, save_model};
 use ffem_serve::{AppState, ServeConfig};
 use http_body_util::BodyExt;
@@ -208,7 +208,12 @@ async fn embed_verify_and_search_agree_with_the_library() {
 #[tokio::test]
 async fn concurrent_requests_are_batched_and_answered_alike() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path(), None);
+    let mut cfg = ServeConfig::new(model(dir.path()), dir.path().join("gallery.redb"));
+    cfg.detector_weights = None;
+    // A window long enough that requests queued while the first waits join its pass.
+    cfg.max_batch = 16;
+    cfg.batch_wait = std::time::Duration::from_millis(300);
+    let s = ffem_serve::load(cfg).unwrap();
     let images: Vec<Vec<u8>> = (0..16).map(photo).collect();
     let requests = images.iter().cloned().map(|img| {
         let s = s.clone();
@@ -231,6 +236,19 @@ async fn concurrent_requests_are_batched_and_answered_alike() {
             "a batched answer differs from the image alone by {diff}"
         );
     }
+    let (_, _, metrics) = send(&s, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let counter = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))[name.len() + 1..]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("ffem_faces_embedded_total"), 16);
+    let passes = counter("ffem_forward_passes_total");
+    assert!(
+        passes < 16,
+        "16 concurrent faces took {passes} forward passes: none was shared"
+    );
 }
 
 /// Runs futures concurrently on the test's runtime (tasks, so they interleave).

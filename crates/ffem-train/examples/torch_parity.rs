@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ffem_model::losses::ClassifierLoss;
 use ffem_train::config::TrainConfig;
+use ffem_train::losses::ClassifierLoss;
 use ffem_train::precision::{LossScale, Precision, forward_embeddings};
 use ffem_train::step::{TrainModule, train_step};
 

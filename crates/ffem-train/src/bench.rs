@@ -12,12 +12,12 @@
 use std::str::FromStr;
 use std::time::Instant;
 
+use crate::losses::ClassifierLoss;
 use burn::module::Module;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use ffem_model::losses::ClassifierLoss;
-use ffem_model::model::materialize;
 #[cfg(feature = "onnxruntime")]
-use ffem_model::ort_engine::ORT_VERSION;
+use ffem_infer::ort_engine::ORT_VERSION;
+use ffem_model::model::materialize;
 
 use crate::config::{ConfigError, TrainConfig, parse_name};
 use crate::error::TrainError;
@@ -211,7 +211,7 @@ pub fn bench_train(args: &[String]) -> Result<String, TrainError> {
     }
     let cfg = TrainConfig::load(None, &overrides)?;
     let burn_ops = flags.switch("--burn-ops");
-    ffem_model::conv::set_cpu_kernels(!burn_ops);
+    ffem_model::cpu::set_cpu_kernels(!burn_ops);
     let device = cfg.device.device()?;
     let label = format!(
         "{} {:?}{} + {:?}, {}x{}, batch {batch}, {:?}, {:?}{}",
@@ -338,7 +338,7 @@ fn onnxruntime_batch(
     images: Vec<f32>,
     batch: usize,
 ) -> Result<Box<dyn Fn()>, String> {
-    let engine = ffem_model::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0)
+    let engine = ffem_infer::ort_engine::OrtEmbedder::new(model, &cfg.model(), 0)
         .map_err(|e| e.to_string())?;
     Ok(Box::new(move || {
         engine

@@ -7,13 +7,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::distill::DistillMetric;
+use crate::losses::LossConfig;
+use ffem_infer::onnx_import::InputConvention;
 use ffem_model::ComputeDevice;
 use ffem_model::backbones::mobilenet_v3::{Activation, ConvInit, MobileNetV3Config, Variant};
-use ffem_model::distill::DistillMetric;
 use ffem_model::heads::HeadKind;
-use ffem_model::losses::LossConfig;
 use ffem_model::model::ModelConfig;
-use ffem_model::onnx_import::InputConvention;
 
 use crate::precision::Precision;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -30,7 +30,7 @@ pub enum BackboneName {
 }
 
 /// The channel order an external ONNX teacher takes (`teacher_channels`).
-pub use ffem_model::onnx_import::ChannelOrder;
+pub use ffem_infer::onnx_import::ChannelOrder;
 
 /// The classification loss that trains the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use ffem_data::image_list::ImageList;
 use ffem_data::{PackOptions, pack};
 
-use ffem_model::embed::Embedder;
-use ffem_model::evalset::{PairSet, embed_set, verify_set};
+use ffem_infer::embed::Embedder;
+use ffem_infer::evalset::{PairSet, embed_set, verify_set};
 use ffem_model::model::load_model;
 
 use crate::config::{BackboneName, LossName, OptimizerName, ScheduleName, TrainConfig};

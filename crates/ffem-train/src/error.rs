@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use ffem_data::DataError;
+use ffem_infer::InferError;
 use ffem_model::device::DeviceUnavailable;
-use ffem_model::evalset::EvalSetError;
 use ffem_model::model::ModelError;
 
 use crate::config::ConfigError;
@@ -35,12 +35,12 @@ pub enum TrainError {
         spec: String,
         /// What went wrong.
         #[source]
-        source: EvalSetError,
+        source: InferError,
     },
     /// The distillation teacher's embeddings cannot serve the training data (the message names
     /// the file or the record without a row).
     #[error(transparent)]
-    Teacher(#[from] ffem_model::distill::TeacherError),
+    Teacher(#[from] crate::distill::TeacherError),
     /// The teacher run inside the step (`teacher_onnx`) could not be opened, does not take the
     /// training image size, or failed on a batch.
     #[error("teacher_onnx {path}: {reason}")]
@@ -52,7 +52,7 @@ pub enum TrainError {
     },
     /// Reading or embedding the faces of a pair set failed.
     #[error(transparent)]
-    EvalSet(#[from] EvalSetError),
+    EvalSet(#[from] InferError),
     /// An operating-system error on a run-directory file.
     #[error("{path}: {source}")]
     Io {

@@ -4,20 +4,25 @@
 //! - [`config`]: the TOML recipe (`TrainConfig`), typed names for backbone, loss, optimiser,
 //!   schedule, precision and device;
 //! - [`schedule`], [`optimizer`], [`precision`]: learning rate, parameter update, mixed precision;
+//! - [`losses`]: the identity classifiers and their losses (L2-softmax, the margin family,
+//!   proxies, center, triplet; Partial FC); [`distill`]: the distillation head and teacher tables;
 //! - [`step`]: one optimisation step, shared by the loop and the benchmark;
 //! - [`trainer`]: the loop (data, steps, verification and checkpoints at their intervals);
 //! - [`checkpoint`], [`metrics`], [`run_dir`]: what a run writes and `--resume` reads;
+//! - [`ablate`]: the loss study; [`teacher`]: where distillation targets come from;
 //! - [`demo`]: the built-in end-to-end job; [`bench`]: throughput measurements.
 //!
-//! Networks, losses and inference are `ffem-model`'s; records and the input pipeline are
-//! `ffem-data`'s.
+//! Networks are `ffem-model`'s, running them on faces (validation sets, teachers) `ffem-infer`'s;
+//! records and the input pipeline are `ffem-data`'s.
 
 pub mod ablate;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;
+pub mod distill;
 pub mod error;
+pub mod losses;
 pub mod metrics;
 pub mod optimizer;
 pub mod precision;

@@ -1,11 +1,11 @@
-//! `metrics.csv`, one row per step, and the PNG curves drawn from it.
+//! `metrics.csv`, one row per step (written and read with the `csv` crate), and the PNG curves
+//! drawn from it.
 //!
 //! Columns: `step,epoch,loss,accuracy,lr,images_per_sec,skipped_nonfinite,val_accuracy`
 //! (`val_accuracy` empty except on steps that verified). On resume the rows after the
 //! checkpoint's step are dropped, so the file always describes exactly one run.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use ffem_eval::plot::{Series, line_chart};
@@ -14,7 +14,16 @@ use ffem_model::model::write_atomic;
 use crate::error::TrainError;
 use crate::run_dir::RunDir;
 
-const HEADER: &str = "step,epoch,loss,accuracy,lr,images_per_sec,skipped_nonfinite,val_accuracy";
+const HEADER: [&str; 8] = [
+    "step",
+    "epoch",
+    "loss",
+    "accuracy",
+    "lr",
+    "images_per_sec",
+    "skipped_nonfinite",
+    "val_accuracy",
+];
 
 /// One step's row.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,33 +48,57 @@ pub struct MetricsRow {
 
 /// The open metrics file of a run.
 pub struct MetricsLog {
-    file: BufWriter<File>,
+    file: csv::Writer<File>,
     path: std::path::PathBuf,
+}
+
+/// The CSV text of `rows` under the header.
+fn csv_text(rows: &[MetricsRow]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let write = |w: &mut csv::Writer<Vec<u8>>| -> csv::Result<()> {
+        w.write_record(HEADER)?;
+        for r in rows {
+            w.write_record(r.fields())?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    write(&mut w).expect("writing CSV to memory");
+    w.into_inner().expect("an in-memory CSV writer")
+}
+
+impl MetricsRow {
+    /// The row's fields as written: fixed precision per column, `val_accuracy` empty when absent.
+    fn fields(&self) -> [String; 8] {
+        [
+            self.step.to_string(),
+            self.epoch.to_string(),
+            format!("{:.6}", self.loss),
+            format!("{:.5}", self.accuracy),
+            format!("{:.6e}", self.lr),
+            format!("{:.2}", self.images_per_sec),
+            self.skipped_nonfinite.to_string(),
+            self.val_accuracy
+                .map(|v| format!("{v:.5}"))
+                .unwrap_or_default(),
+        ]
+    }
 }
 
 impl MetricsLog {
     /// Starts a fresh `metrics.csv` (header only).
     pub fn create(run: &RunDir) -> Result<Self, TrainError> {
         let path = run.metrics();
-        write_atomic(&path, format!("{HEADER}\n").as_bytes())?;
+        write_atomic(&path, &csv_text(&[]))?;
         Self::append(&path)
     }
 
     /// Reopens the `metrics.csv` of a resumed run, dropping rows after `step`.
     pub fn resume(run: &RunDir, step: u64) -> Result<Self, TrainError> {
         let path = run.metrics();
-        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        let kept: Vec<&str> = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("step")
-                    || l.split(',')
-                        .next()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .is_some_and(|s| s <= step)
-            })
-            .collect();
-        write_atomic(&path, (kept.join("\n") + "\n").as_bytes())?;
+        let mut kept = read_metrics(&path)?;
+        kept.retain(|r| r.step <= step);
+        write_atomic(&path, &csv_text(&kept))?;
         Self::append(&path)
     }
 
@@ -75,23 +108,18 @@ impl MetricsLog {
             .open(path)
             .map_err(|e| TrainError::io(path, e))?;
         Ok(MetricsLog {
-            file: BufWriter::new(file),
+            file: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(file),
             path: path.to_path_buf(),
         })
     }
 
     /// Appends a row (buffered: [`MetricsLog::flush`] before a checkpoint).
     pub fn write(&mut self, r: &MetricsRow) -> Result<(), TrainError> {
-        let val = r
-            .val_accuracy
-            .map(|v| format!("{v:.5}"))
-            .unwrap_or_default();
-        writeln!(
-            self.file,
-            "{},{},{:.6},{:.5},{:.6e},{:.2},{},{val}",
-            r.step, r.epoch, r.loss, r.accuracy, r.lr, r.images_per_sec, r.skipped_nonfinite
-        )
-        .map_err(|e| TrainError::io(&self.path, e))
+        self.file
+            .write_record(r.fields())
+            .map_err(|e| TrainError::io(&self.path, e.into()))
     }
 
     /// Writes buffered rows through, so a checkpoint never runs ahead of its metrics.
@@ -100,24 +128,38 @@ impl MetricsLog {
     }
 }
 
-/// Reads the rows of a `metrics.csv`.
+/// Reads the rows of a `metrics.csv`; a row that is not one names its line.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let bad = |line: u64, what: String| {
+        TrainError::Setup(format!(
+            "{}: line {line}: not a metrics row ({}): {what}",
+            path.display(),
+            HEADER.join(",")
+        ))
+    };
+    let header = reader.headers().map_err(|e| bad(1, e.to_string()))?;
+    if header.iter().ne(HEADER) {
+        return Err(bad(
+            1,
+            format!("header `{}`", header.iter().collect::<Vec<_>>().join(",")),
+        ));
+    }
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || {
-            TrainError::Setup(format!(
-                "{}: line {}: not a metrics row ({HEADER}): `{line}`",
-                path.display(),
-                i + 1
-            ))
-        };
-        if f.len() != 8 {
-            return Err(bad());
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            bad(line, e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let f: Vec<&str> = record.iter().collect();
+        let shown = || format!("`{}`", f.join(","));
+        if f.len() != HEADER.len() {
+            return Err(bad(line, shown()));
         }
-        let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad());
-        let int = |k: usize| f[k].parse::<u64>().map_err(|_| bad());
+        let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad(line, shown()));
+        let int = |k: usize| f[k].parse::<u64>().map_err(|_| bad(line, shown()));
         rows.push(MetricsRow {
             step: int(0)?,
             epoch: int(1)?,

@@ -15,7 +15,7 @@ use burn::optim::{
     LearningRate, ModuleOptimizer, Optimizer, SgdConfig,
 };
 use burn::tensor::{Device, Tensor, TensorData};
-use ffem_model::conv::on_cpu_kernels;
+use ffem_model::cpu::on_cpu_kernels;
 
 use crate::config::{OptimizerName, TrainConfig};
 

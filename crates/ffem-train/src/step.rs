@@ -3,11 +3,11 @@
 //! non-finite guard, loss scaling, the optimiser update. The loss and the batch accuracy come
 //! back to the host in one read after backward, the step's only synchronisation.
 
+use crate::distill::Distiller;
+use crate::losses::ClassifierLoss;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor, TensorData};
-use ffem_model::distill::Distiller;
-use ffem_model::losses::ClassifierLoss;
 use ffem_model::model::EmbeddingModel;
 
 use crate::precision::{LossScale, Precision, forward_embeddings, unscale_and_check};
@@ -26,7 +26,7 @@ pub struct TrainModule {
     pub distill: Option<DistillTerm>,
 }
 
-/// The distillation term of a step (see `ffem_model::distill`).
+/// The distillation term of a step (see `crate::distill`).
 #[derive(Module, Debug)]
 pub struct DistillTerm {
     /// Projection and metric.

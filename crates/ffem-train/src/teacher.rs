@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
+use crate::distill::TeacherTable;
 use burn::tensor::{Device, Tensor};
 use ffem_data::{Batch, RecordSource};
-use ffem_model::distill::TeacherTable;
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
@@ -21,7 +21,7 @@ pub enum Teacher {
     #[cfg(feature = "onnxruntime")]
     Online {
         /// The session.
-        engine: ffem_model::ort_engine::OrtEmbedder,
+        engine: ffem_infer::ort_engine::OrtEmbedder,
         /// The file, for messages.
         path: std::path::PathBuf,
     },
@@ -86,14 +86,14 @@ impl Teacher {
 #[cfg(feature = "onnxruntime")]
 fn open_onnx(cfg: &TrainConfig) -> Result<Teacher, TrainError> {
     let path = Path::new(&cfg.teacher_onnx);
-    let opts = ffem_model::ort_engine::ExternalOptions {
+    let opts = ffem_infer::ort_engine::ExternalOptions {
         convention: cfg.teacher_convention()?,
         image_size: Some(cfg.image_size),
         // One per core: the teacher and the student's step take turns, never run together.
         threads: 0,
         ..Default::default()
     };
-    let engine = ffem_model::ort_engine::OrtEmbedder::from_file(path, &opts).map_err(|e| {
+    let engine = ffem_infer::ort_engine::OrtEmbedder::from_file(path, &opts).map_err(|e| {
         TrainError::OnlineTeacher {
             path: path.to_path_buf(),
             reason: e.to_string(),

@@ -6,15 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::distill::Distiller;
+use crate::losses::ClassifierLoss;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ffem_data::{AugmentConfig, Pipeline, PipelineConfig, RecordSource};
+use ffem_infer::embed::Embedder;
+use ffem_infer::evalset::{PairSet, embed_set, verify_set};
 use ffem_model::backbones::mobilenet_v3::{ConvInit, MobileNetV3Config};
-use ffem_model::distill::Distiller;
-use ffem_model::embed::Embedder;
-use ffem_model::evalset::{PairSet, embed_set, verify_set};
-use ffem_model::losses::ClassifierLoss;
 use ffem_model::model::{
     EmbeddingModel, ModelConfig, load_model, materialize, save_model, write_atomic,
 };
@@ -464,7 +464,7 @@ pub fn save_threshold(
     set: &str,
     v: &ffem_eval::VerificationReport,
 ) -> Result<(), TrainError> {
-    ffem_model::threshold::SavedThreshold {
+    ffem_infer::threshold::SavedThreshold {
         set: set.to_string(),
         threshold_cosine: v.threshold_cosine as f32,
         threshold_squared_l2: v.threshold_mean as f32,

@@ -24,7 +24,7 @@ fn small_demo_runs_end_to_end_and_learns() {
     );
     assert!(r.model_dir.join("weights.bpk").exists());
     // `ffem verify` works on the demo's model right away: it carries the held-out threshold.
-    let saved = ffem_model::threshold::SavedThreshold::load(&r.model_dir)
+    let saved = ffem_infer::threshold::SavedThreshold::load(&r.model_dir)
         .unwrap()
         .expect("the demo saves its threshold");
     assert_eq!(saved.threshold_cosine, v.threshold_cosine as f32);

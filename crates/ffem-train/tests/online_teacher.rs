@@ -11,7 +11,7 @@ use ffem_train::teacher::Teacher;
 use ffem_train::{TrainConfig, TrainOptions, train};
 
 mod common;
-#[path = "../../ffem-model/tests/common/mod.rs"]
+#[path = "../../ffem-infer/tests/common/mod.rs"]
 mod onnx_model;
 
 use common::{SERIAL, assert_loss_falls, dataset, tiny_config, train_rows};

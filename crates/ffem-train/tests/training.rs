@@ -329,15 +329,15 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
 
     let device = burn::tensor::Device::flex();
     let (model_cfg, model) = ffem_model::load_model(&run.join("model"), &device).unwrap();
-    let embedder = ffem_model::Embedder::new(&model, model_cfg, &device);
-    let pairs = ffem_model::evalset::PairSet::bin(&bin).unwrap();
+    let embedder = ffem_infer::Embedder::new(&model, model_cfg, &device);
+    let pairs = ffem_infer::evalset::PairSet::bin(&bin).unwrap();
     let emb =
-        ffem_model::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
-    let separate = ffem_model::evalset::verify_set(&pairs, &emb);
+        ffem_infer::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
+    let separate = ffem_infer::evalset::verify_set(&pairs, &emb);
     let last = s.verification.expect("a verification");
     assert_eq!(last.accuracy, separate.accuracy);
     // The model carries the threshold its validation chose, for `ffem verify` right away.
-    let saved = ffem_model::threshold::SavedThreshold::load(&run.join("model"))
+    let saved = ffem_infer::threshold::SavedThreshold::load(&run.join("model"))
         .unwrap()
         .expect("a threshold saved with the model");
     assert_eq!(
@@ -354,10 +354,10 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
     let rows = read_metrics(&run5.join("metrics.csv")).unwrap();
     assert_eq!(verified_steps(&rows), vec![5, 10]);
     let (model_cfg, model) = ffem_model::load_model(&run5.join("model"), &device).unwrap();
-    let embedder = ffem_model::Embedder::new(&model, model_cfg, &device);
+    let embedder = ffem_infer::Embedder::new(&model, model_cfg, &device);
     let emb =
-        ffem_model::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
-    let separate = ffem_model::evalset::verify_set(&pairs, &emb);
+        ffem_infer::evalset::embed_set(&embedder, &pairs.faces, cfg.align, true, false).unwrap();
+    let separate = ffem_infer::evalset::verify_set(&pairs, &emb);
     let last = s.verification.expect("a verification of the final weights");
     // The mean embedding norm moves with every step, where 10 pairs' accuracy and threshold may
     // not: it tells step 12's weights from step 10's.
@@ -369,7 +369,7 @@ fn val_set_is_verified_every_eval_every_steps_and_matches_a_separate_evaluation(
             separate.embedding_norm
         )
     );
-    let saved = ffem_model::threshold::SavedThreshold::load(&run5.join("model"))
+    let saved = ffem_infer::threshold::SavedThreshold::load(&run5.join("model"))
         .unwrap()
         .expect("a threshold saved with the model");
     assert_eq!(saved.threshold_cosine, separate.threshold_cosine as f32);
@@ -736,8 +736,8 @@ fn drawn_classifier(
     run: &std::path::Path,
     init: Option<std::path::PathBuf>,
 ) -> Vec<f32> {
-    use ffem_model::losses::ClassifierLoss;
     use ffem_train::checkpoint;
+    use ffem_train::losses::ClassifierLoss;
     use ffem_train::run_dir::RunDir;
     use ffem_train::step::TrainModule;
 

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use ffem_eval::embedding::{cosine, normalized_squared_distance};
-use ffem_model::face::FaceModel;
-use ffem_model::threshold::SavedThreshold;
+use ffem_infer::face::FaceModel;
+use ffem_infer::threshold::SavedThreshold;
 use tract_onnx::prelude::*;
 
 fn ffem(args: &[&str]) -> Output {
@@ -743,7 +743,7 @@ fn trains_directly_from_a_recordio_pack() {
 #[test]
 #[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn detect_a_folder_then_pack_aligned_crops() {
-    let data = ffem_data::require_shared_data();
+    let data = ffem_testdata::require_shared_data();
     let missing = ffem(&[
         "detect",
         "--root",
@@ -760,7 +760,7 @@ fn detect_a_folder_then_pack_aligned_crops() {
         "{}",
         stderr(&missing)
     );
-    ffem_detect::require_test_weights();
+    ffem_testdata::require_mtcnn_weights();
 
     let lfw = data.join("lfw/lfw-deepfunneled");
     let dir = tempfile::tempdir().unwrap();
@@ -903,8 +903,8 @@ fn printed_similarity(text: &str) -> f32 {
 #[test]
 #[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn verify_finds_and_aligns_the_face_in_raw_portraits() {
-    let data = ffem_data::require_shared_data();
-    let weights = ffem_detect::require_test_weights();
+    let data = ffem_testdata::require_shared_data();
+    let weights = ffem_testdata::require_mtcnn_weights();
     let dir = tempfile::tempdir().unwrap();
     let model = train_tiny_aligned_model(dir.path());
     let lfw = data.join("lfw");
@@ -1047,8 +1047,9 @@ fn verify_finds_and_aligns_the_face_in_raw_portraits() {
         "--threshold",
         "0.5",
     ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
-        !o.status.success() && stderr(&o).contains("blank.png: no face found"),
+        stderr(&o).contains("blank.png: no face found"),
         "{}",
         stderr(&o)
     );
@@ -1062,6 +1063,7 @@ fn verify_finds_and_aligns_the_face_in_raw_portraits() {
         "--detector-weights",
         dir.path().join("nowhere").to_str().unwrap(),
     ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("scripts/fetch-mtcnn.sh"),
         "{}",

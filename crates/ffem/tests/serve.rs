@@ -2,7 +2,7 @@
 //! there after a restart and the database passes its integrity check; with the face data, the
 //! service detects and aligns faces in photos and refuses a photo without one.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -66,7 +66,8 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request (connection closed after it); the status and the body.
+/// One HTTP request (ureq, no TLS); the status (4xx and 5xx included) and the body. A transport
+/// error (the server gone, say) is a panic, which the kill test catches.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -74,49 +75,31 @@ fn http(
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    // Read the head, then exactly Content-Length bytes: some servers keep the connection open.
-    let mut reader = BufReader::new(s);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse::<usize>().ok();
-        }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let response = match method {
+        "GET" => agent.get(&url).call(),
+        "DELETE" => agent.delete(&url).call(),
+        "POST" => agent
+            .post(&url)
+            .header("Content-Type", content_type)
+            .send(body),
+        other => panic!("no {other} requests in these tests"),
     }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            reader.read_exact(&mut body).unwrap();
-        }
-        None => {
-            reader.read_to_end(&mut body).unwrap();
-        }
-    }
-    (status, String::from_utf8_lossy(&body).into_owned())
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    // WebDriver screenshots come as base64 in JSON: allow more than ureq's default 10 MB.
+    let text = response
+        .into_body()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the answer: {e}"));
+    (status, text)
 }
 
 const BOUNDARY: &str = "ffem-serve-test";
@@ -232,8 +215,8 @@ fn acknowledged_enrolments_survive_kill_9() {
 #[test]
 #[ignore = "needs the face data and the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
 fn the_service_detects_faces_in_photos_and_refuses_a_photo_without_one() {
-    let data = ffem_data::require_shared_data();
-    let weights = ffem_detect::require_test_weights();
+    let data = ffem_testdata::require_shared_data();
+    let weights = ffem_testdata::require_mtcnn_weights();
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
     let server = Server::start(
@@ -254,7 +237,7 @@ fn the_service_detects_faces_in_photos_and_refuses_a_photo_without_one() {
     assert_eq!(status, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     // The library with the detector computes the same similarity.
-    let library = ffem_model::face::FaceModel::load(&model)
+    let library = ffem_infer::face::FaceModel::load(&model)
         .unwrap()
         .with_detector(&weights)
         .unwrap();
@@ -317,8 +300,8 @@ fn webdriver(
 #[test]
 #[ignore = "needs chromium and chromium-driver (Debian packages), the face data and the MTCNN weights: cargo test -- --include-ignored"]
 fn the_web_page_verifies_photos_in_a_real_browser() {
-    let data = ffem_data::require_shared_data();
-    let weights = ffem_detect::require_test_weights();
+    let data = ffem_testdata::require_shared_data();
+    let weights = ffem_testdata::require_mtcnn_weights();
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
     let lfw = data.join("lfw/lfw-deepfunneled");
@@ -333,7 +316,7 @@ fn the_web_page_verifies_photos_in_a_real_browser() {
     );
     // The decision threshold half way between the two pairs' similarities (as the library
     // computes them): the page must then call the first pair the same person and the second not.
-    let library = ffem_model::face::FaceModel::load(&model)
+    let library = ffem_infer::face::FaceModel::load(&model)
         .unwrap()
         .with_detector(&weights)
         .unwrap();
@@ -350,7 +333,7 @@ fn the_web_page_verifies_photos_in_a_real_browser() {
         s_same > s_diff,
         "this model ranks the pairs the other way: {s_same} vs {s_diff}"
     );
-    ffem_model::threshold::SavedThreshold {
+    ffem_infer::threshold::SavedThreshold {
         set: "browser test".into(),
         threshold_cosine: (s_same + s_diff) / 2.0,
         threshold_squared_l2: 2.0 - (s_same + s_diff),
@@ -478,7 +461,11 @@ fn the_web_page_verifies_photos_in_a_real_browser() {
     let (d_diff, page_diff) = decide(&different);
     // The screenshot shows the last comparison: both faces outlined, the decision below.
     let png = webdriver(driver, "GET", &at("/screenshot"), serde_json::Value::Null);
-    let png = base64_decode(png.as_str().unwrap());
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        png.as_str().unwrap(),
+    )
+    .unwrap();
     let shot = std::env::var_os("FFEM_SCREENSHOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve_page.png"));
@@ -497,27 +484,4 @@ fn the_web_page_verifies_photos_in_a_real_browser() {
         "screenshot {}",
         shot.display()
     );
-}
-
-/// Standard base64 (WebDriver screenshots), without a dependency for one call.
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    } as u32;
-    let bytes: Vec<u8> = text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-        .collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let n = chunk.iter().fold(0u32, |acc, &c| (acc << 6) | value(c)) << (6 * (4 - chunk.len()));
-        let b = n.to_be_bytes();
-        out.extend_from_slice(&b[1..chunk.len()]);
-    }
-    out
 }

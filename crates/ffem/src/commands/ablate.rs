@@ -20,8 +20,8 @@ pub struct AblateArgs {
     /// Output folder (default: the study's out_dir, `-noise<FRACTION>` appended when noisy).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// What `{data}` in the study's paths stands for (default: FFEM_DATA, else ../shared/data).
-    #[arg(long)]
+    /// What `{data}` in the study's paths stands for (the folder holding lfw/, cfp/, celeba/).
+    #[arg(long, env = "FFEM_DATA")]
     data: Option<PathBuf>,
     /// Train only these variants now (comma-separated); the report lists all finished ones.
     #[arg(long, value_delimiter = ',')]
@@ -31,14 +31,10 @@ pub struct AblateArgs {
 /// Runs `ffem ablate`.
 pub fn ablate(a: AblateArgs) -> Result<ExitCode> {
     let cfg = AblationConfig::load(&a.config)?;
-    let data_root = a
-        .data
-        .or_else(ffem_data::find_shared_data)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"));
     let opts = AblateOptions {
         out: a.out,
         label_noise: a.label_noise,
-        data_root,
+        data_root: a.data,
         only: a.only,
         progress: true,
     };

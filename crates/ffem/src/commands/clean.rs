@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use ffem_data::image_list::{ImageList, flip_labels, write_image_list};
 use ffem_eval::clean::{CleanOptions, find_label_noise};
-use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources};
+use ffem_infer::faces::{EmbedOptions, FaceSource, embed_sources};
 
 use super::{DetectArg, EngineArg, open_model};
 

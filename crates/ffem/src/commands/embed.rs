@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Args;
 use ffem_eval::gallery;
-use ffem_model::faces::{EmbedOptions, embed_sources, gather};
+use ffem_infer::faces::{EmbedOptions, embed_sources, gather};
 use rayon::prelude::*;
 
 use super::{DetectArg, EngineArg, OnnxArgs, open_model};
@@ -75,7 +75,7 @@ pub fn embed(mut a: EmbedArgs) -> Result<ExitCode> {
     if a.all_faces
         && let Some(d) = &detector
     {
-        let (faces, skipped) = ffem_model::faces::expand_all_faces(d, &sources);
+        let (faces, skipped) = ffem_infer::faces::expand_all_faces(d, &sources);
         no_face = skipped
             .into_iter()
             .map(|(i, reason)| (sources[i].name.clone(), reason))
@@ -112,7 +112,7 @@ pub fn embed(mut a: EmbedArgs) -> Result<ExitCode> {
                 // The same face the embedding used: detection is deterministic.
                 let mut face = sources[i].read()?;
                 let (image, _) =
-                    ffem_model::faces::prepare_face(&mut face, detector.as_ref(), size, cfg.align)?;
+                    ffem_infer::faces::prepare_face(&mut face, detector.as_ref(), size, cfg.align)?;
                 Ok(image)
             })
             .collect::<Result<Vec<_>>>()?

@@ -9,10 +9,10 @@ use clap::Args;
 use ffem_data::RecordSource;
 use ffem_data::image_list::ImageList;
 use ffem_eval::embedding;
-use ffem_model::FaceInput;
-use ffem_model::evalset::{PairSet, embed_set, load_faces, set_distances, verify_set};
-use ffem_model::faces::{EmbedOptions, embed_faces};
-use ffem_model::threshold::SavedThreshold;
+use ffem_infer::FaceInput;
+use ffem_infer::evalset::{PairSet, embed_set, load_faces, set_distances, verify_set};
+use ffem_infer::faces::{EmbedOptions, embed_faces};
+use ffem_infer::threshold::SavedThreshold;
 
 use super::{DetectArg, EngineArg, OnnxArgs, open_model};
 
@@ -216,7 +216,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
             Some(dir) => eprintln!(
                 "saved threshold {:.4} (cosine) to {}",
                 first.threshold_cosine,
-                ffem_model::threshold::path_in(dir).display()
+                ffem_infer::threshold::path_in(dir).display()
             ),
             None => eprintln!(
                 "threshold {:.4} (cosine); not saved: an ONNX file has no model directory",
@@ -228,7 +228,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
 }
 
 /// The ffem model directory, or the external model of --onnx.
-fn open_any(a: &EvalArgs) -> Result<(ffem_model::ModelConfig, ffem_model::Embedder)> {
+fn open_any(a: &EvalArgs) -> Result<(ffem_model::ModelConfig, ffem_infer::Embedder)> {
     match (&a.model, &a.onnx.onnx) {
         (None, Some(file)) => a.onnx.open(file),
         (Some(dir), None) => open_model(dir, &a.engine),

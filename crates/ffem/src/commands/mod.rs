@@ -23,9 +23,10 @@ use anyhow::{Result, bail};
 use clap::Args;
 use clap::builder::TypedValueParser;
 use ffem_detect::Mtcnn;
-use ffem_model::faces::FaceSource;
-use ffem_model::onnx_import::ChannelOrder;
-use ffem_model::{ComputeDevice, Embedder, ModelConfig, load_model};
+use ffem_infer::Embedder;
+use ffem_infer::faces::FaceSource;
+use ffem_infer::onnx_import::ChannelOrder;
+use ffem_model::{ComputeDevice, ModelConfig, load_model};
 
 /// Which runtime runs the network's forward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,8 +122,8 @@ pub struct OnnxArgs {
 
 impl OnnxArgs {
     /// The input convention the options describe.
-    pub fn convention(&self) -> Result<ffem_model::onnx_import::InputConvention> {
-        ffem_model::onnx_import::InputConvention::from_values(
+    pub fn convention(&self) -> Result<ffem_infer::onnx_import::InputConvention> {
+        ffem_infer::onnx_import::InputConvention::from_values(
             self.onnx_channels,
             &self.onnx_mean,
             &self.onnx_std,
@@ -138,7 +139,7 @@ impl OnnxArgs {
         let convention = self.convention()?;
         #[cfg(feature = "onnxruntime")]
         {
-            let opts = ffem_model::ort_engine::ExternalOptions {
+            let opts = ffem_infer::ort_engine::ExternalOptions {
                 input: self.onnx_input.clone(),
                 output: self.onnx_output.clone(),
                 convention,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Args;
 use ffem_eval::gallery::Gallery;
-use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources, gather};
+use ffem_infer::faces::{EmbedOptions, FaceSource, embed_sources, gather};
 
 use super::verify::list_entries;
 use super::{DetectArg, EngineArg, open_model, require_all};

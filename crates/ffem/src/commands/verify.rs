@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use ffem_data::image_list::ImageList;
-use ffem_model::faces::{EmbedOptions, FaceSource, embed_sources};
-use ffem_model::threshold::SavedThreshold;
+use ffem_infer::faces::{EmbedOptions, FaceSource, embed_sources};
+use ffem_infer::threshold::SavedThreshold;
 
 use super::{DetectArg, EngineArg, open_model, require_all};
 
@@ -49,7 +49,7 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
             let saved = SavedThreshold::load(&a.model)?.with_context(|| {
                 format!(
                     "{}: no saved threshold; run `ffem eval {} --lfw DIR` first or pass --threshold",
-                    ffem_model::threshold::path_in(&a.model).display(),
+                    ffem_infer::threshold::path_in(&a.model).display(),
                     a.model.display()
                 )
             })?;
