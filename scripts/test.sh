@@ -67,7 +67,7 @@ run() {
 }
 
 run cargo test --release --workspace -- --include-ignored
-run cargo test --release -p ffem-model --features onnxruntime --test ort_engine
+run cargo test --release -p ffem-infer --features onnxruntime --test ort_engine
 run cargo test --release -p ffem-train --features onnxruntime --test online_teacher
 
 # `set -o pipefail` has already stopped the script on a failing run; this sums the passes.

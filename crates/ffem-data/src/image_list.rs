@@ -4,6 +4,10 @@
 //! Parsing keeps file order and sees duplicate keys (a plain JSON map would silently keep the last
 //! one). Syntax errors fail the whole file with line and column; an entry whose values are wrong is
 //! returned as a [`Rejected`] entry with the reason, so that tools can skip, count and report it.
+//!
+//! Over 600 lines because it is one format's reader, writer and validation together with the
+//! list operations defined on it (merge with label offsets, label flipping): each needs the
+//! entry rules the others check.
 
 use std::fmt;
 use std::path::Path;

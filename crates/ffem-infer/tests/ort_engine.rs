@@ -4,9 +4,10 @@
 #![cfg(feature = "onnxruntime")]
 
 use burn::tensor::Device;
+use ffem_infer::Embedder;
+use ffem_model::ModelConfig;
 use ffem_model::backbones::mobilenet_v3::MobileNetV3Config;
 use ffem_model::heads::HeadKind;
-use ffem_model::{Embedder, ModelConfig};
 
 fn check(model_cfg: ModelConfig) {
     let cfg = model_cfg.clone();

@@ -8,8 +8,10 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::buffers::{BATCH_CHUNK, as_uninit, assume_init, sum_partials, zero_fill};
+use crate::geometry::ConvGeometry;
 use crate::matmul::{Threads, View, gemm_add, gemm_write};
-use crate::{BATCH_CHUNK, ConvGeometry, Epilogue, as_uninit, assume_init, sum_partials, zero_fill};
+use crate::norm::Epilogue;
 
 /// Runs `f(image, its output, threads)` for every image's `per_image`-long piece of `out`: in
 /// parallel over images when there are enough of them to keep every thread busy, else one image at

@@ -12,8 +12,9 @@
 
 use rayon::prelude::*;
 
+use crate::geometry::ConvGeometry;
+use crate::norm::Epilogue;
 use crate::simd::{dispatch, dot, madd};
-use crate::{ConvGeometry, Epilogue};
 
 /// Per-plane sizes and the phase-split buffer's layout.
 #[derive(Clone, Copy)]

@@ -9,8 +9,9 @@
 
 use rayon::prelude::*;
 
+use crate::geometry::ConvGeometry;
+use crate::norm::Epilogue;
 use crate::simd::{dispatch, madd};
-use crate::{ConvGeometry, Epilogue};
 
 /// Maps of at most this many input pixels take this path forward and for the input gradient
 /// (measured with `examples/kernel_bench.rs`: faster at 7x7, slower at 14x14).

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::{as_uninit, written_vec};
+use crate::buffers::{as_uninit, written_vec};
 
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 14;

@@ -6,13 +6,16 @@
 //! shift, clamp, and as many again backward); here the forward is two reads and one write, the
 //! backward two reads of `x` and `dy` and one write. The activation's input `z` is never stored:
 //! the backward recomputes it from `x` and the batch statistics.
+//!
+//! Over 600 lines because the forward (training and inference) and backward passes share the
+//! per-channel statistics layout and SIMD loops; splitting them would scatter one kernel.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::buffers::{as_uninit, written_vec};
 use crate::simd::{dispatch, madd};
-use crate::{as_uninit, written_vec};
 
 /// The activation applied after the normalisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,6 +15,7 @@
 //! is a redb database ([`gallery`]). Limits on body size, image size, faces per image and request
 //! time, and an optional API key, keep it serving under bad input.
 
+mod answers;
 pub mod batcher;
 pub mod gallery;
 pub mod metrics;
@@ -29,13 +30,19 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query, Request
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use ffem_detect::Mtcnn;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use utoipa::{IntoParams, ToSchema};
+
+use crate::answers::{
+    AddedFace, ApiAnswers, CreatedIdentity, DeletedIdentity, Embedded, FaceJson, Health,
+    Identities, ImageUpload, PairUpload, RemovedFace, Searched, Verified,
+};
 use crate::batcher::{BatchError, Batcher};
 use crate::gallery::{FaceRecord, Gallery, GalleryError};
 use crate::metrics::Metrics;
@@ -147,20 +154,29 @@ pub fn load(config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
     }))
 }
 
-/// The HTTP routes over `state`.
+/// The HTTP routes over `state`. The API routes are registered through utoipa's router, which
+/// takes each handler's `#[utoipa::path]` (path, method, parameters, bodies, answers) into the
+/// OpenAPI document served at `/openapi.json`: a route cannot be served without being described,
+/// and its description sits on its handler.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/embed", post(embed))
-        .route("/v1/verify", post(verify))
-        .route("/v1/search", post(search))
-        .route("/v1/identities", get(list_identities).post(create_identity))
-        .route("/v1/identities/{name}", delete(delete_identity))
-        .route("/v1/identities/{name}/faces", post(add_face))
-        .route("/v1/identities/{name}/faces/{id}", delete(remove_face))
+    let (api, document) = utoipa_axum::router::OpenApiRouter::with_openapi(openapi::frame())
+        .routes(utoipa_axum::routes!(health))
+        .routes(utoipa_axum::routes!(metrics))
+        .routes(utoipa_axum::routes!(embed))
+        .routes(utoipa_axum::routes!(verify))
+        .routes(utoipa_axum::routes!(search))
+        .routes(utoipa_axum::routes!(list_identities, create_identity))
+        .routes(utoipa_axum::routes!(delete_identity))
+        .routes(utoipa_axum::routes!(add_face))
+        .routes(utoipa_axum::routes!(remove_face))
+        .split_for_parts();
+    let document: Arc<serde_json::Value> =
+        Arc::new(serde_json::to_value(document).expect("the OpenAPI document is plain JSON"));
+    api.route("/", get(page))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(serde_json::Value::clone(&document)) }),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no such route; see /openapi.json")
         })
@@ -287,10 +303,14 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", security(()),
+    responses((status = OK, description = "the service is up (no API key needed)", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
+#[utoipa::path(get, path = "/metrics",
+    responses((status = OK, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -298,10 +318,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             .metrics
             .render(state.gallery.len(), state.batcher.forward_passes()),
     )
-}
-
-async fn openapi() -> Json<serde_json::Value> {
-    Json(openapi::document())
 }
 
 /// A multipart body, or why it is not one (answered as a JSON 400, not axum's plain text).
@@ -439,18 +455,9 @@ async fn embed_found(state: &AppState, found: &mut [Found]) -> Result<Vec<Vec<f3
     Ok(out)
 }
 
-#[derive(Serialize)]
-struct FaceJson {
-    #[serde(rename = "box")]
-    face_box: [f32; 4],
-    landmarks: Option<[f32; 10]>,
-    score: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    embedding: Option<Vec<f32>>,
-}
-
 impl FaceJson {
-    fn of(f: &Found, embedding: Option<Vec<f32>>) -> Self {
+    /// The face as found, with its embedding when the answer carries one.
+    pub(crate) fn of(f: &Found, embedding: Option<Vec<f32>>) -> Self {
         FaceJson {
             face_box: f.face_box,
             landmarks: f.landmarks,
@@ -460,10 +467,12 @@ impl FaceJson {
     }
 }
 
+#[utoipa::path(post, path = "/v1/embed", request_body(content = ImageUpload, content_type = "multipart/form-data"),
+    responses((status = OK, description = "every face of the image, largest first, with its unit embedding", body = Embedded), ApiAnswers))]
 async fn embed(
     State(state): State<Arc<AppState>>,
     form: Upload,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Embedded>, ApiError> {
     let [image] = <[Vec<u8>; 1]>::try_from(files(form, &["image"]).await?).expect("one field");
     let mut found = faces_of(&state, image, "image", state.config.max_faces).await?;
     let embeddings = embed_found(&state, &mut found).await?;
@@ -472,38 +481,49 @@ async fn embed(
         .zip(embeddings)
         .map(|(f, e)| FaceJson::of(f, Some(e)))
         .collect();
-    Ok(Json(json!({ "faces": faces, "dim": state.batcher.dim() })))
+    Ok(Json(Embedded {
+        faces,
+        dim: state.batcher.dim(),
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/verify", request_body(content = PairUpload, content_type = "multipart/form-data"),
+    responses((status = OK, description = "the largest faces of a and b compared", body = Verified), ApiAnswers))]
 async fn verify(
     State(state): State<Arc<AppState>>,
     form: Upload,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Verified>, ApiError> {
     let [a, b] = <[Vec<u8>; 2]>::try_from(files(form, &["a", "b"]).await?).expect("two fields");
     let (fa, fb) = tokio::join!(faces_of(&state, a, "a", 1), faces_of(&state, b, "b", 1));
     let (mut fa, mut fb) = (fa?, fb?);
     let (ea, eb) = tokio::join!(embed_found(&state, &mut fa), embed_found(&state, &mut fb));
     let (ea, eb) = (ea?, eb?);
     let similarity = ffem_eval::embedding::cosine(&ea[0], &eb[0]);
-    Ok(Json(json!({
-        "similarity": similarity,
-        "threshold": state.threshold,
-        "same_person": state.threshold.map(|t| similarity >= t),
-        "a": FaceJson::of(&fa[0], None),
-        "b": FaceJson::of(&fb[0], None),
-    })))
+    Ok(Json(Verified {
+        similarity,
+        threshold: state.threshold,
+        same_person: state.threshold.map(|t| similarity >= t),
+        a: FaceJson::of(&fa[0], None),
+        b: FaceJson::of(&fb[0], None),
+    }))
 }
 
-#[derive(Deserialize)]
+/// `/v1/search`'s query.
+#[derive(Deserialize, IntoParams)]
 struct SearchQuery {
+    /// Identities to return, 1 to 100 (default 5).
+    #[param(minimum = 1, maximum = 100)]
     k: Option<usize>,
 }
 
+#[utoipa::path(post, path = "/v1/search", params(SearchQuery),
+    request_body(content = ImageUpload, content_type = "multipart/form-data"),
+    responses((status = OK, description = "the gallery identities most like the image's largest face", body = Searched), ApiAnswers))]
 async fn search(
     State(state): State<Arc<AppState>>,
     Query(q): Query<SearchQuery>,
     form: Upload,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Searched>, ApiError> {
     let k = q.k.unwrap_or(5);
     if !(1..=100).contains(&k) {
         return Err(ApiError::bad(format!("k = {k}: ask for 1 to 100 results")));
@@ -512,47 +532,65 @@ async fn search(
     let mut found = faces_of(&state, image, "image", 1).await?;
     let e = embed_found(&state, &mut found).await?;
     let matches = state.gallery.search(&e[0], k);
-    Ok(Json(json!({
-        "face": FaceJson::of(&found[0], None),
-        "matches": matches,
-        "threshold": state.threshold,
-    })))
+    Ok(Json(Searched {
+        face: FaceJson::of(&found[0], None),
+        matches,
+        threshold: state.threshold,
+    }))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/identities`'s body.
+#[derive(Deserialize, ToSchema)]
 struct NewIdentity {
+    /// 1 to 64 letters, digits, spaces, '.', '_' or '-', not starting with '.'.
+    #[schema(pattern = r"^[\w .-]{1,64}$")]
     name: String,
 }
 
-async fn list_identities(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({ "identities": state.gallery.identities()? })))
+#[utoipa::path(get, path = "/v1/identities",
+    responses((status = OK, description = "every identity with its face count", body = Identities), ApiAnswers))]
+async fn list_identities(State(state): State<Arc<AppState>>) -> Result<Json<Identities>, ApiError> {
+    Ok(Json(Identities {
+        identities: state.gallery.identities()?,
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/identities", request_body = NewIdentity,
+    responses((status = CREATED, description = "the identity was created", body = CreatedIdentity), ApiAnswers))]
 async fn create_identity(
     State(state): State<Arc<AppState>>,
     body: Result<Json<NewIdentity>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedIdentity>), ApiError> {
     let Json(new) =
         body.map_err(|e| ApiError::bad(format!("send JSON {{\"name\": \"...\"}}: {e}")))?;
     state.gallery.create_identity(&new.name)?;
-    Ok((StatusCode::CREATED, Json(json!({ "name": new.name }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedIdentity { name: new.name }),
+    ))
 }
 
+#[utoipa::path(delete, path = "/v1/identities/{name}", params(("name" = String, Path, description = "the identity")),
+    responses((status = OK, description = "the identity and its faces were deleted", body = DeletedIdentity), ApiAnswers))]
 async fn delete_identity(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let removed = state.gallery.delete_identity(&name)?;
-    Ok(Json(json!({ "deleted": name, "faces_removed": removed })))
+) -> Result<Json<DeletedIdentity>, ApiError> {
+    let faces_removed = state.gallery.delete_identity(&name)?;
+    Ok(Json(DeletedIdentity {
+        deleted: name,
+        faces_removed,
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/identities/{name}/faces", params(("name" = String, Path, description = "the identity")),
+    request_body(content = ImageUpload, content_type = "multipart/form-data"),
+    responses((status = CREATED, description = "the image's largest face was enrolled", body = AddedFace), ApiAnswers))]
 async fn add_face(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
     form: Upload,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<AddedFace>), ApiError> {
     let [image] = <[Vec<u8>; 1]>::try_from(files(form, &["image"]).await?).expect("one field");
     let sha: [u8; 32] = Sha256::digest(&image).into();
     let mut found = faces_of(&state, image, "image", 1).await?;
@@ -569,14 +607,24 @@ async fn add_face(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "identity": name, "face_id": id, "face": FaceJson::of(&found[0], None) })),
+        Json(AddedFace {
+            identity: name,
+            face_id: id,
+            face: FaceJson::of(&found[0], None),
+        }),
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/identities/{name}/faces/{id}",
+    params(("name" = String, Path, description = "the identity"), ("id" = u64, Path, description = "the face")),
+    responses((status = OK, description = "the face was removed", body = RemovedFace), ApiAnswers))]
 async fn remove_face(
     State(state): State<Arc<AppState>>,
     UrlPath((name, id)): UrlPath<(String, u64)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RemovedFace>, ApiError> {
     state.gallery.remove_face(&name, id)?;
-    Ok(Json(json!({ "identity": name, "removed_face_id": id })))
+    Ok(Json(RemovedFace {
+        identity: name,
+        removed_face_id: id,
+    }))
 }

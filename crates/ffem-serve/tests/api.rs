@@ -200,7 +200,50 @@ async fn embed_verify_and_search_agree_with_the_library() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(v["paths"]["/v1/verify"]["post"].is_object());
+    // The document is derived from the routed handlers: every API route, its bodies' schemas,
+    // the key scheme.
+    let mut paths: Vec<&str> = v["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/health",
+            "/metrics",
+            "/v1/embed",
+            "/v1/identities",
+            "/v1/identities/{name}",
+            "/v1/identities/{name}/faces",
+            "/v1/identities/{name}/faces/{id}",
+            "/v1/search",
+            "/v1/verify"
+        ]
+    );
+    let verify = &v["paths"]["/v1/verify"]["post"];
+    assert_eq!(
+        verify["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"],
+        "#/components/schemas/PairUpload"
+    );
+    assert!(verify["responses"]["422"].is_object() && verify["responses"]["200"].is_object());
+    let verified = &v["components"]["schemas"]["Verified"]["properties"];
+    for field in ["similarity", "threshold", "same_person", "a", "b"] {
+        assert!(
+            verified[field].is_object(),
+            "Verified lacks {field}: {verified}"
+        );
+    }
+    assert!(
+        v["paths"]["/v1/identities"]["get"].is_object()
+            && v["paths"]["/v1/identities"]["post"].is_object()
+    );
+    assert_eq!(
+        v["components"]["securitySchemes"]["apiKey"]["name"],
+        "x-api-key"
+    );
     let (status, _, page) = send(&s, Request::get("/").body(Body::empty()).unwrap()).await;
     assert!(status == StatusCode::OK && page.contains("/v1/verify"));
 }

@@ -49,7 +49,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -57,7 +57,7 @@ impl Rng {
     }
     /// A number in 0..n (0 when n is 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -80,7 +80,9 @@ pub fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
             }
             3 => b.truncate(at),
             4 => {
-                let junk: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..1 + rng.below(16))
+                    .map(|_| rng.next_u64() as u8)
+                    .collect();
                 b.splice(at..at, junk);
             }
             5 if !b.is_empty() => {

@@ -1,4 +1,7 @@
 //! Loss values against independent f64 formulas, gradients against finite differences of them.
+//!
+//! One file (over 600 lines) because every loss is checked by the same f64 harness (the
+//! reference formulas and the finite-difference gradient check).
 
 use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};

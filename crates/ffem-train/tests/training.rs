@@ -1,5 +1,8 @@
 //! The trainer end to end on tiny synthetic data: resuming reproduces the uninterrupted loss
 //! curve exactly, the non-finite guard skips and then stops, labels beyond num_identity fail.
+//!
+//! One file (over 600 lines) because the tests share one tiny data set and a lock that keeps
+//! the trainer's runs from racing for the cores.
 
 use ffem_model::heads::HeadKind;
 use ffem_train::config::{BackboneName, ChannelOrder, LossName, OptimizerName};

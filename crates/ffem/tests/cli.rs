@@ -1,6 +1,9 @@
 //! The `ffem` command end to end: pack / inspect, eval on precomputed embeddings, info, and a
 //! tiny trained model used through eval (.bin, identification), embed, export, verify and search,
 //! each checked against the same numbers computed through the library API.
+//!
+//! One file (over 600 lines) because its tests share the helpers that synthesise, pack and train
+//! the tiny data and models they run the commands on.
 
 use std::path::Path;
 use std::process::{Command, Output};

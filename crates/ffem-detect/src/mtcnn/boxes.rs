@@ -1,8 +1,6 @@
 //! The geometry between MTCNN's stages, as the reference implementation computes it: candidate
 //! boxes, non-maximum suppression, squaring, box regression and the image pyramid's scales.
 
-use super::MtcnnParams;
-
 /// A candidate box between stages: corners, score, and the regression offsets P-Net gave it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Cand {
@@ -61,20 +59,6 @@ pub(super) fn regress(b: [f64; 4], reg: [f64; 4]) -> [f64; 4] {
     ]
 }
 
-/// The pyramid scales: from `12 / min_face` down by `factor` while the shorter side stays >= 12 px.
-pub fn pyramid_scales(width: u32, height: u32, p: &MtcnnParams) -> Vec<f64> {
-    let m = 12.0 / p.min_face;
-    let mut min_layer = width.min(height) as f64 * m;
-    let mut scales = Vec::new();
-    let mut k = 0;
-    while min_layer >= 12.0 {
-        scales.push(m * p.scale_factor.powi(k));
-        min_layer *= p.scale_factor;
-        k += 1;
-    }
-    scales
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,15 +103,5 @@ mod tests {
             r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
             "{r:?}"
         );
-    }
-
-    #[test]
-    fn pyramid_for_a_250_pixel_image() {
-        // 250 * 0.6 = 150, then x0.709 while >= 12: 150, 106.4, 75.4, 53.5, 37.9, 26.9, 19.1,
-        // 13.5 -> 8 scales, the last 0.6 * 0.709^7.
-        let s = pyramid_scales(250, 300, &MtcnnParams::default());
-        assert_eq!(s.len(), 8);
-        assert!((s[0] - 0.6).abs() < 1e-12 && (s[7] - 0.6 * 0.709f64.powi(7)).abs() < 1e-12);
-        assert!(pyramid_scales(19, 100, &MtcnnParams::default()).is_empty());
     }
 }

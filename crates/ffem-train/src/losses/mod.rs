@@ -45,15 +45,18 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+mod common;
 mod margin;
 mod partial_fc;
 mod proxy;
 mod triplet;
 
+pub use common::LossOutput;
+pub(crate) use common::l2_normalize;
+use common::{affine, cross_entropy_rows, mean_of_per_sample};
 use margin::Margins;
 
 /// Which loss and its hyper-parameters.
@@ -180,26 +183,6 @@ pub struct ClassifierLoss {
     /// step (the batch's own identities always do); 1 uses them all.
     #[module(skip)]
     pub sample_rate: f64,
-}
-
-/// Loss value and logits of one batch.
-pub struct LossOutput {
-    /// The labels as the logits' columns number them (the batch's labels, or with Partial FC
-    /// their positions among the sampled identities).
-    pub labels: Tensor<1, Int>,
-    /// Mean cross-entropy, shape [1].
-    pub loss: Tensor<1>,
-    /// Logits without margin (for accuracy), (N, classes).
-    pub logits: Tensor<2>,
-    /// Each image's own loss (N, 1), whose mean is `loss`, for losses that are a mean over
-    /// images (the softmax family, Proxy-NCA, center loss); Co-Mining ranks images by it.
-    pub per_sample: Option<Tensor<2>>,
-}
-
-/// Each row divided by its L2 norm (floored at 1e-12, so a zero row stays zero).
-pub(crate) fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
 }
 
 impl ClassifierLoss {
@@ -400,41 +383,4 @@ impl ClassifierLoss {
         let pull = (emb - centres).square().sum_dim(1);
         mean_of_per_sample(ce + pull * (lambda / 2.0), z, labels)
     }
-}
-
-/// `x W^T (+ b)`: the plain linear classifier of L2-softmax and center loss.
-fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    let z = x.matmul(weight.transpose());
-    match bias {
-        Some(b) => z + b.unsqueeze_dim(0),
-        None => z,
-    }
-}
-
-/// Each row's cross-entropy against its label, (N, C) -> (N, 1).
-fn cross_entropy_rows(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<2> {
-    let n = labels.dims()[0];
-    log_softmax(logits, 1)
-        .gather(1, labels.reshape([n, 1]))
-        .neg()
-}
-
-/// The output of a loss that is the mean of per-image losses (N, 1), which Co-Mining ranks.
-fn mean_of_per_sample(
-    per_sample: Tensor<2>,
-    logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-) -> LossOutput {
-    LossOutput {
-        loss: per_sample.clone().mean().reshape([1]),
-        logits,
-        labels,
-        per_sample: Some(per_sample),
-    }
-}
-
-/// `log(sum(exp(row)))` of each row, (N, C) -> (N, 1), stable for rows holding -inf.
-fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
-    let max = x.clone().max_dim(1);
-    (x - max.clone()).exp().sum_dim(1).log() + max
 }

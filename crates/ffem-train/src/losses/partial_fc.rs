@@ -3,7 +3,8 @@
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
-use super::{ClassifierLoss, LossOutput};
+use super::ClassifierLoss;
+use super::common::LossOutput;
 
 impl ClassifierLoss {
     /// Partial FC: the loss over the batch's identities plus a random share of the others,

@@ -5,7 +5,9 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor};
 
-use super::{LossOutput, cross_entropy_rows, l2_normalize, logsumexp_rows, mean_of_per_sample};
+use super::common::{
+    LossOutput, cross_entropy_rows, l2_normalize, logsumexp_rows, mean_of_per_sample,
+};
 
 /// Proxy-NCA on the cosines to every proxy (N, classes).
 pub(crate) fn proxy_nca(

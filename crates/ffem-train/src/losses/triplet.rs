@@ -4,7 +4,7 @@
 
 use burn::tensor::{Int, Tensor};
 
-use super::l2_normalize;
+use super::common::l2_normalize;
 
 /// Triplet loss (semi-hard or batch-hard selection) with the selection-bias correction (see the
 /// module's notes): returns the loss [1] and soft nearest-neighbour logits (N, classes).
