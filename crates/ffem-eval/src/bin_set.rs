@@ -4,6 +4,8 @@
 //! A small pickle interpreter (protocols 0-5, the opcodes such files use) reads them without
 //! Python. Images may be `bytes`, Python 2 `str`, or NumPy uint8 arrays (either `_reconstruct` +
 //! state, or protocol 5's `_frombuffer`), and protocol-2 `bytes` (`_codecs.encode(s, 'latin1')`).
+//! Written here because the pickle crates (serde-pickle) do not rebuild NumPy arrays, which is what
+//! these files hold.
 
 use std::cell::RefCell;
 use std::path::Path;

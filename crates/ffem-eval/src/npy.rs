@@ -1,4 +1,6 @@
 //! NumPy `.npy` files of float32 matrices (version 1.0/2.0 headers, little-endian, C order).
+//! Written here because ffem needs only this one case, read and written atomically, with the
+//! header's shape checked against the file's size before allocating.
 
 use std::io::Write;
 use std::path::Path;
