@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::csv_table::{self, CsvProblem};
 use crate::embedding::{cosine, normalize_rows};
 use crate::error::{EvalError, Result};
 
@@ -27,55 +28,39 @@ pub fn index_path(npy: &Path) -> PathBuf {
 /// Writes `embeddings` (rows x dim) to `npy` and the index of `entries` beside it, each atomically.
 pub fn write(npy: &Path, embeddings: &[f32], dim: usize, entries: &[GalleryEntry]) -> Result<()> {
     crate::npy::write_f32(npy, embeddings, entries.len(), dim)?;
-    let index = index_path(npy);
-    let csv_error = |e: csv::Error| EvalError::io(&index, e.into());
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(HEADER).map_err(csv_error)?;
-    for (row, e) in entries.iter().enumerate() {
-        w.write_record([row.to_string().as_str(), &e.name, &e.label])
-            .map_err(csv_error)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| EvalError::io(&index, e.into_error()))?;
-    crate::npy::write_atomic(&index, &bytes)
+    let rows = entries
+        .iter()
+        .enumerate()
+        .map(|(row, e)| [row.to_string(), e.name.clone(), e.label.clone()]);
+    crate::npy::write_atomic(&index_path(npy), &csv_table::to_bytes(&HEADER, rows))
 }
 
 /// Reads an index written by [`write`]; every row number must appear once, in order.
 pub fn read_index(path: &Path) -> Result<Vec<GalleryEntry>> {
-    let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
     let bad = |line: u64, message: String| EvalError::Format {
         path: path.to_path_buf(),
         location: format!("line {line}"),
         message,
     };
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-    let header = reader.headers().map_err(|e| bad(1, e.to_string()))?;
-    if header.iter().ne(HEADER) {
-        return Err(bad(
+    let records = csv_table::read_records(path, &HEADER).map_err(|problem| match problem {
+        CsvProblem::Io(e) => EvalError::io(path, e),
+        CsvProblem::Header { .. } => bad(
             1,
             format!(
                 "expected the header `{}` of an index written by `ffem embed`",
                 HEADER.join(",")
             ),
-        ));
-    }
+        ),
+        CsvProblem::Line { line, message } => bad(line, message),
+    })?;
     let mut entries = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            bad(line, e.to_string())
+    for (line, fields) in records {
+        let [row, name, label]: [String; 3] = fields.try_into().map_err(|f: Vec<String>| {
+            bad(
+                line,
+                format!("{} fields, expected 3 ({})", f.len(), HEADER.join(",")),
+            )
         })?;
-        let line = record.position().map_or(0, |p| p.line());
-        let [row, name, label]: [&str; 3] = match record.iter().collect::<Vec<_>>().try_into() {
-            Ok(fields) => fields,
-            Err(f) => {
-                return Err(bad(
-                    line,
-                    format!("{} fields, expected 3 ({})", f.len(), HEADER.join(",")),
-                ));
-            }
-        };
         if row.parse::<usize>().ok() != Some(entries.len()) {
             return Err(bad(
                 line,
@@ -85,10 +70,7 @@ pub fn read_index(path: &Path) -> Result<Vec<GalleryEntry>> {
                 ),
             ));
         }
-        entries.push(GalleryEntry {
-            name: name.to_string(),
-            label: label.to_string(),
-        });
+        entries.push(GalleryEntry { name, label });
     }
     Ok(entries)
 }

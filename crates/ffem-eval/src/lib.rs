@@ -7,6 +7,7 @@
 
 pub mod bin_set;
 pub mod clean;
+pub mod csv_table;
 pub mod embedding;
 pub mod error;
 pub mod gallery;

@@ -11,10 +11,10 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 static CPU_KERNELS: AtomicBool = AtomicBool::new(true);
 
-/// Turns ffem's CPU kernels ([`crate::conv`]'s convolution, [`crate::norm`]'s fused batch norm, [`crate::scale`]'s
-/// squeeze-and-excite rescaling) on
-/// or off for the whole process; off, every layer runs burn's own operations. On by default. The
-/// benchmark uses it for its before/after table and the tests to compare the two paths.
+/// Turns ffem's CPU kernels ([`crate::conv`]'s convolution, [`crate::norm`]'s fused batch norm,
+/// [`crate::scale`]'s squeeze-and-excite rescaling) on or off for the whole process; off, every
+/// layer runs burn's own operations. On by default. The benchmark uses it for its before/after
+/// table and the tests to compare the two paths.
 pub fn set_cpu_kernels(enabled: bool) {
     CPU_KERNELS.store(enabled, Ordering::Relaxed);
 }

@@ -34,14 +34,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ffem_detect::Mtcnn;
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use utoipa::{IntoParams, ToSchema};
 
 use crate::answers::{
-    AddedFace, ApiAnswers, CreatedIdentity, DeletedIdentity, Embedded, FaceJson, Health,
-    Identities, ImageUpload, PairUpload, RemovedFace, Searched, Verified,
+    AddedFace, ApiAnswers, CreatedIdentity, DeletedIdentity, Embedded, ErrorAnswer, FaceJson,
+    Health, Identities, ImageUpload, PairUpload, RemovedFace, Searched, Verified,
 };
 use crate::batcher::{BatchError, Batcher};
 use crate::gallery::{FaceRecord, Gallery, GalleryError};
@@ -227,7 +226,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(ErrorAnswer {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 

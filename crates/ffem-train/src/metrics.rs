@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use ffem_eval::csv_table::{CsvProblem, read_records};
 use ffem_eval::plot::{Series, line_chart};
 use ffem_model::model::write_atomic;
 
@@ -54,17 +55,7 @@ pub struct MetricsLog {
 
 /// The CSV text of `rows` under the header.
 fn csv_text(rows: &[MetricsRow]) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let write = |w: &mut csv::Writer<Vec<u8>>| -> csv::Result<()> {
-        w.write_record(HEADER)?;
-        for r in rows {
-            w.write_record(r.fields())?;
-        }
-        w.flush()?;
-        Ok(())
-    };
-    write(&mut w).expect("writing CSV to memory");
-    w.into_inner().expect("an in-memory CSV writer")
+    ffem_eval::csv_table::to_bytes(&HEADER, rows.iter().map(MetricsRow::fields))
 }
 
 impl MetricsRow {
@@ -130,8 +121,6 @@ impl MetricsLog {
 
 /// Reads the rows of a `metrics.csv`; a row that is not one names its line.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, TrainError> {
-    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
     let bad = |line: u64, what: String| {
         TrainError::Setup(format!(
             "{}: line {line}: not a metrics row ({}): {what}",
@@ -139,21 +128,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, TrainError> {
             HEADER.join(",")
         ))
     };
-    let header = reader.headers().map_err(|e| bad(1, e.to_string()))?;
-    if header.iter().ne(HEADER) {
-        return Err(bad(
-            1,
-            format!("header `{}`", header.iter().collect::<Vec<_>>().join(",")),
-        ));
-    }
+    let records = read_records(path, &HEADER).map_err(|problem| match problem {
+        CsvProblem::Io(e) => TrainError::io(path, e),
+        CsvProblem::Header { found } => bad(1, format!("header `{found}`")),
+        CsvProblem::Line { line, message } => bad(line, message),
+    })?;
     let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            bad(line, e.to_string())
-        })?;
-        let line = record.position().map_or(0, |p| p.line());
-        let f: Vec<&str> = record.iter().collect();
+    for (line, f) in records {
         let shown = || format!("`{}`", f.join(","));
         if f.len() != HEADER.len() {
             return Err(bad(line, shown()));
