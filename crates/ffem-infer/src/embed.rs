@@ -84,6 +84,8 @@ enum Network {
     /// An ffem model exported to ONNX Runtime, or an external ONNX face model.
     #[cfg(feature = "onnxruntime")]
     Ort(crate::ort_engine::OrtEmbedder),
+    /// An external ONNX face model in tract.
+    Tract(Box<crate::tract_engine::TractEmbedder>),
 }
 
 /// A model ready for inference.
@@ -143,6 +145,16 @@ impl Embedder {
         })
     }
 
+    /// An external face model in tract (see [`crate::model_dir::open`], which builds it from an
+    /// imported model directory); `config` gives its sizes.
+    pub fn from_tract(engine: crate::tract_engine::TractEmbedder, config: ModelConfig) -> Self {
+        Embedder {
+            network: Network::Tract(Box::new(engine)),
+            config,
+            batch_size: DEFAULT_BATCH,
+        }
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
@@ -171,6 +183,11 @@ impl Embedder {
                 Network::Ort(ort) => {
                     out.extend(ort.embed_prepared(batch, m).unwrap_or_else(|e| {
                         panic!("ONNX Runtime failed on a batch the session accepted: {e}")
+                    }));
+                }
+                Network::Tract(tract) => {
+                    out.extend(tract.embed_prepared(batch, m).unwrap_or_else(|e| {
+                        panic!("tract failed on a batch its probe run accepted: {e}")
                     }));
                 }
             }

@@ -19,8 +19,7 @@ use crate::embed::{Embedder, FaceInput};
 use crate::error::InferError;
 use crate::faces::prepare_face;
 use crate::threshold::SavedThreshold;
-use ffem_model::ComputeDevice;
-use ffem_model::model::{ModelConfig, ModelError, load_model};
+use ffem_model::model::{ModelConfig, ModelError};
 
 /// A loaded embedding model (on the GPU in a `vulkan` build, else the CPU), with the face
 /// detector when [`FaceModel::with_detector`] added it.
@@ -38,9 +37,6 @@ pub enum FaceError {
     /// The model directory (or its threshold file) could not be loaded.
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// The device this build prefers is not available.
-    #[error(transparent)]
-    Device(#[from] ffem_model::device::DeviceUnavailable),
     /// The image cannot be embedded (not decodable, no face, box outside it, ...).
     #[error(transparent)]
     Face(#[from] InferError),
@@ -50,13 +46,14 @@ pub enum FaceError {
 }
 
 impl FaceModel {
-    /// Loads a model directory written by `ffem train`, with its saved threshold if any.
+    /// Loads a model directory written by `ffem train` or `ffem import` (the engine chosen as
+    /// the commands choose it), with its saved threshold if any.
     pub fn load(dir: &Path) -> Result<Self, FaceError> {
-        let device = ComputeDevice::preferred().device()?;
-        let (config, model) = load_model(dir, &device)?;
+        let embedder = crate::model_dir::open(dir, crate::model_dir::Engine::Auto, 0)?;
+        let config = embedder.config().clone();
         let threshold = SavedThreshold::load(dir)?.map(|t| t.threshold_cosine);
         Ok(FaceModel {
-            embedder: Embedder::new(&model, config.clone(), &device),
+            embedder,
             config,
             detector: None,
             threshold,

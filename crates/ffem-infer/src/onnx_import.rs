@@ -1,7 +1,7 @@
-//! External ONNX face models (`ffem eval --onnx`, `ffem embed --onnx`): the graph is read at the
-//! protobuf wire level and rewritten so that any runtime accepts it for batched inference, and the
-//! input convention (channel order, pixel scaling) maps ffem's prepared crops to what the model
-//! was trained on.
+//! External ONNX face models (`ffem import`, and the model directories it writes): the graph is
+//! read at the protobuf wire level and rewritten so that any runtime accepts it for batched
+//! inference, and the input convention (channel order, pixel scaling) maps ffem's prepared crops
+//! to what the model was trained on.
 //!
 //! Why a rewrite: models converted years ago (OpenCV's SFace, MXNet exports) list their
 //! initializers as graph inputs, keep graph inputs that no node reads (ONNX Runtime then demands a
@@ -30,19 +30,19 @@ pub enum OnnxImportError {
 
 /// One protobuf field as it appears in the message: number, wire type, payload, and the whole
 /// encoded field (tag included) so untouched fields are copied exactly.
-struct Field<'a> {
-    number: u64,
-    wire: u8,
-    payload: &'a [u8],
-    varint: u64,
-    raw: &'a [u8],
+pub(crate) struct Field<'a> {
+    pub(crate) number: u64,
+    pub(crate) wire: u8,
+    pub(crate) payload: &'a [u8],
+    pub(crate) varint: u64,
+    pub(crate) raw: &'a [u8],
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, OnnxImportError> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, OnnxImportError> {
     get_varint(buf, pos).map_err(OnnxImportError::Malformed)
 }
 
-fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, OnnxImportError> {
+pub(crate) fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, OnnxImportError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
@@ -97,11 +97,11 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, OnnxImportError> {
     Ok(out)
 }
 
-fn string_of(f: &Field) -> String {
+pub(crate) fn string_of(f: &Field) -> String {
     String::from_utf8_lossy(f.payload).into_owned()
 }
 
-fn sub<'a>(buf: &'a [u8], number: u64) -> Result<Vec<Field<'a>>, OnnxImportError> {
+pub(crate) fn sub<'a>(buf: &'a [u8], number: u64) -> Result<Vec<Field<'a>>, OnnxImportError> {
     Ok(fields(buf)?
         .into_iter()
         .filter(|f| f.number == number && f.wire == 2)
@@ -109,7 +109,7 @@ fn sub<'a>(buf: &'a [u8], number: u64) -> Result<Vec<Field<'a>>, OnnxImportError
 }
 
 /// Names every node of `graph` (and of its subgraphs, which may read outer names) reads.
-fn names_read(graph: &[u8], into: &mut HashSet<String>) -> Result<(), OnnxImportError> {
+pub(crate) fn names_read(graph: &[u8], into: &mut HashSet<String>) -> Result<(), OnnxImportError> {
     for node in sub(graph, 1)? {
         for f in fields(node.payload)? {
             match (f.number, f.wire) {
@@ -251,7 +251,8 @@ impl ExternalGraph {
 /// initializers from the input list (they stay as constants), turns a fixed batch of 1 on the
 /// image input and the outputs into a symbolic one, and drops intermediate shape hints
 /// (`value_info`, which would pin the old batch). `input` / `output` pick among several; by
-/// default the graph must have exactly one input left to feed, and its first output is used.
+/// default the graph must have exactly one input left to feed and exactly one output (a graph
+/// with several is refused rather than guessed at).
 pub fn prepare_external(
     model: &[u8],
     input: Option<&str>,
@@ -335,10 +336,17 @@ pub fn prepare_external(
                     names(outputs.iter().map(|o| &o.0))
                 ))
             })?,
-        None => outputs
-            .first()
-            .cloned()
-            .ok_or_else(|| OnnxImportError::Outputs("the graph has no output".into()))?,
+        None => match outputs.as_slice() {
+            [only] => only.clone(),
+            [] => return Err(OnnxImportError::Outputs("the graph has no output".into())),
+            many => {
+                return Err(OnnxImportError::Outputs(format!(
+                    "the graph has {} outputs ({}): name the embedding with --onnx-output",
+                    many.len(),
+                    names(many.iter().map(|o| &o.0))
+                )));
+            }
+        },
     };
     if output_dims.len() != 2 {
         return Err(OnnxImportError::Outputs(format!(

@@ -20,8 +20,10 @@ pub struct SavedThreshold {
     pub threshold_cosine: f32,
     /// The same threshold as squared L2 distance of unit vectors (`2 - 2 cos`), insightface's form.
     pub threshold_squared_l2: f32,
-    /// The 10-fold accuracy on that set.
-    pub accuracy: f64,
+    /// The 10-fold accuracy on that set; `None` for a threshold stated by the user
+    /// (`ffem import --threshold`, from the model's documentation) rather than measured.
+    #[serde(default)]
+    pub accuracy: Option<f64>,
     /// Whether embeddings used flip test-time augmentation (use the same when verifying).
     pub flip: bool,
 }
@@ -69,7 +71,7 @@ mod tests {
             set: "lfw".into(),
             threshold_cosine: 0.25,
             threshold_squared_l2: 1.5,
-            accuracy: 0.98,
+            accuracy: Some(0.98),
             flip: true,
         };
         t.save(dir.path()).unwrap();

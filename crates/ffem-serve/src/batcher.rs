@@ -9,7 +9,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::time::{Duration, Instant};
 
 use ffem_infer::Embedder;
-use ffem_model::{ComputeDevice, ModelConfig, load_model};
+use ffem_infer::model_dir::Engine;
+use ffem_model::ModelConfig;
 use tokio::sync::oneshot;
 
 /// One face to embed and where its embedding goes.
@@ -42,7 +43,8 @@ pub enum BatchError {
 const QUEUE: usize = 1024;
 
 impl Batcher {
-    /// Loads the model at `model_dir` on this build's preferred device in a thread of its own,
+    /// Loads the model at `model_dir` (an ffem model or an imported one, as every command opens
+    /// it) in a thread of its own,
     /// which from then on embeds up to `max_batch` faces per pass, waiting at most `wait` for a
     /// batch to fill. Returns once the model is loaded (or failed to).
     pub fn start(
@@ -58,14 +60,9 @@ impl Batcher {
         std::thread::Builder::new()
             .name("ffem-inference".into())
             .spawn(move || {
-                let loaded = ComputeDevice::preferred()
-                    .device()
-                    .map_err(|e| e.to_string())
-                    .and_then(|device| {
-                        load_model(&dir, &device)
-                            .map(|(cfg, model)| (cfg.clone(), Embedder::new(&model, cfg, &device)))
-                            .map_err(|e| e.to_string())
-                    });
+                let loaded = ffem_infer::model_dir::open(&dir, Engine::Auto, 0)
+                    .map(|embedder| (embedder.config().clone(), embedder))
+                    .map_err(|e| e.to_string());
                 match loaded {
                     Ok((cfg, embedder)) => {
                         let _ = ready_tx.send(Ok(cfg));

@@ -29,7 +29,7 @@ fn model(dir: &Path) -> std::path::PathBuf {
         set: "test".into(),
         threshold_cosine: 0.9,
         threshold_squared_l2: 0.2,
-        accuracy: 1.0,
+        accuracy: Some(1.0),
         flip: true,
     }
     .save(&path)

@@ -1,7 +1,7 @@
 #![warn(missing_docs)]
 //! Where ffem's tests, examples and benches find what is not in the repository: the real face data
-//! (`FFEM_DATA`, else `../shared/data` beside the checkout) and the MTCNN weights (the cache that
-//! `scripts/fetch-mtcnn.sh` fills). Only dev-dependencies use this crate: the tools take their
+//! (`FFEM_DATA`, else `../shared/data` beside the checkout), the MTCNN weights and OpenCV's SFace
+//! model (the caches that `scripts/fetch-mtcnn.sh` and `scripts/fetch-sface.sh` fill). Only dev-dependencies use this crate: the tools take their
 //! paths from the user.
 //!
 //! Tests that need either are `#[ignore]`d with the reason, so a plain `cargo test` lists them as
@@ -48,4 +48,19 @@ pub fn require_mtcnn_weights() -> PathBuf {
         );
     }
     dir
+}
+
+/// OpenCV's SFace face recogniser (int8, block-quantised), for a test that cannot run without
+/// it: the file `scripts/fetch-sface.sh` puts in `$FFEM_SFACE_DIR` or the cache, else a panic
+/// that names the script.
+pub fn require_sface() -> PathBuf {
+    let dir = ffem_data::cache::dir("FFEM_SFACE_DIR", "sface-2021dec-int8bq");
+    let file = dir.join("face_recognition_sface_2021dec_int8bq.onnx");
+    if !file.is_file() {
+        panic!(
+            "this test needs OpenCV's SFace model at {}: run scripts/fetch-sface.sh",
+            file.display()
+        );
+    }
+    file
 }

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::distill::DistillMetric;
 use crate::losses::LossConfig;
-use ffem_infer::onnx_import::InputConvention;
 use ffem_model::ComputeDevice;
 use ffem_model::backbones::mobilenet_v3::{Activation, ConvInit, MobileNetV3Config, Variant};
 use ffem_model::heads::HeadKind;
@@ -31,9 +30,6 @@ pub enum BackboneName {
     #[serde(rename = "mobilenet_v3_small")]
     MobileNetV3Small,
 }
-
-/// The channel order an external ONNX teacher takes (`teacher_channels`).
-pub use ffem_infer::onnx_import::ChannelOrder;
 
 /// The classification loss that trains the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,18 +165,12 @@ pub struct TrainConfig {
     /// row per training record (keyed by the record's path). Needed by `loss = "distill"`; with
     /// another loss, adds `distill_weight` times the distillation loss to it.
     pub teacher: String,
-    /// A teacher run inside every step instead: an ONNX face model (N x 3 x H x W to N x D, H
-    /// the training `image_size`) that embeds the augmented batch the student sees, so the
-    /// target follows every augmentation. Costs one teacher pass per image per epoch; needs a
-    /// build with `--features onnxruntime`. Exclusive with `teacher`.
-    pub teacher_onnx: String,
-    /// Channel order `teacher_onnx` takes: `rgb` or `bgr` (OpenCV's SFace).
-    pub teacher_channels: ChannelOrder,
-    /// Subtracted from the 0..255 pixel values before `teacher_onnx`: one value or three (in the
-    /// teacher's channel order). 127.5 is insightface's convention; SFace takes raw pixels (0).
-    pub teacher_mean: Vec<f32>,
-    /// Divides after the subtraction: one value or three (SFace: 1).
-    pub teacher_std: Vec<f32>,
+    /// A teacher run inside every step instead: a model directory (an ffem model, or an
+    /// external one from `ffem import`, which records its pixel convention) whose input side is
+    /// the training `image_size`. It embeds the augmented batch the student sees, so the target
+    /// follows every augmentation, at one teacher pass per image per epoch. Exclusive with
+    /// `teacher`.
+    pub teacher_model: String,
     /// Weight of the distillation term added to a classification loss (`teacher` set).
     pub distill_weight: f64,
     /// `cosine` (1 - cos) or `l2` (squared distance to the unit teacher embedding).
@@ -317,10 +307,7 @@ impl Default for TrainConfig {
             dropout: 0.2,
             loss: LossName::Arcface,
             teacher: String::new(),
-            teacher_onnx: String::new(),
-            teacher_channels: ChannelOrder::Rgb,
-            teacher_mean: vec![127.5],
-            teacher_std: vec![127.5],
+            teacher_model: String::new(),
             distill_weight: 1.0,
             distill_metric: DistillMetric::Cosine,
             scale: 64.0,
@@ -416,6 +403,19 @@ impl TrainConfig {
 
     /// Builds and validates a configuration from a TOML table (`path` names its file in errors).
     pub fn from_table(table: toml::Table, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let replaced = [
+            "teacher_onnx",
+            "teacher_channels",
+            "teacher_mean",
+            "teacher_std",
+        ];
+        if let Some(old) = replaced.iter().find(|k| table.contains_key(**k)) {
+            return Err(ConfigError(format!(
+                "{}{old} was replaced by teacher_model = \"DIR\": import the ONNX teacher once with `ffem import TEACHER.onnx --output DIR --onnx-channels ... --onnx-mean ... --onnx-std ...` (the directory records how to feed it) and name the directory",
+                path.map(|p| format!("{}: ", p.display()))
+                    .unwrap_or_default()
+            )));
+        }
         let cfg: TrainConfig = table.try_into().map_err(|e: toml::de::Error| {
             ConfigError(format!(
                 "{}{}",
@@ -482,20 +482,19 @@ impl TrainConfig {
         }
         if self.loss == LossName::Distill && !self.has_teacher() {
             return bad(
-                "loss = \"distill\" needs teacher = \"TEACHER.npy\" (embed the training list with the teacher first: ffem embed --onnx TEACHER.onnx LIST -o TEACHER.npy) or teacher_onnx = \"TEACHER.onnx\" (the teacher runs inside every step)"
+                "loss = \"distill\" needs teacher = \"TEACHER.npy\" (embed the training list with the teacher first: ffem embed TEACHER_DIR LIST -o TEACHER.npy) or teacher_model = \"TEACHER_DIR\" (the teacher runs inside every step)"
                     .into(),
             );
         }
-        if !self.teacher.is_empty() && !self.teacher_onnx.is_empty() {
+        if !self.teacher.is_empty() && !self.teacher_model.is_empty() {
             return bad(format!(
-                "teacher = \"{}\" and teacher_onnx = \"{}\" are both set: pick precomputed embeddings or a teacher run inside the step",
-                self.teacher, self.teacher_onnx
+                "teacher = \"{}\" and teacher_model = \"{}\" are both set: pick precomputed embeddings or a teacher run inside the step",
+                self.teacher, self.teacher_model
             ));
         }
         if self.has_teacher() && self.co_mining {
             return bad("teacher (distillation) and co_mining cannot be combined: pick one".into());
         }
-        self.teacher_convention()?;
         let weight_ok = self.distill_weight.is_finite() && self.distill_weight > 0.0;
         if self.has_teacher() && !weight_ok {
             return bad(format!(
@@ -515,22 +514,9 @@ impl TrainConfig {
     }
 
     /// Whether the run distils from a teacher, precomputed (`teacher`) or inside the step
-    /// (`teacher_onnx`).
+    /// (`teacher_model`).
     pub fn has_teacher(&self) -> bool {
-        !self.teacher.is_empty() || !self.teacher_onnx.is_empty()
-    }
-
-    /// How `teacher_onnx` takes its pixels; an error names the key whose value is not one number
-    /// or three, or a zero or non-finite divisor.
-    pub fn teacher_convention(&self) -> Result<InputConvention, ConfigError> {
-        InputConvention::from_values(
-            self.teacher_channels,
-            &self.teacher_mean,
-            &self.teacher_std,
-            "teacher_mean",
-            "teacher_std",
-        )
-        .map_err(ConfigError)
+        !self.teacher.is_empty() || !self.teacher_model.is_empty()
     }
 
     /// The network configuration.

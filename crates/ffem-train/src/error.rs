@@ -41,13 +41,13 @@ pub enum TrainError {
     /// the file or the record without a row).
     #[error(transparent)]
     Teacher(#[from] crate::distill::TeacherError),
-    /// The teacher run inside the step (`teacher_onnx`) could not be opened, does not take the
-    /// training image size, or failed on a batch.
-    #[error("teacher_onnx {path}: {reason}")]
+    /// The teacher run inside the step (`teacher_model`) could not be opened or does not take
+    /// the training image size.
+    #[error("teacher_model {path}: {reason}")]
     OnlineTeacher {
-        /// The ONNX file.
+        /// The model directory.
         path: PathBuf,
-        /// ONNX Runtime's message (it names the operator or shape at fault).
+        /// What is wrong (the engine's message names the operator or shape at fault).
         reason: String,
     },
     /// Reading or embedding the faces of a pair set failed.

@@ -1,14 +1,15 @@
 //! Where a distillation run's targets come from: embeddings precomputed on the un-augmented crops
-//! (`teacher = "TEACHER.npy"`, one teacher pass in all) or an ONNX teacher run inside every step
-//! on the augmented batch the student sees (`teacher_onnx = "TEACHER.onnx"`, one teacher pass per
-//! image per epoch, and targets that follow every flip, colour change and cutout). docs/distill.md
-//! measures the two against each other.
+//! (`teacher = "TEACHER.npy"`, one teacher pass in all) or a teacher model run inside every step
+//! on the augmented batch the student sees (`teacher_model = "DIR"`, any model directory, an
+//! imported ONNX model included: one teacher pass per image per epoch, and targets that follow
+//! every flip, colour change and cutout). docs/distill.md measures the two against each other.
 
 use std::path::Path;
 
 use crate::distill::TeacherTable;
 use burn::tensor::{Device, Tensor};
 use ffem_data::{Batch, RecordSource};
+use ffem_infer::Embedder;
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
@@ -17,23 +18,17 @@ use crate::error::TrainError;
 pub enum Teacher {
     /// Embeddings by record path.
     Table(TeacherTable),
-    /// An external model in ONNX Runtime, fed the augmented batch.
-    #[cfg(feature = "onnxruntime")]
-    Online {
-        /// The session.
-        engine: ffem_infer::ort_engine::OrtEmbedder,
-        /// The file, for messages.
-        path: std::path::PathBuf,
-    },
+    /// A model directory opened as every command opens one, fed the augmented batch.
+    Online(Box<Embedder>),
 }
 
 impl Teacher {
     /// The teacher `cfg` names, if any, checked against the training data before the first step:
-    /// a table must hold a row for every record (the error names the first without one), an
-    /// ONNX teacher must take the training image size.
+    /// a table must hold a row for every record (the error names the first without one), a
+    /// teacher model must take the training image size.
     pub fn open(cfg: &TrainConfig, source: &RecordSource) -> Result<Option<Self>, TrainError> {
-        if !cfg.teacher_onnx.is_empty() {
-            return open_onnx(cfg).map(Some);
+        if !cfg.teacher_model.is_empty() {
+            return open_model(cfg).map(Some);
         }
         if cfg.teacher.is_empty() {
             return Ok(None);
@@ -56,8 +51,7 @@ impl Teacher {
     pub fn dim(&self) -> usize {
         match self {
             Teacher::Table(t) => t.dim(),
-            #[cfg(feature = "onnxruntime")]
-            Teacher::Online { engine, .. } => engine.dim(),
+            Teacher::Online(engine) => engine.dim(),
         }
     }
 
@@ -65,15 +59,9 @@ impl Teacher {
     pub fn targets(&self, batch: &Batch, device: &Device) -> Result<Tensor<2>, TrainError> {
         match self {
             Teacher::Table(t) => Ok(t.batch(&batch.paths, device)?),
-            #[cfg(feature = "onnxruntime")]
-            Teacher::Online { engine, path } => {
+            Teacher::Online(engine) => {
                 let n = batch.len();
-                let values = engine.embed_prepared(&batch.images, n).map_err(|e| {
-                    TrainError::OnlineTeacher {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let values = engine.embed_prepared(&batch.images, n);
                 Ok(Tensor::<2>::from_data(
                     burn::tensor::TensorData::new(values, [n, engine.dim()]),
                     device,
@@ -83,49 +71,26 @@ impl Teacher {
     }
 }
 
-#[cfg(feature = "onnxruntime")]
-fn open_onnx(cfg: &TrainConfig) -> Result<Teacher, TrainError> {
-    let path = Path::new(&cfg.teacher_onnx);
-    let opts = ffem_infer::ort_engine::ExternalOptions {
-        convention: cfg.teacher_convention()?,
-        image_size: Some(cfg.image_size),
-        // One per core: the teacher and the student's step take turns, never run together.
-        threads: 0,
-        ..Default::default()
+fn open_model(cfg: &TrainConfig) -> Result<Teacher, TrainError> {
+    let path = Path::new(&cfg.teacher_model);
+    let failed = |reason: String| TrainError::OnlineTeacher {
+        path: path.to_path_buf(),
+        reason,
     };
-    let engine = ffem_infer::ort_engine::OrtEmbedder::from_file(path, &opts).map_err(|e| {
-        TrainError::OnlineTeacher {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })?;
-    if engine.image_size() != cfg.image_size {
-        return Err(TrainError::OnlineTeacher {
-            path: path.to_path_buf(),
-            reason: format!(
-                "takes {s}x{s} images and the student trains on {t}x{t}: set image_size = {s}, or use a teacher of the student's size",
-                s = engine.image_size(),
-                t = cfg.image_size
-            ),
-        });
+    // One thread per core: the teacher and the student's step take turns, never run together.
+    let engine = ffem_infer::model_dir::open(path, ffem_infer::model_dir::Engine::Auto, 0)
+        .map_err(|e| failed(e.to_string()))?;
+    let side = engine.config().image_size;
+    if side != cfg.image_size {
+        return Err(failed(format!(
+            "takes {side}x{side} images and the student trains on {t}x{t}: set image_size = {side}, or use a teacher of the student's size",
+            t = cfg.image_size
+        )));
     }
     tracing::info!(
-        "teacher {} runs inside every step ({}-d, {}x{} input)",
+        "teacher {} runs inside every step ({}-d, {side}x{side} input)",
         path.display(),
         engine.dim(),
-        engine.image_size(),
-        engine.image_size()
     );
-    Ok(Teacher::Online {
-        engine,
-        path: path.to_path_buf(),
-    })
-}
-
-#[cfg(not(feature = "onnxruntime"))]
-fn open_onnx(cfg: &TrainConfig) -> Result<Teacher, TrainError> {
-    Err(TrainError::Setup(format!(
-        "teacher_onnx = \"{}\" runs the teacher in ONNX Runtime, and this ffem was built without it: rebuild with `cargo build --release -p ffem --features onnxruntime` and run scripts/fetch-onnxruntime.sh, or embed the training list once (ffem embed --onnx) and set teacher = \"TEACHER.npy\"",
-        cfg.teacher_onnx
-    )))
+    Ok(Teacher::Online(Box::new(engine)))
 }

@@ -468,7 +468,7 @@ pub fn save_threshold(
         set: set.to_string(),
         threshold_cosine: v.threshold_cosine as f32,
         threshold_squared_l2: v.threshold_mean as f32,
-        accuracy: v.accuracy,
+        accuracy: Some(v.accuracy),
         flip: true,
     }
     .save(model_dir)?;

@@ -1,12 +1,13 @@
-//! A distillation teacher run inside the step (`teacher_onnx`, `--features onnxruntime`): the
-//! targets are the ONNX model's outputs on the very batch the student sees, in the teacher's
-//! input convention, and a run trains on them. Needs the library from
-//! scripts/fetch-onnxruntime.sh (or ORT_DYLIB_PATH).
-#![cfg(feature = "onnxruntime")]
+//! A distillation teacher run inside the step (`teacher_model`, an imported ONNX model): the
+//! targets are the model's outputs on the very batch the student sees, in the input convention
+//! recorded at import, and a run trains on them. Runs in tract in a default build and in ONNX
+//! Runtime in a build with `--features onnxruntime` (scripts/test.sh runs both).
 
 use burn::tensor::Device;
 use ffem_data::{Batch, RecordSource};
-use ffem_train::config::{ChannelOrder, LossName, OptimizerName};
+use ffem_infer::model_dir::{ImportOptions, import_onnx};
+use ffem_infer::onnx_import::{ChannelOrder, InputConvention};
+use ffem_train::config::{LossName, OptimizerName};
 use ffem_train::teacher::Teacher;
 use ffem_train::{TrainConfig, TrainOptions, train};
 
@@ -16,11 +17,18 @@ mod onnx_model;
 
 use common::{SERIAL, assert_loss_falls, dataset, tiny_config, train_rows};
 
-/// The tiny ONNX face model of ffem-model's tests at `side` px, batch relaxed, in `dir`.
-fn teacher_file(dir: &std::path::Path, side: usize) -> String {
-    let path = dir.join(format!("teacher_{side}.onnx"));
-    std::fs::write(&path, onnx_model::tiny_face_model_sized(1, side as u64)).unwrap();
-    path.display().to_string()
+/// The tiny ONNX face model of ffem-infer's tests at `side` px, imported with `convention`
+/// into a model directory in `dir`.
+fn teacher_dir(dir: &std::path::Path, side: usize, convention: InputConvention) -> String {
+    let file = dir.join(format!("teacher_{side}.onnx"));
+    std::fs::write(&file, onnx_model::tiny_face_model_sized(1, side as u64)).unwrap();
+    let out = dir.join(format!("teacher_{side}"));
+    let opts = ImportOptions {
+        convention,
+        ..ImportOptions::default()
+    };
+    import_onnx(&file, &opts, &out).unwrap_or_else(|e| panic!("{e}"));
+    out.display().to_string()
 }
 
 #[test]
@@ -30,10 +38,7 @@ fn the_online_teacher_embeds_the_batch_in_its_own_convention() {
     let side = 32;
     let cfg = TrainConfig {
         loss: LossName::Distill,
-        teacher_onnx: teacher_file(dir.path(), side),
-        teacher_channels: ChannelOrder::Bgr,
-        teacher_mean: vec![0.0],
-        teacher_std: vec![1.0],
+        teacher_model: teacher_dir(dir.path(), side, InputConvention::raw(ChannelOrder::Bgr)),
         image_size: side,
         ..tiny_config(&records)
     };
@@ -80,7 +85,7 @@ fn a_pure_distillation_run_learns_from_the_online_teacher() {
     let records = dataset(dir.path());
     let cfg = TrainConfig {
         loss: LossName::Distill,
-        teacher_onnx: teacher_file(dir.path(), 32),
+        teacher_model: teacher_dir(dir.path(), 32, InputConvention::default()),
         num_identity: 2,
         optimizer: OptimizerName::Adam,
         lr: 0.005,
@@ -97,7 +102,7 @@ fn a_pure_distillation_run_learns_from_the_online_teacher() {
     assert_eq!(model_cfg.embedding_dim, 16);
     // The run directory's config names the teacher, so --resume reopens it.
     let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(saved.contains("teacher_onnx"), "{saved}");
+    assert!(saved.contains("teacher_model"), "{saved}");
 }
 
 #[test]
@@ -106,7 +111,7 @@ fn a_teacher_of_another_image_size_is_refused_naming_both_sizes() {
     let records = dataset(dir.path());
     let cfg = TrainConfig {
         loss: LossName::Distill,
-        teacher_onnx: teacher_file(dir.path(), 2),
+        teacher_model: teacher_dir(dir.path(), 2, InputConvention::default()),
         ..tiny_config(&records)
     };
     let err = train(
@@ -118,7 +123,7 @@ fn a_teacher_of_another_image_size_is_refused_naming_both_sizes() {
     .expect_err("a 2x2 teacher cannot embed 32x32 crops")
     .to_string();
     assert!(
-        err.contains("teacher_2.onnx") && err.contains("2x2") && err.contains("32x32"),
+        err.contains("teacher_2") && err.contains("2x2") && err.contains("32x32"),
         "{err}"
     );
 }

@@ -5,7 +5,7 @@
 //! the trainer's runs from racing for the cores.
 
 use ffem_model::heads::HeadKind;
-use ffem_train::config::{BackboneName, ChannelOrder, LossName, OptimizerName};
+use ffem_train::config::{BackboneName, LossName, OptimizerName};
 use ffem_train::metrics::read_metrics;
 use ffem_train::precision::Precision;
 use ffem_train::{TrainConfig, TrainOptions, train};
@@ -646,7 +646,7 @@ fn teacher_settings_that_cannot_work_are_refused_naming_the_key() {
     let records = std::path::Path::new("records");
     let online = TrainConfig {
         loss: LossName::Distill,
-        teacher_onnx: "sface.onnx".into(),
+        teacher_model: "models/sface".into(),
         ..tiny_config(records)
     };
     online
@@ -661,21 +661,7 @@ fn teacher_settings_that_cannot_work_are_refused_naming_the_key() {
             teacher: "teacher.npy".into(),
             ..online.clone()
         },
-        &["teacher.npy", "sface.onnx", "pick"],
-    );
-    check(
-        TrainConfig {
-            teacher_mean: vec![0.0, 0.0],
-            ..online.clone()
-        },
-        &["teacher_mean", "one value or three", "not 2"],
-    );
-    check(
-        TrainConfig {
-            teacher_std: vec![1.0, 0.0, 1.0],
-            ..online.clone()
-        },
-        &["teacher_std", "non-zero"],
+        &["teacher.npy", "models/sface", "pick"],
     );
     check(
         TrainConfig {
@@ -687,46 +673,41 @@ fn teacher_settings_that_cannot_work_are_refused_naming_the_key() {
     );
 }
 
-/// `teacher_channels` takes the words `--onnx-channels` takes; another word fails naming it.
+/// The keys that described an ONNX teacher before model directories could hold one are refused
+/// with the way to the new one (import, then `teacher_model`), not with serde's "unknown field".
 #[test]
-fn teacher_channel_orders_read_from_toml_and_a_typo_is_named() {
-    let set = |value: &str| {
-        TrainConfig::load(
-            None,
-            &[
-                "loss=\"distill\"".into(),
-                "teacher_onnx=\"sface.onnx\"".into(),
-                format!("teacher_channels=\"{value}\""),
-            ],
-        )
-    };
-    assert_eq!(set("bgr").unwrap().teacher_channels, ChannelOrder::Bgr);
-    assert_eq!(set("rgb").unwrap().teacher_channels, ChannelOrder::Rgb);
-    let err = set("grb").expect_err("not a channel order").to_string();
-    assert!(err.contains("grb") && err.contains("bgr"), "{err}");
+fn the_replaced_teacher_onnx_keys_say_how_to_import_the_teacher() {
+    for key in ["teacher_onnx=\"sface.onnx\"", "teacher_channels=\"bgr\""] {
+        let err = TrainConfig::load(None, &["loss=\"distill\"".into(), key.into()])
+            .expect_err("replaced key")
+            .to_string();
+        assert!(
+            err.contains(key.split('=').next().unwrap())
+                && err.contains("ffem import")
+                && err.contains("teacher_model"),
+            "{err}"
+        );
+    }
 }
 
-/// Without ONNX Runtime compiled in, a run with an online teacher stops before training and
-/// says how to get it, or how to precompute the teacher instead.
-#[cfg(not(feature = "onnxruntime"))]
+/// A teacher directory that holds no model stops the run before any step, naming the
+/// directory and what a model directory holds.
 #[test]
-fn an_online_teacher_without_onnxruntime_says_how_to_build_it() {
+fn a_missing_teacher_model_is_named_before_training() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let records = dataset(dir.path());
     let cfg = TrainConfig {
         loss: LossName::Distill,
-        teacher_onnx: "sface.onnx".into(),
+        teacher_model: dir.path().join("no_such_model").display().to_string(),
         ..tiny_config(&records)
     };
     let run = dir.path().join("run");
     let err = train(&cfg, &run, false, &TrainOptions::default())
-        .expect_err("no ONNX Runtime in this build")
+        .expect_err("no model there")
         .to_string();
     assert!(
-        err.contains("sface.onnx")
-            && err.contains("--features onnxruntime")
-            && err.contains("teacher = "),
+        err.contains("no_such_model") && err.contains("ffem import"),
         "{err}"
     );
     assert!(!run.join("metrics.csv").exists(), "no step may run");

@@ -474,6 +474,52 @@ fn a_trained_model_through_eval_embed_verify_and_search() {
         );
     }
 
+    // The exported file imported back is a model directory like any other: `ffem embed` gives
+    // the embeddings of the model it came from (run in tract, or ONNX Runtime where built).
+    let imported = dir.path().join("imported");
+    let o = ffem(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "--output",
+        imported.to_str().unwrap(),
+        "--no-align",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("output `embedding` [N, 16]"),
+        "{}",
+        stdout(&o)
+    );
+    let imported_npy = dir.path().join("emb_imported.npy");
+    let o = ffem(&[
+        "embed",
+        "--no-detect",
+        imported.to_str().unwrap(),
+        test.join("images").to_str().unwrap(),
+        "--output",
+        imported_npy.to_str().unwrap(),
+        "--no-flip",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (imported_data, rows, _) = ffem_eval::npy::read_f32(&imported_npy).unwrap();
+    assert_eq!(rows, 8);
+    let diff = data
+        .iter()
+        .zip(&imported_data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "the imported export differs from its model by {diff}"
+    );
+    let o = ffem(&["info", imported.to_str().unwrap()]);
+    assert!(
+        o.status.success() && stdout(&o).contains("imported ONNX model"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
     // A non-image in a folder is skipped and counted; --strict fails and writes nothing.
     std::fs::write(test.join("images/id00100/zz.jpg"), b"not an image").unwrap();
     let o = ffem(&[
@@ -1118,30 +1164,27 @@ fn clean_flags_injected_label_noise() {
 fn onnx_channel_orders_are_rgb_or_bgr_and_a_typo_lists_them() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("absent.onnx");
-    let eval_with = |channels: &str| {
+    let out = dir.path().join("out");
+    let import_with = |channels: &str| {
         let o = ffem(&[
-            "eval",
-            "--onnx",
+            "import",
             missing.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
             "--onnx-channels",
             channels,
-            "--lfw",
-            dir.path().to_str().unwrap(),
         ]);
         assert!(!o.status.success());
         stderr(&o)
     };
-    let err = eval_with("grb");
+    let err = import_with("grb");
     assert!(
         err.contains("grb") && err.contains("rgb") && err.contains("bgr"),
         "{err}"
     );
-    // A valid order passes parsing: the failure is then about a missing file (the protocol's or
-    // the model's), named.
-    let err = eval_with("bgr");
+    // A valid order passes parsing: the failure is then about the missing file, named.
+    let err = import_with("bgr");
     assert!(!err.contains("invalid value"), "{err}");
-    assert!(
-        err.contains("pairs.txt") || err.contains("absent.onnx"),
-        "{err}"
-    );
+    assert!(err.contains("absent.onnx"), "{err}");
+    assert!(!out.exists(), "a failed import writes nothing");
 }

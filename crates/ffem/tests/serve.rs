@@ -337,7 +337,7 @@ fn the_web_page_verifies_photos_in_a_real_browser() {
         set: "browser test".into(),
         threshold_cosine: (s_same + s_diff) / 2.0,
         threshold_squared_l2: 2.0 - (s_same + s_diff),
-        accuracy: 1.0,
+        accuracy: Some(1.0),
         flip: true,
     }
     .save(&model)
@@ -484,4 +484,144 @@ fn the_web_page_verifies_photos_in_a_real_browser() {
         "screenshot {}",
         shot.display()
     );
+}
+
+/// `ffem` with `args`; panics with its stderr when it fails.
+fn ffem_ok(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_ffem"))
+        .args(args)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "ffem {args:?}: {out}{err}");
+    out
+}
+
+/// The similarity `ffem verify` prints ("cosine similarity 0.7869 (threshold ...").
+fn printed_similarity(out: &str) -> f32 {
+    out.split("cosine similarity ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no similarity in: {out}"))
+}
+
+/// A good external model in the commands and the service: OpenCV's SFace imported once, then
+/// `ffem verify`, `ffem search`, the library and `ffem serve` all take the directory and agree;
+/// same and different people on LFW photos are told apart at the model's threshold.
+#[test]
+#[ignore = "needs the face data, the MTCNN weights (scripts/fetch-mtcnn.sh) and SFace (scripts/fetch-sface.sh): cargo test -- --include-ignored"]
+fn an_imported_sface_verifies_searches_and_serves_real_photos() {
+    let data = ffem_testdata::require_shared_data();
+    let weights = ffem_testdata::require_mtcnn_weights();
+    let sface = ffem_testdata::require_sface();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("sface");
+    let out = ffem_ok(&[
+        "import",
+        sface.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+        "--onnx-channels",
+        "bgr",
+        "--onnx-mean",
+        "0",
+        "--onnx-std",
+        "1",
+        // OpenCV's published cosine threshold for SFace (its face_recognition_sface README).
+        "--threshold",
+        "0.363",
+    ]);
+    assert!(out.contains("output `fc1` [N, 128]"), "{out}");
+    assert!(out.contains("saved threshold 0.3630"), "{out}");
+    let lfw = data.join("lfw/lfw-deepfunneled");
+    let photo = |p: &str| lfw.join(p).display().to_string();
+    let (a, b, other) = (
+        photo("Aaron_Peirsol/Aaron_Peirsol_0001.jpg"),
+        photo("Aaron_Peirsol/Aaron_Peirsol_0002.jpg"),
+        photo("Abel_Pacheco/Abel_Pacheco_0001.jpg"),
+    );
+    let w = weights.to_str().unwrap();
+    let m = model.to_str().unwrap();
+    let same = ffem_ok(&["verify", m, &a, &b, "--detector-weights", w]);
+    assert!(same.contains("same person"), "{same}");
+    let different = ffem_ok(&["verify", m, &a, &other, "--detector-weights", w]);
+    assert!(different.contains("different people"), "{different}");
+
+    // The library loads the same directory and computes the same similarity.
+    let library = ffem_infer::face::FaceModel::load(&model)
+        .unwrap()
+        .with_detector(&weights)
+        .unwrap();
+    let embed = |p: &str| {
+        library
+            .embed_encoded(&std::fs::read(p).unwrap(), None, None)
+            .unwrap()
+    };
+    let sim = ffem_eval::embedding::cosine(&embed(&a), &embed(&b));
+    assert!(
+        (sim - printed_similarity(&same)).abs() < 1e-3,
+        "{sim} vs {same}"
+    );
+    assert_eq!(library.threshold, Some(0.363));
+
+    // Search: a gallery of six photos of three people; the query's own person ranks first.
+    let gallery = dir.path().join("gallery");
+    for person in ["Aaron_Peirsol", "Abel_Pacheco", "Akhmed_Zakayev"] {
+        std::fs::create_dir_all(gallery.join(person)).unwrap();
+        for k in [1, 3] {
+            let name = format!("{person}_000{k}.jpg");
+            std::fs::copy(
+                lfw.join(person).join(&name),
+                gallery.join(person).join(&name),
+            )
+            .unwrap();
+        }
+    }
+    let found = ffem_ok(&[
+        "search",
+        m,
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--query",
+        &b,
+        "-k",
+        "2",
+        "--detector-weights",
+        w,
+    ]);
+    let first = found
+        .lines()
+        .find(|l| l.contains(".jpg"))
+        .unwrap_or_else(|| panic!("{found}"));
+    assert!(first.contains("Aaron_Peirsol"), "{found}");
+
+    // The service runs the directory and decides at the saved threshold.
+    let server = Server::start(
+        &model,
+        &dir.path().join("g.redb"),
+        &["--detector-weights", w],
+    );
+    for (x, y, same_person) in [(&a, &b, true), (&a, &other, false)] {
+        let (status, text) = http(
+            server.addr,
+            "POST",
+            "/v1/verify",
+            &form_type(),
+            &upload(&[
+                ("a", &std::fs::read(x).unwrap()),
+                ("b", &std::fs::read(y).unwrap()),
+            ]),
+        );
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["same_person"].as_bool(), Some(same_person), "{text}");
+        assert!(
+            (v["threshold"].as_f64().unwrap() - 0.363).abs() < 1e-6,
+            "{text}"
+        );
+    }
 }

@@ -85,6 +85,17 @@ pub fn tiny_face_model_with_batch(batch: u64) -> Vec<u8> {
 /// The same with the batch fixed at `batch` and images of `side` x `side` (the output does not
 /// depend on the side: the graph averages the pixels first).
 pub fn tiny_face_model_sized(batch: u64, side: u64) -> Vec<u8> {
+    let s = Some(side);
+    build(batch, &[Some(1), Some(3), s, s], false)
+}
+
+/// Not a face model as ffem feeds one: the image input declared with `image_dims` (a rank-3
+/// input, say), and with `extra_output` a second graph output (`pooled`) beside `embedding`.
+pub fn tiny_face_model_odd(image_dims: &[Option<u64>], extra_output: bool) -> Vec<u8> {
+    build(1, image_dims, extra_output)
+}
+
+fn build(batch: u64, image_dims: &[Option<u64>], extra_output: bool) -> Vec<u8> {
     let mut g = Vec::new();
     g.extend(bytes_of(
         1,
@@ -118,17 +129,19 @@ pub fn tiny_face_model_sized(batch: u64, side: u64) -> Vec<u8> {
         5,
         &initializer("gain", &[1], 1, &GAIN.to_le_bytes()),
     ));
-    let s = Some(side);
-    g.extend(bytes_of(
-        11,
-        &value_info("image", &[Some(1), Some(3), s, s]),
-    ));
+    g.extend(bytes_of(11, &value_info("image", image_dims)));
     g.extend(bytes_of(11, &value_info("unused_weights", &[Some(4)])));
     g.extend(bytes_of(11, &value_info("gain", &[Some(1)])));
     g.extend(bytes_of(
         12,
         &value_info("embedding", &[Some(batch), Some(4)]),
     ));
+    if extra_output {
+        g.extend(bytes_of(
+            12,
+            &value_info("pooled", &[Some(batch), Some(3), Some(1), Some(1)]),
+        ));
+    }
     g.extend(bytes_of(13, &value_info("flat", &[Some(batch), Some(3)])));
     let mut m = Vec::new();
     field_int(&mut m, 1, 10); // ir_version

@@ -10,13 +10,13 @@ use ffem_eval::gallery;
 use ffem_infer::faces::{EmbedOptions, embed_sources, gather};
 use rayon::prelude::*;
 
-use super::{DetectArg, EngineArg, OnnxArgs, open_model};
+use super::{DetectArg, EngineArg, open_model};
 
 /// Arguments of `ffem embed`.
 #[derive(Args)]
 pub struct EmbedArgs {
-    /// Model directory (left out with --onnx).
-    model: Option<PathBuf>,
+    /// Model directory (from `ffem train` or `ffem import`).
+    model: PathBuf,
     /// Images, folders (searched recursively) or image_list.json files.
     inputs: Vec<PathBuf>,
     /// Output .npy (a .csv index is written beside it).
@@ -38,8 +38,6 @@ pub struct EmbedArgs {
     #[command(flatten)]
     engine: EngineArg,
     #[command(flatten)]
-    onnx: OnnxArgs,
-    #[command(flatten)]
     detect: DetectArg,
     /// Every face of each photo without a box, one row each (`path#0` the largest, `path#1`, ...)
     /// instead of only the largest.
@@ -48,16 +46,8 @@ pub struct EmbedArgs {
 }
 
 /// Runs `ffem embed`.
-pub fn embed(mut a: EmbedArgs) -> Result<ExitCode> {
-    let (cfg, embedder) = match (&a.onnx.onnx, a.model.take()) {
-        (Some(file), first_input) => {
-            // Without a model directory the first positional argument is an input.
-            a.inputs.splice(0..0, first_input);
-            a.onnx.open(file)?
-        }
-        (None, Some(dir)) => open_model(&dir, &a.engine)?,
-        (None, None) => bail!("give a MODEL directory (or --onnx MODEL.onnx) and the inputs"),
-    };
+pub fn embed(a: EmbedArgs) -> Result<ExitCode> {
+    let (cfg, embedder) = open_model(&a.model, &a.engine)?;
     if a.inputs.is_empty() {
         bail!("no inputs: give images, folders or image_list.json files to embed");
     }

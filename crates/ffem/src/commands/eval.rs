@@ -14,12 +14,12 @@ use ffem_infer::evalset::{PairSet, embed_set, load_faces, set_distances, verify_
 use ffem_infer::faces::{EmbedOptions, embed_faces};
 use ffem_infer::threshold::SavedThreshold;
 
-use super::{DetectArg, EngineArg, OnnxArgs, open_model};
+use super::{DetectArg, EngineArg, open_model};
 
 /// Arguments of `ffem eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Model directory (from `ffem train`); not needed with --embeddings.
+    /// Model directory (from `ffem train` or `ffem import`); not needed with --embeddings.
     model: Option<PathBuf>,
     /// LFW folder: pairs.txt, image_list.json, lfw-deepfunneled/.
     #[arg(long)]
@@ -65,8 +65,6 @@ pub struct EvalArgs {
     cmc: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArg,
-    #[command(flatten)]
-    onnx: OnnxArgs,
     /// With --identify: how list entries without a box are found.
     #[command(flatten)]
     detect: DetectArg,
@@ -180,21 +178,8 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     }
     // The threshold of the first set is what `ffem verify` uses from now on.
     let (name, first) = &reports[0];
-    // `open_any` took either a model directory or --onnx; an ONNX file has nowhere to keep it.
-    let saved_in = match &a.model {
-        Some(model_dir) => {
-            SavedThreshold {
-                set: name.clone(),
-                threshold_cosine: first.threshold_cosine as f32,
-                threshold_squared_l2: first.threshold_mean as f32,
-                accuracy: first.accuracy,
-                flip: !a.no_flip,
-            }
-            .save(model_dir)?;
-            Some(model_dir)
-        }
-        None => None,
-    };
+    let model_dir = a.model.as_ref().expect("open_any required it");
+    save_threshold(model_dir, name, first, !a.no_flip)?;
     if a.json {
         let map: serde_json::Map<String, serde_json::Value> = reports
             .iter()
@@ -212,31 +197,40 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         for (n, r) in &reports {
             print!("{}", r.table(n));
         }
-        match saved_in {
-            Some(dir) => eprintln!(
-                "saved threshold {:.4} (cosine) to {}",
-                first.threshold_cosine,
-                ffem_infer::threshold::path_in(dir).display()
-            ),
-            None => eprintln!(
-                "threshold {:.4} (cosine); not saved: an ONNX file has no model directory",
-                first.threshold_cosine
-            ),
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ffem model directory, or the external model of --onnx.
+/// The model directory (an ffem model or an imported one).
 fn open_any(a: &EvalArgs) -> Result<(ffem_model::ModelConfig, ffem_infer::Embedder)> {
-    match (&a.model, &a.onnx.onnx) {
-        (None, Some(file)) => a.onnx.open(file),
-        (Some(dir), None) => open_model(dir, &a.engine),
-        (Some(_), Some(_)) => bail!("give a MODEL directory or --onnx MODEL.onnx, not both"),
-        (None, None) => {
-            bail!("give a MODEL directory, --onnx MODEL.onnx, or --embeddings E.npy --issame F")
-        }
+    match &a.model {
+        Some(dir) => open_model(dir, &a.engine),
+        None => bail!("give a MODEL directory, or --embeddings E.npy --issame F"),
     }
+}
+
+/// Saves `report`'s threshold as the one `ffem verify` and `ffem serve` decide with, and says
+/// where (on stderr, so that `--json` output stays one document).
+pub fn save_threshold(
+    model_dir: &Path,
+    set: &str,
+    report: &ffem_eval::VerificationReport,
+    flip: bool,
+) -> Result<()> {
+    SavedThreshold {
+        set: set.to_string(),
+        threshold_cosine: report.threshold_cosine as f32,
+        threshold_squared_l2: report.threshold_mean as f32,
+        accuracy: Some(report.accuracy),
+        flip,
+    }
+    .save(model_dir)?;
+    eprintln!(
+        "saved threshold {:.4} (cosine) to {}",
+        report.threshold_cosine,
+        ffem_infer::threshold::path_in(model_dir).display()
+    );
+    Ok(())
 }
 
 fn identify(a: &EvalArgs) -> Result<ExitCode> {

@@ -1,10 +1,12 @@
-//! `ffem info`: layers, parameters and FLOPs of a model, config or backbone.
+//! `ffem info`: layers, parameters and FLOPs of a model, config or backbone; what an imported
+//! model takes and gives.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
+use ffem_infer::model_dir::ModelKind;
 use ffem_train::TrainConfig;
 
 /// Arguments of `ffem info`.
@@ -24,11 +26,25 @@ pub struct InfoArgs {
 pub fn info(a: InfoArgs) -> Result<ExitCode> {
     use ffem_model::info::{describe, describe_imagenet, format_table};
     let model_cfg = match (&a.path, &a.backbone) {
-        (Some(p), _) if p.is_dir() => {
-            let text = std::fs::read_to_string(p.join("model.json"))
-                .with_context(|| format!("{}: not a model directory", p.display()))?;
-            serde_json::from_str::<ffem_model::ModelConfig>(&text)?
-        }
+        (Some(p), _) if p.is_dir() => match ffem_infer::model_dir::read_kind(p)? {
+            ModelKind::Ffem(cfg) => cfg,
+            ModelKind::External(ext) => {
+                let size = std::fs::metadata(p.join(&ext.graph)).map_or(0, |m| m.len());
+                println!(
+                    "imported ONNX model ({:.1} MiB, from {}): input `{}` [N, 3, {s}, {s}], {:?}, mean {:?}, std {:?}; output `{}` [N, {}]",
+                    size as f64 / (1 << 20) as f64,
+                    ext.source,
+                    ext.input,
+                    ext.channels,
+                    ext.mean,
+                    ext.std,
+                    ext.output,
+                    ext.embedding_dim,
+                    s = ext.image_size
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
         (Some(p), _) => TrainConfig::load(Some(p), &[])?.model(),
         (None, Some(b)) => TrainConfig::load(None, &[format!("backbone=\"{b}\"")])?.model(),
         (None, None) => bail!("give a model directory, a config file, or --backbone NAME"),
