@@ -18,13 +18,16 @@ cargo build --release -p ffem --features onnxruntime
 # A private copy: rebuilding the workspace during the run must not change the binary under it.
 cp target/release/ffem "$OUT/ffem"
 FFEM="$OUT/ffem"
-TEACHER=(--onnx "$SFACE" --onnx-channels bgr --onnx-mean 0 --onnx-std 1)
+# SFace as a model directory (it takes raw BGR pixels), which every command and the trainer take.
+TEACHER="$OUT/sface"
+[ -f "$TEACHER/external.json" ] || $FFEM import "$SFACE" --output "$TEACHER" \
+    --onnx-channels bgr --onnx-mean 0 --onnx-std 1 --threshold 0.363
 
 # Part 3's data: CFP + CelebA with their labels kept apart, and CelebA alone.
 bash bench/pack_merged.sh "$FFEM"
 
 # The teacher's embeddings of every training image (flip-summed), keyed by the merged list's paths.
-[ -f "$OUT/teacher_sface.npy" ] || $FFEM embed "${TEACHER[@]}" data/cfp_celeba.image_list.json -o "$OUT/teacher_sface.npy" --strict
+[ -f "$OUT/teacher_sface.npy" ] || $FFEM embed "$TEACHER" data/cfp_celeba.image_list.json -o "$OUT/teacher_sface.npy" --strict
 
 # Trains a student into $OUT/NAME (resuming an interrupted one; a finished one is kept).
 student() {
@@ -56,8 +59,7 @@ echo "student (CFP + CelebA): $((mid - start)) s; student (CelebA): $((mid2 - mi
 # The teacher inside the step, on the augmented crop the student sees (SFace in ONNX Runtime),
 # against the precomputed teacher over the same number of epochs (6 and 12), and over 6 epochs
 # without the colour jitter and cutout that precomputed targets cannot follow.
-ONLINE=(--set 'teacher=""' --set "teacher_onnx=\"$SFACE\"" --set 'teacher_channels="bgr"'
-    --set 'teacher_mean=[0.0]' --set 'teacher_std=[1.0]')
+ONLINE=(--set 'teacher=""' --set "teacher_model=\"$TEACHER\"")
 COMPARED=()
 for e in ${ONLINE_EPOCHS:-6 12}; do
     t0=$(date +%s)

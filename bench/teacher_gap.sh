@@ -23,7 +23,9 @@ for name, path in (("lfw1000", lfw), ("train1000", train)):
     keys = random.Random(0).sample(sorted(entries), 1000)
     json.dump({k: entries[k] for k in keys}, open(f"{out}/{name}.json", "w"))
 PY
-[ -f "$OUT/lfw_teacher.npy" ] || "$FFEM" embed --onnx "$SFACE" --onnx-channels bgr --onnx-mean 0 --onnx-std 1 \
+[ -f "$OUT/sface/external.json" ] || "$FFEM" import "$SFACE" --output "$OUT/sface" \
+    --onnx-channels bgr --onnx-mean 0 --onnx-std 1 --threshold 0.363
+[ -f "$OUT/lfw_teacher.npy" ] || "$FFEM" embed "$OUT/sface" \
     "$OUT/lfw1000.json" --root "$LFW_ROOT" -o "$OUT/lfw_teacher.npy" --strict
 pairs=()
 for model in "$@"; do

