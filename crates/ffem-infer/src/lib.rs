@@ -16,6 +16,7 @@ pub mod faces;
 pub mod model_dir;
 pub mod onnx_fold;
 pub mod onnx_import;
+pub mod onnx_quant;
 #[cfg(feature = "onnxruntime")]
 pub mod ort_engine;
 pub mod threshold;

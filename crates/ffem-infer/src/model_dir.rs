@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::embed::Embedder;
 use crate::error::InferError;
-use crate::onnx_import::{ChannelOrder, ExternalGraph, InputConvention, prepare_external};
+use crate::onnx_import::{
+    ChannelOrder, ExternalGraph, InputConvention, metadata, prepare_external, read_metadata,
+};
 use crate::tract_engine::TractEmbedder;
 
 /// Marks a directory holding an imported external model, and says how to feed it.
@@ -261,12 +263,14 @@ pub struct ImportOptions {
     pub input: Option<String>,
     /// The embedding output's name (required when the graph has several outputs).
     pub output: Option<String>,
-    /// Channel order and pixel scaling the model was trained with.
-    pub convention: InputConvention,
+    /// Channel order and pixel scaling the model was trained with (default: what `ffem export`
+    /// recorded in the file, else insightface's RGB, (x - 127.5) / 127.5).
+    pub convention: Option<InputConvention>,
     /// Input side when the graph leaves it symbolic.
     pub image_size: Option<usize>,
-    /// The model takes faces cropped by their box, not aligned by landmarks.
-    pub crop_not_align: bool,
+    /// Faces aligned by landmarks (`true`) or cropped by their box (default: what `ffem
+    /// export` recorded, else aligned, as every public face recogniser takes them).
+    pub align: Option<bool>,
 }
 
 /// Imports the ONNX face model `file` into the new directory `out`: the graph is checked (one
@@ -326,16 +330,30 @@ pub fn import_onnx(
             ));
         }
     };
+    let recorded = read_metadata(&bytes).map_err(|e| invalid(file, e))?;
+    let convention = opts
+        .convention
+        .or_else(|| InputConvention::from_metadata(&recorded))
+        .unwrap_or_default();
+    let align = opts
+        .align
+        .or_else(|| {
+            recorded
+                .iter()
+                .find(|(k, _)| k == metadata::ALIGN)
+                .and_then(|(_, v)| v.parse().ok())
+        })
+        .unwrap_or(true);
     let mut model = ExternalModel {
         graph: GRAPH_FILE.into(),
         input: graph.input.clone(),
         output: graph.output.clone(),
-        channels: opts.convention.channels,
-        mean: opts.convention.mean,
-        std: opts.convention.std,
+        channels: convention.channels,
+        mean: convention.mean,
+        std: convention.std,
         image_size,
         embedding_dim: 0,
-        align: !opts.crop_not_align,
+        align,
         source: file.display().to_string(),
     };
     // The probe: the runtime this build prefers, falling back to tract.

@@ -14,16 +14,20 @@ use ffem_data::protobuf::{put_len_field, put_varint};
 use crate::onnx_import::{Field, OnnxImportError, fields, names_read, string_of, sub};
 
 /// A constant tensor read from a TensorProto: dimensions and values widened to f32.
-struct Constant {
-    dims: Vec<usize>,
-    values: Vec<f32>,
+#[derive(Clone)]
+pub(crate) struct Constant {
+    pub(crate) dims: Vec<usize>,
+    pub(crate) values: Vec<f32>,
+    /// The TensorProto data type it was stored as (FLOAT = 1, INT8 = 3, ...).
+    pub(crate) data_type: u64,
 }
 
 // TensorProto.DataType values this reader accepts.
-const FLOAT: u64 = 1;
+pub(crate) const FLOAT: u64 = 1;
 const UINT8: u64 = 2;
 const INT8: u64 = 3;
 const INT32: u64 = 6;
+const INT64: u64 = 7;
 const FLOAT16: u64 = 10;
 
 fn malformed(name: &str, what: impl std::fmt::Display) -> OnnxImportError {
@@ -50,7 +54,7 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Reads an initializer's name, dimensions and values; `None` for a type this folder leaves
 /// alone (the node then stays in the graph).
-fn read_constant(tensor: &[u8]) -> Result<Option<(String, Constant)>, OnnxImportError> {
+pub(crate) fn read_constant(tensor: &[u8]) -> Result<Option<(String, Constant)>, OnnxImportError> {
     let all = fields(tensor)?;
     let name = all
         .iter()
@@ -73,8 +77,8 @@ fn read_constant(tensor: &[u8]) -> Result<Option<(String, Constant)>, OnnxImport
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             ),
             (4, 5) => floats.push(f32::from_le_bytes(f.payload.try_into().expect("4 bytes"))),
-            (5, 0) => ints.push(f.varint as usize),
-            (5, 2) => packed_varints(f, &name, &mut ints)?,
+            (5, 0) | (7, 0) => ints.push(f.varint as usize),
+            (5, 2) | (7, 2) => packed_varints(f, &name, &mut ints)?,
             (9, 2) => raw = Some(f.payload),
             // Weights in a file beside the model: nothing to fold here.
             (13, 2) | (14, 0) => return Ok(None),
@@ -94,6 +98,11 @@ fn read_constant(tensor: &[u8]) -> Result<Option<(String, Constant)>, OnnxImport
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
             .collect(),
+        (INT64, Some(r)) => r
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        (INT64, None) => ints.iter().map(|&v| v as u64 as i64 as f32).collect(),
         (FLOAT16, Some(r)) => r
             .chunks_exact(2)
             .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
@@ -114,7 +123,14 @@ fn read_constant(tensor: &[u8]) -> Result<Option<(String, Constant)>, OnnxImport
             ),
         ));
     }
-    Ok(Some((name, Constant { dims, values })))
+    Ok(Some((
+        name,
+        Constant {
+            dims,
+            values,
+            data_type,
+        },
+    )))
 }
 
 fn packed_varints(f: &Field, name: &str, into: &mut Vec<usize>) -> Result<(), OnnxImportError> {
@@ -193,7 +209,7 @@ fn dequantize(
     Ok(out)
 }
 
-fn float_initializer(name: &str, dims: &[usize], values: &[f32]) -> Vec<u8> {
+pub(crate) fn float_initializer(name: &str, dims: &[usize], values: &[f32]) -> Vec<u8> {
     let mut t = Vec::new();
     for &d in dims {
         put_varint(&mut t, 1 << 3);
@@ -207,20 +223,48 @@ fn float_initializer(name: &str, dims: &[usize], values: &[f32]) -> Vec<u8> {
     t
 }
 
+/// ONNX Reshape's output dimensions (`0` copies the input's, `-1` takes the rest), or `None`
+/// when the shape does not fit the element count.
+fn reshaped(dims: &[usize], shape: &[f32]) -> Option<Vec<usize>> {
+    let count: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(shape.len());
+    let mut infer = None;
+    for (i, &v) in shape.iter().enumerate() {
+        match v as i64 {
+            0 => out.push(*dims.get(i)?),
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            d if d > 0 => out.push(d as usize),
+            _ => return None,
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || !count.is_multiple_of(known) {
+            return None;
+        }
+        out[i] = count / known;
+    }
+    (out.iter().product::<usize>() == count).then_some(out)
+}
+
 /// What [`fold_constant_dequantize`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Folded {
     /// The rewritten ModelProto (the input bytes when nothing was folded).
     pub bytes: Vec<u8>,
-    /// DequantizeLinear nodes replaced by float constants.
+    /// DequantizeLinear nodes (and Reshape nodes of their outputs) replaced by float constants.
     pub nodes: usize,
     /// Quantised initializers no node reads any more, removed.
     pub dropped_initializers: usize,
 }
 
 /// Replaces each `DequantizeLinear` node of the main graph whose inputs are all initializers by
-/// a float initializer of the node's output name, and drops the quantised initializers nothing
-/// reads afterwards. Nodes on computed inputs (activation quantisation) stay as they are.
+/// a float initializer of the node's output name (and a `Reshape` of such a constant by the
+/// reshaped constant), and drops the initializers nothing reads afterwards. Nodes on computed
+/// inputs (activation quantisation) stay as they are.
 pub fn fold_constant_dequantize(model: &[u8]) -> Result<Folded, OnnxImportError> {
     let top = fields(model)?;
     let graph = top
@@ -250,12 +294,42 @@ pub fn fold_constant_dequantize(model: &[u8]) -> Result<Folded, OnnxImportError>
                 .collect()
         };
         let domain = text(7);
-        if text(4).first().map(String::as_str) != Some("DequantizeLinear")
-            || domain.first().is_some_and(|d| !d.is_empty())
-        {
+        let op = text(4).into_iter().next().unwrap_or_default();
+        if domain.first().is_some_and(|d| !d.is_empty()) {
             continue;
         }
         let (inputs, outputs) = (text(1), text(2));
+        if op == "Reshape" {
+            // Weights reshaped after dequantisation (per-block scales want 2-D weights).
+            let (Some(data), Some(shape), Some(output)) = (
+                inputs.first().and_then(|i| constants.get(i)),
+                inputs.get(1).and_then(|i| constants.get(i)),
+                outputs.first(),
+            ) else {
+                continue;
+            };
+            if data.data_type != FLOAT || shape.data_type != INT64 {
+                continue;
+            }
+            let Some(dims) = reshaped(&data.dims, &shape.values) else {
+                continue;
+            };
+            let values = data.values.clone();
+            new_constants.push(float_initializer(output, &dims, &values));
+            constants.insert(
+                output.clone(),
+                Constant {
+                    dims,
+                    values,
+                    data_type: FLOAT,
+                },
+            );
+            folded_nodes.insert(index);
+            continue;
+        }
+        if op != "DequantizeLinear" {
+            continue;
+        }
         let name = text(3).into_iter().next().unwrap_or_default();
         let found: Vec<Option<&Constant>> = inputs
             .iter()
@@ -290,7 +364,16 @@ pub fn fold_constant_dequantize(model: &[u8]) -> Result<Folded, OnnxImportError>
             continue;
         };
         let values = dequantize(x, scale, zero, axis, block_size, &name)?;
-        new_constants.push(float_initializer(output, &x.dims, &values));
+        let dims = x.dims.clone();
+        new_constants.push(float_initializer(output, &dims, &values));
+        constants.insert(
+            output.clone(),
+            Constant {
+                dims,
+                values,
+                data_type: FLOAT,
+            },
+        );
         folded_nodes.insert(index);
     }
     if folded_nodes.is_empty() {
@@ -356,7 +439,29 @@ mod tests {
         Constant {
             dims: dims.to_vec(),
             values: values.to_vec(),
+            data_type: FLOAT,
         }
+    }
+
+    #[test]
+    fn reshape_shapes_follow_onnx_rules() {
+        assert_eq!(reshaped(&[2, 6], &[0.0, -1.0]), Some(vec![2, 6]));
+        assert_eq!(reshaped(&[2, 6], &[3.0, -1.0]), Some(vec![3, 4]));
+        assert_eq!(
+            reshaped(&[1024, 9], &[1024.0, 1.0, 3.0, 3.0]),
+            Some(vec![1024, 1, 3, 3])
+        );
+        assert_eq!(
+            reshaped(&[2, 6], &[5.0, -1.0]),
+            None,
+            "12 is not a multiple of 5"
+        );
+        assert_eq!(reshaped(&[2, 6], &[-1.0, -1.0]), None, "one -1 at most");
+        assert_eq!(
+            reshaped(&[2, 6], &[4.0, 4.0]),
+            None,
+            "16 values asked of 12"
+        );
     }
 
     #[test]

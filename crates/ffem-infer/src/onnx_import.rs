@@ -534,3 +534,85 @@ impl InputConvention {
         out
     }
 }
+
+/// The model's `metadata_props` (ModelProto field 14) as key/value pairs.
+pub fn read_metadata(model: &[u8]) -> Result<Vec<(String, String)>, OnnxImportError> {
+    let mut out = Vec::new();
+    for f in fields(model)? {
+        if f.number == 14 && f.wire == 2 {
+            let kv = fields(f.payload)?;
+            let get = |n: u64| {
+                kv.iter()
+                    .find(|x| x.number == n && x.wire == 2)
+                    .map(string_of)
+                    .unwrap_or_default()
+            };
+            out.push((get(1), get(2)));
+        }
+    }
+    Ok(out)
+}
+
+/// The model with `props` set in its `metadata_props` (replacing entries of the same keys).
+pub fn with_metadata(model: &[u8], props: &[(&str, String)]) -> Result<Vec<u8>, OnnxImportError> {
+    let mut out = Vec::with_capacity(model.len() + 256);
+    for f in fields(model)? {
+        let replaced = f.number == 14
+            && f.wire == 2
+            && read_metadata(f.raw)?
+                .iter()
+                .any(|(k, _)| props.iter().any(|(p, _)| p == k));
+        if !replaced {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    for (k, v) in props {
+        let mut kv = Vec::new();
+        put_len_field(&mut kv, 1, k.as_bytes());
+        put_len_field(&mut kv, 2, v.as_bytes());
+        put_len_field(&mut out, 14, &kv);
+    }
+    Ok(out)
+}
+
+/// Metadata keys `ffem export` writes and `ffem import` reads, so that an exported file is
+/// imported with the convention and face preparation it was trained with.
+pub mod metadata {
+    /// `rgb` or `bgr`.
+    pub const CHANNELS: &str = "ffem.channels";
+    /// Three comma-separated means on 0..255 pixels.
+    pub const MEAN: &str = "ffem.mean";
+    /// Three comma-separated divisors.
+    pub const STD: &str = "ffem.std";
+    /// `true` when faces are aligned by landmarks, `false` when cropped by their box.
+    pub const ALIGN: &str = "ffem.align";
+}
+
+impl InputConvention {
+    /// The convention as metadata entries ([`metadata`]).
+    pub fn to_metadata(&self) -> Vec<(&'static str, String)> {
+        let three = |v: [f32; 3]| format!("{},{},{}", v[0], v[1], v[2]);
+        vec![
+            (
+                metadata::CHANNELS,
+                match self.channels {
+                    ChannelOrder::Rgb => "rgb".into(),
+                    ChannelOrder::Bgr => "bgr".into(),
+                },
+            ),
+            (metadata::MEAN, three(self.mean)),
+            (metadata::STD, three(self.std)),
+        ]
+    }
+
+    /// The convention `ffem export` recorded in the file, if it did.
+    pub fn from_metadata(props: &[(String, String)]) -> Option<Self> {
+        let get = |k: &str| props.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        let parse =
+            |v: &str| -> Option<Vec<f32>> { v.split(',').map(|x| x.trim().parse().ok()).collect() };
+        let channels: ChannelOrder = get(metadata::CHANNELS)?.parse().ok()?;
+        let mean = parse(get(metadata::MEAN)?)?;
+        let std = parse(get(metadata::STD)?)?;
+        InputConvention::from_values(channels, &mean, &std, "mean", "std").ok()
+    }
+}

@@ -37,7 +37,7 @@ fn import(bytes: &[u8], convention: InputConvention) -> (tempfile::TempDir, std:
     std::fs::write(&file, bytes).unwrap();
     let out = dir.path().join("model");
     let opts = ImportOptions {
-        convention,
+        convention: Some(convention),
         ..ImportOptions::default()
     };
     import_onnx(&file, &opts, &out).unwrap_or_else(|e| panic!("{e}"));

@@ -24,7 +24,7 @@ fn teacher_dir(dir: &std::path::Path, side: usize, convention: InputConvention) 
     std::fs::write(&file, onnx_model::tiny_face_model_sized(1, side as u64)).unwrap();
     let out = dir.join(format!("teacher_{side}"));
     let opts = ImportOptions {
-        convention,
+        convention: Some(convention),
         ..ImportOptions::default()
     };
     import_onnx(&file, &opts, &out).unwrap_or_else(|e| panic!("{e}"));

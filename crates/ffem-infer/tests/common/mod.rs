@@ -186,3 +186,98 @@ pub fn assert_expected_embedding(got: &[f32], channel_means: [f64; 3], what: &st
         );
     }
 }
+
+fn float_init(name: &str, dims: &[u64], values: &[f32]) -> Vec<u8> {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    initializer(name, dims, 1, &raw)
+}
+
+fn float_attr_node(op: &str, inputs: &[&str], output: &str, name: &str, value: f32) -> Vec<u8> {
+    let mut n = node(op, inputs, output, &[]);
+    let mut a = Vec::new();
+    put_len_field(&mut a, 1, name.as_bytes());
+    put_varint(&mut a, (2 << 3) | 5);
+    a.extend_from_slice(&value.to_le_bytes());
+    field_int(&mut a, 20, 1); // AttributeType FLOAT
+    put_len_field(&mut n, 5, &a);
+    n
+}
+
+/// A two-convolution graph, opset 13: `x` [N, 3, 3, 3] -> Conv (1x1, 3 to 2 channels, bias) -> BatchNormalization
+/// -> Clip(0, 6) -> Conv (1x1, no bias) -> `out` [N, 2, 3, 3]. Its float output is computed by
+/// [`conv_bn_expected`].
+pub fn conv_bn_model() -> Vec<u8> {
+    let mut g = Vec::new();
+    g.extend(bytes_of(1, &node("Conv", &["x", "w1", "b1"], "y", &[])));
+    g.extend(bytes_of(
+        1,
+        &float_attr_node(
+            "BatchNormalization",
+            &["y", "gamma", "beta", "mean", "var"],
+            "z",
+            "epsilon",
+            1e-3,
+        ),
+    ));
+    g.extend(bytes_of(1, &node("Clip", &["z", "lo", "hi"], "r", &[])));
+    g.extend(bytes_of(1, &node("Conv", &["r", "w2"], "out", &[])));
+    put_len_field(&mut g, 2, b"conv_bn");
+    for (name, dims, values) in conv_bn_weights() {
+        g.extend(bytes_of(5, &float_init(name, &dims, &values)));
+    }
+    g.extend(bytes_of(
+        11,
+        &value_info("x", &[None, Some(3), Some(3), Some(3)]),
+    ));
+    g.extend(bytes_of(
+        12,
+        &value_info("out", &[None, Some(2), Some(3), Some(3)]),
+    ));
+    let mut m = Vec::new();
+    field_int(&mut m, 1, 8);
+    put_len_field(&mut m, 7, &g);
+    let mut opset = Vec::new();
+    put_len_field(&mut opset, 1, b"");
+    field_int(&mut opset, 2, 13);
+    put_len_field(&mut m, 8, &opset);
+    m
+}
+
+/// The weights of [`conv_bn_model`]: (name, dims, values).
+pub fn conv_bn_weights() -> Vec<(&'static str, Vec<u64>, Vec<f32>)> {
+    vec![
+        (
+            "w1",
+            vec![2, 3, 1, 1],
+            vec![0.5, -1.0, 0.75, 2.0, 0.25, -0.5],
+        ),
+        ("b1", vec![2], vec![0.1, -0.2]),
+        ("gamma", vec![2], vec![1.5, 0.8]),
+        ("beta", vec![2], vec![0.3, -0.1]),
+        ("mean", vec![2], vec![0.2, -0.4]),
+        ("var", vec![2], vec![0.5, 2.0]),
+        ("lo", vec![], vec![0.0]),
+        ("hi", vec![], vec![6.0]),
+        ("w2", vec![2, 2, 1, 1], vec![1.0, 0.5, -0.75, 2.0]),
+    ]
+}
+
+/// [`conv_bn_model`]'s output for one pixel's three input channels, computed in f64 from the
+/// definitions (1x1 convolutions act per pixel).
+pub fn conv_bn_expected(x: [f64; 3]) -> [f64; 2] {
+    let w: std::collections::HashMap<&str, Vec<f64>> = conv_bn_weights()
+        .into_iter()
+        .map(|(n, _, v)| (n, v.iter().map(|&x| x as f64).collect()))
+        .collect();
+    let mut r = [0.0; 2];
+    for o in 0..2 {
+        let y = (0..3).map(|c| w["w1"][3 * o + c] * x[c]).sum::<f64>() + w["b1"][o];
+        let z = (y - w["mean"][o]) / (w["var"][o] + 1e-3f32 as f64).sqrt() * w["gamma"][o]
+            + w["beta"][o];
+        r[o] = z.clamp(0.0, 6.0);
+    }
+    [
+        w["w2"][0] * r[0] + w["w2"][1] * r[1],
+        w["w2"][2] * r[0] + w["w2"][3] * r[1],
+    ]
+}

@@ -20,21 +20,22 @@ pub struct ImportArgs {
     /// The model directory to create (must not exist, or be empty).
     #[arg(long, short)]
     output: PathBuf,
-    /// Channel order the model takes: rgb (insightface, PyTorch-trained models, ffem's exports)
-    /// or bgr (OpenCV-trained models such as SFace).
+    /// Channel order the model takes: rgb (insightface, PyTorch-trained models) or bgr
+    /// (OpenCV-trained models such as SFace). Default: what `ffem export` recorded in the file,
+    /// else rgb.
     #[arg(
         long,
-        default_value = "rgb",
         value_parser = clap::builder::PossibleValuesParser::new(ChannelOrder::NAMES)
             .map(|name| name.parse::<ChannelOrder>().expect("a listed name parses"))
     )]
-    onnx_channels: ChannelOrder,
+    onnx_channels: Option<ChannelOrder>,
     /// Subtracted from the 0..255 pixel values: one value, or three in the model's channel order
     /// (127.5: insightface and ffem; 0 with --onnx-std 1: raw pixels, as SFace takes them).
-    #[arg(long, value_delimiter = ',', default_value = "127.5")]
+    /// Default as for --onnx-channels, else 127.5.
+    #[arg(long, value_delimiter = ',')]
     onnx_mean: Vec<f32>,
-    /// Divides after the subtraction: one value or three.
-    #[arg(long, value_delimiter = ',', default_value = "127.5")]
+    /// Divides after the subtraction: one value or three (default as --onnx-mean).
+    #[arg(long, value_delimiter = ',')]
     onnx_std: Vec<f32>,
     /// The graph's image input (default: the one input that a node reads).
     #[arg(long)]
@@ -45,8 +46,8 @@ pub struct ImportArgs {
     /// Input side when the graph leaves it symbolic.
     #[arg(long)]
     image_size: Option<usize>,
-    /// The model was trained on faces cropped by their box (an `ffem export` of a model trained
-    /// without `align`), not aligned by landmarks to the ArcFace template.
+    /// The model was trained on faces cropped by their box, not aligned by landmarks to the
+    /// ArcFace template (default: what `ffem export` recorded, else aligned).
     #[arg(long)]
     no_align: bool,
     /// Evaluate on this LFW folder right after importing and save the decision threshold, so
@@ -64,14 +65,30 @@ pub struct ImportArgs {
 
 /// Runs `ffem import`.
 pub fn import(a: ImportArgs) -> Result<ExitCode> {
-    let convention = InputConvention::from_values(
-        a.onnx_channels,
-        &a.onnx_mean,
-        &a.onnx_std,
-        "--onnx-mean",
-        "--onnx-std",
-    )
-    .map_err(anyhow::Error::msg)?;
+    // Any convention option given states the whole convention (the others at their defaults);
+    // none given leaves it to what the file records.
+    let stated = a.onnx_channels.is_some() || !a.onnx_mean.is_empty() || !a.onnx_std.is_empty();
+    let or_default = |v: &[f32]| {
+        if v.is_empty() {
+            vec![127.5]
+        } else {
+            v.to_vec()
+        }
+    };
+    let convention = if stated {
+        Some(
+            InputConvention::from_values(
+                a.onnx_channels.unwrap_or_default(),
+                &or_default(&a.onnx_mean),
+                &or_default(&a.onnx_std),
+                "--onnx-mean",
+                "--onnx-std",
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
     if let Some(t) = a.threshold
         && !(-1.0..=1.0).contains(&t)
     {
@@ -90,17 +107,22 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
         output: a.onnx_output.clone(),
         convention,
         image_size: a.image_size,
-        crop_not_align: a.no_align,
+        align: a.no_align.then_some(false),
     };
     let model = import_onnx(&a.model, &opts, &a.output)?;
     println!(
-        "imported {} -> {}: input `{}` [N, 3, {s}, {s}] ({:?}, mean {:?}, std {:?}), output `{}` [N, {}]",
+        "imported {} -> {}: input `{}` [N, 3, {s}, {s}] ({:?}, mean {:?}, std {:?}, {}), output `{}` [N, {}]",
         a.model.display(),
         a.output.display(),
         model.input,
         model.channels,
         model.mean,
         model.std,
+        if model.align {
+            "aligned faces"
+        } else {
+            "faces cropped by box"
+        },
         model.output,
         model.embedding_dim,
         s = model.image_size
