@@ -18,6 +18,7 @@ use crate::embed::Embedder;
 use crate::error::InferError;
 use crate::onnx_import::{
     ChannelOrder, ExternalGraph, InputConvention, metadata, prepare_external, read_metadata,
+    shape_text,
 };
 use crate::tract_engine::TractEmbedder;
 
@@ -325,7 +326,7 @@ pub fn import_onnx(
                 format!(
                     "input `{}` does not fix its size ({}); say it with --image-size (112 for ArcFace-aligned faces)",
                     graph.input,
-                    dims_text(&graph.input_dims)
+                    shape_text(&graph.input_dims)
                 ),
             ));
         }
@@ -407,12 +408,4 @@ fn write_dir(out: &Path, graph: &[u8], model: &ExternalModel) -> Result<(), Infe
         })?;
     }
     Ok(())
-}
-
-fn dims_text(dims: &[Option<i64>]) -> String {
-    let d: Vec<String> = dims
-        .iter()
-        .map(|d| d.map_or("?".into(), |v| v.to_string()))
-        .collect();
-    format!("[{}]", d.join(", "))
 }

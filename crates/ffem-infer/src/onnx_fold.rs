@@ -11,7 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use ffem_data::protobuf::{put_len_field, put_varint};
 
-use crate::onnx_import::{Field, OnnxImportError, fields, names_read, string_of, sub};
+use crate::onnx_import::{
+    Field, OnnxImportError, fields, model_and_graph, names_read, string_of, sub,
+};
 
 /// A constant tensor read from a TensorProto: dimensions and values widened to f32.
 #[derive(Clone)]
@@ -209,18 +211,44 @@ fn dequantize(
     Ok(out)
 }
 
-pub(crate) fn float_initializer(name: &str, dims: &[usize], values: &[f32]) -> Vec<u8> {
+/// A TensorProto of `data_type` holding `raw` (little-endian values) under `name`.
+pub(crate) fn tensor_bytes(name: &str, dims: &[usize], data_type: u64, raw: &[u8]) -> Vec<u8> {
     let mut t = Vec::new();
     for &d in dims {
         put_varint(&mut t, 1 << 3);
         put_varint(&mut t, d as u64);
     }
     put_varint(&mut t, 2 << 3);
-    put_varint(&mut t, FLOAT);
+    put_varint(&mut t, data_type);
     put_len_field(&mut t, 8, name.as_bytes());
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    put_len_field(&mut t, 9, &raw);
+    put_len_field(&mut t, 9, raw);
     t
+}
+
+/// A float32 TensorProto.
+pub(crate) fn float_initializer(name: &str, dims: &[usize], values: &[f32]) -> Vec<u8> {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensor_bytes(name, dims, FLOAT, &raw)
+}
+
+/// Records a folded float constant for the nodes after it; returns its initializer.
+fn keep_folded(
+    constants: &mut HashMap<String, Constant>,
+    name: &str,
+    dims: Vec<usize>,
+    values: Vec<f32>,
+) -> Vec<u8> {
+    let bytes = float_initializer(name, &dims, &values);
+    let data_type = FLOAT;
+    constants.insert(
+        name.to_string(),
+        Constant {
+            dims,
+            values,
+            data_type,
+        },
+    );
+    bytes
 }
 
 /// ONNX Reshape's output dimensions (`0` copies the input's, `-1` takes the rest), or `None`
@@ -266,12 +294,8 @@ pub struct Folded {
 /// reshaped constant), and drops the initializers nothing reads afterwards. Nodes on computed
 /// inputs (activation quantisation) stay as they are.
 pub fn fold_constant_dequantize(model: &[u8]) -> Result<Folded, OnnxImportError> {
-    let top = fields(model)?;
-    let graph = top
-        .iter()
-        .find(|f| f.number == 7 && f.wire == 2)
-        .ok_or_else(|| OnnxImportError::Malformed("the model has no graph".into()))?;
-    let graph_fields = fields(graph.payload)?;
+    let parts = model_and_graph(model)?;
+    let (top, graph_fields) = (parts.top, parts.graph_fields);
     let mut constants: HashMap<String, Constant> = HashMap::new();
     for init in graph_fields.iter().filter(|f| f.number == 5 && f.wire == 2) {
         if let Some((name, c)) = read_constant(init.payload)? {
@@ -315,15 +339,7 @@ pub fn fold_constant_dequantize(model: &[u8]) -> Result<Folded, OnnxImportError>
                 continue;
             };
             let values = data.values.clone();
-            new_constants.push(float_initializer(output, &dims, &values));
-            constants.insert(
-                output.clone(),
-                Constant {
-                    dims,
-                    values,
-                    data_type: FLOAT,
-                },
-            );
+            new_constants.push(keep_folded(&mut constants, output, dims, values));
             folded_nodes.insert(index);
             continue;
         }
@@ -365,15 +381,7 @@ pub fn fold_constant_dequantize(model: &[u8]) -> Result<Folded, OnnxImportError>
         };
         let values = dequantize(x, scale, zero, axis, block_size, &name)?;
         let dims = x.dims.clone();
-        new_constants.push(float_initializer(output, &dims, &values));
-        constants.insert(
-            output.clone(),
-            Constant {
-                dims,
-                values,
-                data_type: FLOAT,
-            },
-        );
+        new_constants.push(keep_folded(&mut constants, output, dims, values));
         folded_nodes.insert(index);
     }
     if folded_nodes.is_empty() {

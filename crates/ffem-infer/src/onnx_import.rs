@@ -108,6 +108,29 @@ pub(crate) fn sub<'a>(buf: &'a [u8], number: u64) -> Result<Vec<Field<'a>>, Onnx
         .collect())
 }
 
+/// A ModelProto taken apart: its fields, its graph's bytes and the graph's fields (the error
+/// names a model without a graph).
+pub(crate) struct ModelParts<'a> {
+    pub(crate) top: Vec<Field<'a>>,
+    pub(crate) graph: &'a [u8],
+    pub(crate) graph_fields: Vec<Field<'a>>,
+}
+
+pub(crate) fn model_and_graph(model: &[u8]) -> Result<ModelParts<'_>, OnnxImportError> {
+    let top = fields(model)?;
+    let graph = top
+        .iter()
+        .find(|f| f.number == 7 && f.wire == 2)
+        .ok_or_else(|| OnnxImportError::Malformed("the model has no graph".into()))?
+        .payload;
+    let graph_fields = fields(graph)?;
+    Ok(ModelParts {
+        top,
+        graph,
+        graph_fields,
+    })
+}
+
 /// Names every node of `graph` (and of its subgraphs, which may read outer names) reads.
 pub(crate) fn names_read(graph: &[u8], into: &mut HashSet<String>) -> Result<(), OnnxImportError> {
     for node in sub(graph, 1)? {
@@ -258,12 +281,11 @@ pub fn prepare_external(
     input: Option<&str>,
     output: Option<&str>,
 ) -> Result<ExternalGraph, OnnxImportError> {
-    let top = fields(model)?;
-    let graph = top
-        .iter()
-        .find(|f| f.number == 7 && f.wire == 2)
-        .ok_or_else(|| OnnxImportError::Malformed("the model has no graph".into()))?;
-    let graph_fields = fields(graph.payload)?;
+    let ModelParts {
+        graph,
+        graph_fields,
+        ..
+    } = model_and_graph(model)?;
     let mut initializers = HashSet::new();
     for f in graph_fields.iter().filter(|f| f.number == 5 && f.wire == 2) {
         if let Some(n) = fields(f.payload)?
@@ -274,7 +296,7 @@ pub fn prepare_external(
         }
     }
     let mut read = HashSet::new();
-    names_read(graph.payload, &mut read)?;
+    names_read(graph, &mut read)?;
 
     let mut feedable = Vec::new();
     let mut dropped_unused_inputs = Vec::new();
@@ -403,7 +425,7 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-fn shape_text(dims: &[Option<i64>]) -> String {
+pub(crate) fn shape_text(dims: &[Option<i64>]) -> String {
     let d: Vec<String> = dims
         .iter()
         .map(|d| d.map_or("?".into(), |v| v.to_string()))

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use ffem_data::protobuf::{put_len_field, put_varint};
 use tract_onnx::prelude::*;
 
-use crate::onnx_fold::{Constant, FLOAT, float_initializer, read_constant};
+use crate::onnx_fold::{Constant, FLOAT, float_initializer, read_constant, tensor_bytes};
 use crate::onnx_import::{OnnxImportError, fields, names_read, string_of};
 
 fn malformed(what: impl Into<String>) -> OnnxImportError {
@@ -198,9 +198,14 @@ impl Editable {
 
     /// The names the graph's outputs carry.
     fn graph_outputs(&self) -> Result<HashSet<String>, OnnxImportError> {
+        self.value_names(12)
+    }
+
+    /// The names of the graph's inputs (field 11) or outputs (field 12).
+    fn value_names(&self, field: u64) -> Result<HashSet<String>, OnnxImportError> {
         let mut out = HashSet::new();
         for f in fields(&self.graph_rest)? {
-            if f.number == 12
+            if f.number == field
                 && f.wire == 2
                 && let Some(n) = fields(f.payload)?
                     .iter()
@@ -230,19 +235,6 @@ impl Editable {
         put_len_field(&mut model, 7, &graph);
         Ok(model)
     }
-}
-
-fn tensor_bytes(name: &str, dims: &[usize], data_type: u64, raw: &[u8]) -> Vec<u8> {
-    let mut t = Vec::new();
-    for &d in dims {
-        put_varint(&mut t, 1 << 3);
-        put_varint(&mut t, d as u64);
-    }
-    put_varint(&mut t, 2 << 3);
-    put_varint(&mut t, data_type);
-    put_len_field(&mut t, 8, name.as_bytes());
-    put_len_field(&mut t, 9, raw);
-    t
 }
 
 /// f32 to IEEE half, rounding to nearest even (overflow to infinity, underflow to zero).
@@ -551,20 +543,7 @@ pub fn quantize_int8(
         params.insert(t.clone(), params_of);
     }
     let skipped: HashSet<usize> = absorbed.values().map(|(i, _, _)| *i).collect();
-    let graph_inputs: HashSet<String> = {
-        let mut s = HashSet::new();
-        for f in fields(&e.graph_rest)? {
-            if f.number == 11
-                && f.wire == 2
-                && let Some(n) = fields(f.payload)?
-                    .iter()
-                    .find(|x| x.number == 1 && x.wire == 2)
-            {
-                s.insert(string_of(n));
-            }
-        }
-        s
-    };
+    let graph_inputs = e.value_names(11)?;
     // The quantise/dequantise pair of tensor `t`, read as `t.dq` from then on.
     let qdq = |e: &mut Editable, t: &str| -> Vec<Node> {
         let (scale, zero) = params[t];

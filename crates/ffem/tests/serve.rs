@@ -599,6 +599,56 @@ fn an_imported_sface_verifies_searches_and_serves_real_photos() {
         .unwrap_or_else(|| panic!("{found}"));
     assert!(first.contains("Aaron_Peirsol"), "{found}");
 
+    // `--lfw` measures the threshold instead: on a small LFW (the first 20 same and 20
+    // different pairs of the protocol's first fold, the real photos and list), saved as
+    // `ffem eval` saves it, and verify then decides with it.
+    let mini = dir.path().join("mini_lfw");
+    std::fs::create_dir_all(&mini).unwrap();
+    let pairs = std::fs::read_to_string(data.join("lfw/pairs.txt")).unwrap();
+    let lines: Vec<&str> = pairs.lines().collect();
+    let picked = [&lines[1..21], &lines[301..321]].concat();
+    std::fs::write(
+        mini.join("pairs.txt"),
+        format!("1 20\n{}\n", picked.join("\n")),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&lfw, mini.join("lfw-deepfunneled")).unwrap();
+    std::os::unix::fs::symlink(
+        data.join("lfw/image_list.json"),
+        mini.join("image_list.json"),
+    )
+    .unwrap();
+    let measured = dir.path().join("sface_measured");
+    let out = ffem_ok(&[
+        "import",
+        sface.to_str().unwrap(),
+        "--output",
+        measured.to_str().unwrap(),
+        "--onnx-channels",
+        "bgr",
+        "--onnx-mean",
+        "0",
+        "--onnx-std",
+        "1",
+        "--lfw",
+        mini.to_str().unwrap(),
+    ]);
+    assert!(out.contains("lfw: 40 pairs (20 same)"), "{out}");
+    let saved = ffem_infer::threshold::SavedThreshold::load(&measured)
+        .unwrap()
+        .expect("import --lfw saves a threshold");
+    assert_eq!(saved.set, "lfw");
+    assert!(saved.accuracy.is_some_and(|a| a >= 0.9), "{saved:?}");
+    let decided = ffem_ok(&[
+        "verify",
+        measured.to_str().unwrap(),
+        &a,
+        &b,
+        "--detector-weights",
+        w,
+    ]);
+    assert!(decided.contains("same person"), "{decided}");
+
     // The service runs the directory and decides at the saved threshold.
     let server = Server::start(
         &model,
