@@ -7,6 +7,7 @@
 
 pub mod bin_set;
 pub mod clean;
+pub mod cluster;
 pub mod csv_table;
 pub mod embedding;
 pub mod error;

@@ -46,6 +46,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Import an external ONNX face model into a model directory every command accepts.
     Import(commands::import::ImportArgs),
+    /// Group unlabelled faces into people (an image_list.json with one label per person).
+    Cluster(commands::cluster::ClusterArgs),
     /// Train and score every variant of a loss study (resumable); write report.md and charts.
     Ablate(commands::ablate::AblateArgs),
     /// Flag probably mislabelled images and duplicated identities of a list with a trained model.
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::info(a),
         Command::Export(a) => commands::export::export(a),
         Command::Import(a) => commands::import::import(a),
+        Command::Cluster(a) => commands::cluster::cluster_faces(a),
         Command::Serve(a) => commands::serve::serve(a),
         Command::Clean(a) => commands::clean::clean(a),
         Command::Ablate(a) => commands::ablate::ablate(a),

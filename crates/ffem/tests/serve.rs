@@ -649,6 +649,37 @@ fn an_imported_sface_verifies_searches_and_serves_real_photos() {
     ]);
     assert!(decided.contains("same person"), "{decided}");
 
+    // The same six photos grouped without their labels: every face of each photo (one holds a
+    // second face in the background, left alone), three people, no two people mixed (pairwise
+    // precision 1 against the folder names), and the list packs as it is.
+    let people = dir.path().join("people.json");
+    let grouped = ffem_ok(&[
+        "cluster",
+        m,
+        gallery.to_str().unwrap(),
+        "--output",
+        people.to_str().unwrap(),
+        "--score",
+        "--detector-weights",
+        w,
+    ]);
+    assert!(
+        grouped.contains("7 faces -> 3 people (largest [2, 2, 2]), 1 unassigned"),
+        "{grouped}"
+    );
+    assert!(grouped.contains("pairwise P 1.0000"), "{grouped}");
+    assert!(people.with_extension("sheet.png").is_file());
+    let packed = ffem_ok(&[
+        "pack",
+        "--json",
+        people.to_str().unwrap(),
+        "--root",
+        "/",
+        "--output",
+        dir.path().join("people_records").to_str().unwrap(),
+    ]);
+    assert!(packed.contains("(3 identities)"), "{packed}");
+
     // The service runs the directory and decides at the saved threshold.
     let server = Server::start(
         &model,
@@ -674,4 +705,44 @@ fn an_imported_sface_verifies_searches_and_serves_real_photos() {
             "{text}"
         );
     }
+}
+
+/// `ffem cluster` refuses what it cannot group, naming it, and writes nothing.
+#[test]
+fn cluster_refuses_empty_inputs_and_embeddings_without_a_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.path().join("people.json");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ffem"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "cluster",
+        model.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--threshold",
+        "0.5",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no images found"),
+        "{err}"
+    );
+    let o = run(&[
+        "cluster",
+        "--embeddings",
+        dir.path().join("e.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("e.npy"), "{err}");
+    assert!(!out.exists(), "a refused run writes nothing");
 }

@@ -4,6 +4,7 @@
 pub mod ablate;
 pub mod bench;
 pub mod clean;
+pub mod cluster;
 pub mod demo;
 pub mod detect;
 pub mod embed;

@@ -1,0 +1,473 @@
+//! Grouping unlabelled faces into people, and scoring a grouping against true identities.
+//!
+//! The graph: each face linked to its `k` most similar faces whose cosine similarity reaches the
+//! threshold (exact search, blocked and parallel). Two ways to cut it into people:
+//! - Chinese whispers (dlib's face clustering): every face starts as its own label and, in a
+//!   seeded random order, repeatedly takes the label with the largest summed similarity among its
+//!   neighbours; no number of clusters is given.
+//! - Core-point density (DBSCAN on the graph, the rule Immich uses): a face with at least
+//!   `min_samples` neighbours is a core; cores linked to each other form a person, and a non-core
+//!   face joins the person of its most similar core neighbour.
+//!
+//! Faces in a group smaller than `min_size` are left unassigned (`None`). Scores: pairwise
+//! precision / recall / F1 over pairs of faces, and BCubed precision / recall / F1 averaged over
+//! faces; unassigned faces count as groups of one.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+/// How faces are cut into people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// dlib's Chinese whispers on the similarity graph.
+    ChineseWhispers,
+    /// Core-point density on the similarity graph (DBSCAN's rule).
+    Density,
+}
+
+impl Algorithm {
+    /// The names the command line takes.
+    pub const NAMES: [&'static str; 2] = ["chinese-whispers", "density"];
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "chinese-whispers" => Ok(Algorithm::ChineseWhispers),
+            "density" => Ok(Algorithm::Density),
+            _ => Err(format!(
+                "clustering algorithm `{s}` is not one of {}",
+                Algorithm::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// The parameters of a grouping.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ClusterParams {
+    /// Faces are linked when their cosine similarity is at least this.
+    pub threshold: f32,
+    /// Most links kept per face (its most similar faces).
+    pub neighbours: usize,
+    /// Density: links a face needs to be a core.
+    pub min_samples: usize,
+    /// Smallest group reported as a person; smaller ones are left unassigned.
+    pub min_size: usize,
+    /// Chinese whispers: passes over all faces.
+    pub iterations: usize,
+    /// Chinese whispers: seed of the visiting order.
+    pub seed: u64,
+}
+
+impl Default for ClusterParams {
+    fn default() -> Self {
+        ClusterParams {
+            threshold: 0.5,
+            neighbours: 30,
+            min_samples: 3,
+            min_size: 2,
+            iterations: 30,
+            seed: 0,
+        }
+    }
+}
+
+/// Each face's links: (other face, cosine similarity), most similar first, at most `k`, only
+/// those at or above `threshold`. `embeddings` are `n` rows of `dim`, unit length.
+pub fn neighbour_graph(
+    embeddings: &[f32],
+    dim: usize,
+    k: usize,
+    threshold: f32,
+) -> Vec<Vec<(u32, f32)>> {
+    let n = embeddings.len() / dim.max(1);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let a = &embeddings[i * dim..(i + 1) * dim];
+            let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+            for (j, b) in embeddings.chunks_exact(dim).enumerate() {
+                if j == i {
+                    continue;
+                }
+                let s = dot(a, b);
+                if s < threshold || (best.len() == k && s <= best[k - 1].1) {
+                    continue;
+                }
+                let at = best.partition_point(|&(_, v)| v >= s);
+                best.insert(at, (j as u32, s));
+                best.truncate(k);
+            }
+            best
+        })
+        .collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight running sums: the compiler keeps them in one vector register.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The graph made symmetric (a link kept when either face listed the other).
+fn symmetric(graph: &[Vec<(u32, f32)>]) -> Vec<Vec<(u32, f32)>> {
+    let mut out: Vec<Vec<(u32, f32)>> = graph.to_vec();
+    for (i, links) in graph.iter().enumerate() {
+        for &(j, s) in links {
+            if !graph[j as usize].iter().any(|&(x, _)| x as usize == i) {
+                out[j as usize].push((i as u32, s));
+            }
+        }
+    }
+    out
+}
+
+/// Groups faces into people; `None` for faces left unassigned. Labels are 0.. in order of group
+/// size (largest first, ties by the smallest face index), so the same input gives the same labels.
+pub fn cluster(
+    embeddings: &[f32],
+    dim: usize,
+    algorithm: Algorithm,
+    params: &ClusterParams,
+) -> Vec<Option<usize>> {
+    let graph = symmetric(&neighbour_graph(
+        embeddings,
+        dim,
+        params.neighbours.max(1),
+        params.threshold,
+    ));
+    let raw = match algorithm {
+        Algorithm::ChineseWhispers => chinese_whispers(&graph, params.iterations, params.seed),
+        Algorithm::Density => density(&graph, params.min_samples),
+    };
+    relabel(&raw, params.min_size)
+}
+
+/// dlib's Chinese whispers: labels as indices, every face in some group.
+fn chinese_whispers(graph: &[Vec<(u32, f32)>], iterations: usize, seed: u64) -> Vec<Option<usize>> {
+    let n = graph.len();
+    let mut labels: Vec<usize> = (0..n).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        // splitmix64: a seeded order without a dependency.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut weights: HashMap<usize, f32> = HashMap::new();
+    for _ in 0..iterations {
+        for i in (1..n).rev() {
+            order.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        let mut changed = false;
+        for &i in &order {
+            if graph[i].is_empty() {
+                continue;
+            }
+            weights.clear();
+            for &(j, s) in &graph[i] {
+                *weights.entry(labels[j as usize]).or_default() += s;
+            }
+            // The heaviest label; ties to the smallest label, so the result is deterministic.
+            let (&best, _) = weights
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+                .expect("a face with links has a label among them");
+            if best != labels[i] {
+                labels[i] = best;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    labels.into_iter().map(Some).collect()
+}
+
+/// DBSCAN's rule on the graph: cores (>= `min_samples` links) connected through cores form a
+/// group; other faces join their most similar core neighbour's group, or none.
+fn density(graph: &[Vec<(u32, f32)>], min_samples: usize) -> Vec<Option<usize>> {
+    let n = graph.len();
+    let core: Vec<bool> = graph.iter().map(|l| l.len() >= min_samples).collect();
+    let mut labels: Vec<Option<usize>> = vec![None; n];
+    let mut stack = Vec::new();
+    for start in 0..n {
+        if !core[start] || labels[start].is_some() {
+            continue;
+        }
+        labels[start] = Some(start);
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            for &(j, _) in &graph[i] {
+                let j = j as usize;
+                if core[j] && labels[j].is_none() {
+                    labels[j] = Some(start);
+                    stack.push(j);
+                }
+            }
+        }
+    }
+    for i in 0..n {
+        if core[i] {
+            continue;
+        }
+        labels[i] = graph[i]
+            .iter()
+            .filter(|&&(j, _)| core[j as usize])
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .and_then(|&(j, _)| labels[j as usize]);
+    }
+    labels
+}
+
+/// Renumbers groups by size (largest first, ties by first face), dropping those below
+/// `min_size`.
+fn relabel(raw: &[Option<usize>], min_size: usize) -> Vec<Option<usize>> {
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, l) in raw.iter().enumerate() {
+        if let Some(l) = l {
+            members.entry(*l).or_default().push(i);
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = members
+        .into_values()
+        .filter(|m| m.len() >= min_size.max(1))
+        .collect();
+    groups.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
+    let mut out = vec![None; raw.len()];
+    for (label, m) in groups.iter().enumerate() {
+        for &i in m {
+            out[i] = Some(label);
+        }
+    }
+    out
+}
+
+/// Precision, recall and F1 of a grouping.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Scores {
+    /// Of what the grouping put together, the share that belongs together.
+    pub precision: f64,
+    /// Of what belongs together, the share the grouping put together.
+    pub recall: f64,
+    /// Their harmonic mean.
+    pub f1: f64,
+}
+
+fn f1(precision: f64, recall: f64) -> Scores {
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    Scores {
+        precision,
+        recall,
+        f1,
+    }
+}
+
+/// Predicted labels with unassigned faces as groups of their own.
+fn closed(predicted: &[Option<usize>]) -> Vec<usize> {
+    let offset = predicted.iter().flatten().max().map_or(0, |m| m + 1);
+    predicted
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l.unwrap_or(offset + i))
+        .collect()
+}
+
+/// Pairs among groups of these sizes.
+fn pairs<'a>(sizes: impl Iterator<Item = &'a u64>) -> u64 {
+    sizes.map(|&c| c * (c - 1) / 2).sum()
+}
+
+/// Pairwise scores: over all pairs of faces, those grouped together (precision) and those of
+/// one identity (recall), counted from the contingency table.
+pub fn pairwise_scores(predicted: &[Option<usize>], truth: &[usize]) -> Scores {
+    let pred = closed(predicted);
+    let mut cells: HashMap<(usize, usize), u64> = HashMap::new();
+    let mut by_pred: HashMap<usize, u64> = HashMap::new();
+    let mut by_true: HashMap<usize, u64> = HashMap::new();
+    for (&p, &t) in pred.iter().zip(truth) {
+        *cells.entry((p, t)).or_default() += 1;
+        *by_pred.entry(p).or_default() += 1;
+        *by_true.entry(t).or_default() += 1;
+    }
+    let together = pairs(cells.values()) as f64;
+    let (predicted_pairs, true_pairs) = (
+        pairs(by_pred.values()) as f64,
+        pairs(by_true.values()) as f64,
+    );
+    f1(
+        if predicted_pairs > 0.0 {
+            together / predicted_pairs
+        } else {
+            1.0
+        },
+        if true_pairs > 0.0 {
+            together / true_pairs
+        } else {
+            1.0
+        },
+    )
+}
+
+/// BCubed scores: for each face, the share of its group that shares its identity (precision)
+/// and the share of its identity inside its group (recall), averaged over faces.
+pub fn bcubed_scores(predicted: &[Option<usize>], truth: &[usize]) -> Scores {
+    let pred = closed(predicted);
+    let mut cells: HashMap<(usize, usize), f64> = HashMap::new();
+    let mut by_pred: HashMap<usize, f64> = HashMap::new();
+    let mut by_true: HashMap<usize, f64> = HashMap::new();
+    for (&p, &t) in pred.iter().zip(truth) {
+        *cells.entry((p, t)).or_default() += 1.0;
+        *by_pred.entry(p).or_default() += 1.0;
+        *by_true.entry(t).or_default() += 1.0;
+    }
+    let n = pred.len().max(1) as f64;
+    let (mut p_sum, mut r_sum) = (0.0, 0.0);
+    for (&p, &t) in pred.iter().zip(truth) {
+        let c = cells[&(p, t)];
+        p_sum += c / by_pred[&p];
+        r_sum += c / by_true[&t];
+    }
+    f1(p_sum / n, r_sum / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors around `centres` directions in 4-d, `per` each, spread by `spread`.
+    fn groups(centres: &[[f32; 4]], per: usize, spread: f32) -> (Vec<f32>, Vec<usize>) {
+        let mut data = Vec::new();
+        let mut labels = Vec::new();
+        for (g, c) in centres.iter().enumerate() {
+            for i in 0..per {
+                let mut v: Vec<f32> = c
+                    .iter()
+                    .enumerate()
+                    .map(|(d, x)| x + spread * (((i * 7 + d * 3) % 5) as f32 - 2.0) / 2.0)
+                    .collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                data.extend(v);
+                labels.push(g);
+            }
+        }
+        (data, labels)
+    }
+
+    #[test]
+    fn separated_groups_are_recovered_exactly_by_both_algorithms() {
+        let centres = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ];
+        let (data, truth) = groups(&centres, 6, 0.1);
+        let params = ClusterParams {
+            threshold: 0.8,
+            ..ClusterParams::default()
+        };
+        for algorithm in [Algorithm::ChineseWhispers, Algorithm::Density] {
+            let labels = cluster(&data, 4, algorithm, &params);
+            // Each true group maps to one label and no label spans two groups.
+            for g in 0..3 {
+                let first = labels[g * 6];
+                assert!(first.is_some(), "{algorithm:?}: {labels:?}");
+                assert!(labels[g * 6..(g + 1) * 6].iter().all(|l| *l == first));
+            }
+            assert_eq!(
+                labels
+                    .iter()
+                    .flatten()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len(),
+                3
+            );
+            assert_eq!(pairwise_scores(&labels, &truth).f1, 1.0);
+            assert_eq!(bcubed_scores(&labels, &truth).f1, 1.0);
+        }
+    }
+
+    #[test]
+    fn a_face_far_from_everyone_is_left_unassigned() {
+        let centres = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]];
+        let (mut data, _) = groups(&centres, 5, 0.05);
+        data.extend([0.0, 0.0, 0.0, 1.0]);
+        for algorithm in [Algorithm::ChineseWhispers, Algorithm::Density] {
+            let labels = cluster(&data, 4, algorithm, &ClusterParams::default());
+            assert_eq!(labels[10], None, "{algorithm:?}");
+            assert!(labels[..10].iter().all(Option::is_some), "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn the_same_seed_and_input_give_the_same_labels() {
+        let centres = [
+            [1.0, 0.2, 0.0, 0.0],
+            [0.8, 1.0, 0.0, 0.0],
+            [0.0, 0.3, 1.0, 0.5],
+        ];
+        let (data, _) = groups(&centres, 20, 0.6);
+        let params = ClusterParams {
+            threshold: 0.3,
+            seed: 7,
+            ..ClusterParams::default()
+        };
+        let a = cluster(&data, 4, Algorithm::ChineseWhispers, &params);
+        let b = cluster(&data, 4, Algorithm::ChineseWhispers, &params);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn scores_match_hand_counts() {
+        // Truth: {0,1,2} {3,4}. Predicted: {0,1} {2,3} {4 unassigned}.
+        let truth = [0, 0, 0, 1, 1];
+        let pred = [Some(0), Some(0), Some(1), Some(1), None];
+        // Pairs predicted together: (0,1), (2,3) -> 2; of them same identity: (0,1) -> 1.
+        // True pairs: 3 + 1 = 4. Precision 1/2, recall 1/4.
+        let p = pairwise_scores(&pred, &truth);
+        assert!((p.precision - 0.5).abs() < 1e-12 && (p.recall - 0.25).abs() < 1e-12);
+        assert!((p.f1 - 1.0 / 3.0).abs() < 1e-12);
+        // BCubed precision per face: 1, 1, 1/2, 1/2, 1 -> 4/5. Recall: 2/3, 2/3, 1/3, 1/2, 1/2
+        // -> (2/3 + 2/3 + 1/3 + 1/2 + 1/2) / 5 = 8/15.
+        let b = bcubed_scores(&pred, &truth);
+        assert!((b.precision - 0.8).abs() < 1e-12, "{b:?}");
+        assert!((b.recall - 8.0 / 15.0).abs() < 1e-12, "{b:?}");
+        assert!((b.f1 - 2.0 * 0.8 * (8.0 / 15.0) / (0.8 + 8.0 / 15.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_neighbour_graph_keeps_the_k_most_similar_above_the_threshold() {
+        let data = [1.0, 0.0, 0.8, 0.6, 0.6, 0.8, 0.0, 1.0];
+        let g = neighbour_graph(&data, 2, 2, 0.5);
+        // Face 0's similarities: 0.8 (1), 0.6 (2), 0.0 (3).
+        assert_eq!(g[0].iter().map(|l| l.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!((g[0][0].1 - 0.8).abs() < 1e-6 && (g[0][1].1 - 0.6).abs() < 1e-6);
+        // Face 3: 0.8 (2), 0.6 (1); face 0 is below the threshold.
+        assert_eq!(g[3].iter().map(|l| l.0).collect::<Vec<_>>(), vec![2, 1]);
+    }
+}
