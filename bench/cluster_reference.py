@@ -52,12 +52,12 @@ def main():
         runs.append(dict(algorithm=name, param=param, pairwise_f1=pw, bcubed_f1=bf, clusters=k, seconds=s))
         print(f"{name:14s} {param:28s} pairwise F1 {pw:.4f}  BCubed F1 {bf:.4f}  clusters {k:6d}  {s:7.2f} s", flush=True)
 
-    for eps in (0.4, 0.5, 0.6, 0.7):
+    for eps in (0.3, 0.35, 0.4, 0.45, 0.5):
         for ms in (2, 3):
             run("DBSCAN", f"eps={eps} min_samples={ms}", lambda: DBSCAN(eps=eps, min_samples=ms, metric="cosine"))
     for mcs in (2, 3, 5):
         run("HDBSCAN", f"min_cluster_size={mcs}", lambda: HDBSCAN(min_cluster_size=mcs))
-    for d in (0.5, 0.6, 0.7, 0.8):
+    for d in (0.4, 0.5, 0.6, 0.7):
         run("agglomerative", f"average, cosine, t={d}", lambda: AgglomerativeClustering(
             n_clusters=None, distance_threshold=d, linkage="average", metric="cosine"))
     for name in ("DBSCAN", "HDBSCAN", "agglomerative"):
