@@ -61,6 +61,9 @@ pub struct ClusterParams {
     pub iterations: usize,
     /// Chinese whispers: seed of the visiting order.
     pub seed: u64,
+    /// From this many faces on, links come from an HNSW graph (approximate, near-linear)
+    /// instead of comparing every pair (exact, quadratic).
+    pub approximate_above: usize,
 }
 
 impl Default for ClusterParams {
@@ -72,6 +75,7 @@ impl Default for ClusterParams {
             min_size: 2,
             iterations: 30,
             seed: 0,
+            approximate_above: 50_000,
         }
     }
 }
@@ -110,6 +114,54 @@ pub fn neighbour_graph(
             best
         })
         .collect()
+}
+
+/// [`neighbour_graph`] from an HNSW graph (hnswlib's settings as the service uses them, 16 links,
+/// candidate lists of 200): each face's `k` nearest as the graph finds them, near-linear in the
+/// number of faces where the exact search is quadratic. Recall below 1: a few true links are
+/// missed, which grouping by whispers tolerates (many paths join a person).
+pub fn approximate_neighbour_graph(
+    embeddings: &[f32],
+    dim: usize,
+    k: usize,
+    threshold: f32,
+) -> Vec<Vec<(u32, f32)>> {
+    use hnsw_rs::hnsw::Hnsw;
+    let n = embeddings.len() / dim.max(1);
+    let layers = 16.min(((n as f64).ln().ceil() as usize).max(1));
+    let graph = Hnsw::new(16, n, layers, 200, UnitCosineDistance);
+    let rows: Vec<(&[f32], usize)> = embeddings.chunks_exact(dim).zip(0..).collect();
+    graph.parallel_insert_slice(&rows);
+    let ef = 64.max(2 * k);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let query = &embeddings[i * dim..(i + 1) * dim];
+            let mut links: Vec<(u32, f32)> = graph
+                .search(query, k + 1, ef)
+                .into_iter()
+                .filter(|h| h.d_id != i)
+                .map(|h| (h.d_id as u32, 1.0 - h.distance))
+                .filter(|&(_, s)| s >= threshold)
+                .collect();
+            links.sort_by(|a, b| b.1.total_cmp(&a.1));
+            links.truncate(k);
+            links
+        })
+        .collect()
+}
+
+/// 1 - the cosine similarity of two unit vectors, never below 0: hnsw_rs's own `DistDot`
+/// asserts that, and rounding puts the dot product of a unit vector with itself or a near copy
+/// an ulp above 1 (the same face enrolled twice, a duplicate photo), which would panic mid-search.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitCosineDistance;
+
+impl hnsw_rs::anndists::dist::Distance<f32> for UnitCosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        (1.0 - dot).max(0.0)
+    }
 }
 
 /// Faces compared with each row at once in [`neighbour_graph`].
@@ -194,12 +246,14 @@ pub fn cluster(
     algorithm: Algorithm,
     params: &ClusterParams,
 ) -> Vec<Option<usize>> {
-    let graph = symmetric(&neighbour_graph(
-        embeddings,
-        dim,
-        params.neighbours.max(1),
-        params.threshold,
-    ));
+    let n = embeddings.len() / dim.max(1);
+    let k = params.neighbours.max(1);
+    let links = if n >= params.approximate_above {
+        approximate_neighbour_graph(embeddings, dim, k, params.threshold)
+    } else {
+        neighbour_graph(embeddings, dim, k, params.threshold)
+    };
+    let graph = symmetric(&links);
     let raw = match algorithm {
         Algorithm::ChineseWhispers => chinese_whispers(&graph, params.iterations, params.seed),
         Algorithm::Density => density(&graph, params.min_samples),
@@ -435,11 +489,18 @@ mod tests {
             [0.0, 0.0, 1.0, 0.0],
         ];
         let (data, truth) = groups(&centres, 6, 0.1);
-        let params = ClusterParams {
-            threshold: 0.8,
-            ..ClusterParams::default()
-        };
-        for algorithm in [Algorithm::ChineseWhispers, Algorithm::Density] {
+        for (algorithm, approximate_above) in [
+            (Algorithm::ChineseWhispers, usize::MAX),
+            (Algorithm::Density, usize::MAX),
+            // Links from the HNSW graph instead of every pair.
+            (Algorithm::ChineseWhispers, 0),
+            (Algorithm::Density, 0),
+        ] {
+            let params = ClusterParams {
+                threshold: 0.8,
+                approximate_above,
+                ..ClusterParams::default()
+            };
             let labels = cluster(&data, 4, algorithm, &params);
             // Each true group maps to one label and no label spans two groups.
             for g in 0..3 {
@@ -550,6 +611,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_hnsw_distance_of_a_unit_vector_to_itself_is_zero_not_negative() {
+        use hnsw_rs::anndists::dist::Distance;
+        // A normalised vector whose f32 dot product with itself rounds above 1.
+        let v = (3..200)
+            .map(|dim| {
+                let mut v: Vec<f32> = (1..=dim).map(|i| (i as f32).sin()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .find(|v| v.iter().map(|x| x * x).sum::<f32>() > 1.0)
+            .expect("some length rounds above 1");
+        assert_eq!(UnitCosineDistance.eval(&v, &v), 0.0);
+        let e0: Vec<f32> = (0..v.len()).map(|i| f32::from(i == 0)).collect();
+        assert!((UnitCosineDistance.eval(&v, &e0) - (1.0 - v[0])).abs() < 1e-6);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! embedding, searched exactly (a dot product per face) up to `ann_above` faces, and through an
 //! HNSW graph (`hnsw_rs`) beyond, which is rebuilt when a tenth of its faces have been removed.
 
-use hnsw_rs::anndists::dist::DistDot;
+use ffem_eval::cluster::UnitCosineDistance;
 use hnsw_rs::hnsw::Hnsw;
 
 /// A search result: an identity and its best-matching face.
@@ -25,7 +25,7 @@ const HNSW_EF_SEARCH: usize = 256;
 /// The approximate index: an HNSW graph over face ids, and the ids removed since it was built
 /// (searches skip them; many of them trigger a rebuild).
 struct Ann {
-    graph: Hnsw<'static, f32, DistDot>,
+    graph: Hnsw<'static, f32, UnitCosineDistance>,
     removed: std::collections::HashSet<u64>,
 }
 
@@ -139,7 +139,7 @@ impl FaceIndex {
             return;
         }
         let layers = 16.min(((n as f64).ln().ceil() as usize).max(1));
-        let graph = Hnsw::new(HNSW_LINKS, n, layers, HNSW_EF_BUILD, DistDot);
+        let graph = Hnsw::new(HNSW_LINKS, n, layers, HNSW_EF_BUILD, UnitCosineDistance);
         let rows: Vec<(&[f32], usize)> = self
             .embeddings
             .chunks_exact(self.dim)

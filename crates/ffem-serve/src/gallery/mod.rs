@@ -414,6 +414,35 @@ mod tests {
             .collect()
     }
 
+    /// The same face enrolled twice and searched for through the graph: the dot product of a
+    /// unit vector with its copy can round above 1, which hnsw_rs's own dot distance asserts
+    /// against (a panic under the index lock, poisoning it for every later request).
+    #[test]
+    fn hnsw_search_survives_a_face_enrolled_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 64;
+        let g = Gallery::open_with_ann(&dir.path().join("g.redb"), dim, 0).unwrap();
+        g.create_identity("twice").unwrap();
+        let faces = random_units(50, dim, 3);
+        let copies: Vec<FaceRecord> = faces
+            .iter()
+            .chain(faces.iter())
+            .map(|e| FaceRecord {
+                identity: "twice".into(),
+                image_sha256: [0; 32],
+                face_box: [0.0; 4],
+                embedding: e.clone(),
+            })
+            .collect();
+        g.add_faces(copies).unwrap();
+        assert!(g.approximate());
+        for q in &faces {
+            let hits = g.search(q, 1);
+            assert_eq!(hits.len(), 1);
+            assert!(hits[0].score > 0.999, "{}", hits[0].score);
+        }
+    }
+
     #[test]
     fn hnsw_search_recalls_what_exact_search_finds() {
         let dir = tempfile::tempdir().unwrap();

@@ -57,6 +57,9 @@ pub struct ClusterArgs {
     /// Seed of Chinese whispers' visiting order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// From this many faces on, links come from an HNSW graph instead of comparing every pair.
+    #[arg(long, default_value_t = 50_000)]
+    approximate_above: usize,
     /// Folder the paths of an image_list.json are relative to (default: the JSON's folder).
     #[arg(long)]
     root: Option<PathBuf>,
@@ -124,6 +127,7 @@ pub fn cluster_faces(a: ClusterArgs) -> Result<ExitCode> {
         min_samples: a.min_samples,
         min_size: a.min_size,
         seed: a.seed,
+        approximate_above: a.approximate_above,
         ..ClusterParams::default()
     };
     let started = std::time::Instant::now();
