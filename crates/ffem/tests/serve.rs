@@ -500,6 +500,24 @@ fn ffem_ok(args: &[&str]) -> String {
     out
 }
 
+/// `ffem import` of SFace into `out` with its input convention (raw BGR pixels) and `extra`.
+fn import_sface(sface: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "import",
+        sface.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--onnx-channels",
+        "bgr",
+        "--onnx-mean",
+        "0",
+        "--onnx-std",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    ffem_ok(&args)
+}
+
 /// The similarity `ffem verify` prints ("cosine similarity 0.7869 (threshold ...").
 fn printed_similarity(out: &str) -> f32 {
     out.split("cosine similarity ")
@@ -520,21 +538,8 @@ fn an_imported_sface_verifies_searches_and_serves_real_photos() {
     let sface = ffem_testdata::require_sface();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("sface");
-    let out = ffem_ok(&[
-        "import",
-        sface.to_str().unwrap(),
-        "--output",
-        model.to_str().unwrap(),
-        "--onnx-channels",
-        "bgr",
-        "--onnx-mean",
-        "0",
-        "--onnx-std",
-        "1",
-        // OpenCV's published cosine threshold for SFace (its face_recognition_sface README).
-        "--threshold",
-        "0.363",
-    ]);
+    // OpenCV's published cosine threshold for SFace (its face_recognition_sface README).
+    let out = import_sface(&sface, &model, &["--threshold", "0.363"]);
     assert!(out.contains("output `fc1` [N, 128]"), "{out}");
     assert!(out.contains("saved threshold 0.3630"), "{out}");
     let lfw = data.join("lfw/lfw-deepfunneled");
@@ -619,20 +624,7 @@ fn an_imported_sface_verifies_searches_and_serves_real_photos() {
     )
     .unwrap();
     let measured = dir.path().join("sface_measured");
-    let out = ffem_ok(&[
-        "import",
-        sface.to_str().unwrap(),
-        "--output",
-        measured.to_str().unwrap(),
-        "--onnx-channels",
-        "bgr",
-        "--onnx-mean",
-        "0",
-        "--onnx-std",
-        "1",
-        "--lfw",
-        mini.to_str().unwrap(),
-    ]);
+    let out = import_sface(&sface, &measured, &["--lfw", mini.to_str().unwrap()]);
     assert!(out.contains("lfw: 40 pairs (20 same)"), "{out}");
     let saved = ffem_infer::threshold::SavedThreshold::load(&measured)
         .unwrap()
