@@ -75,7 +75,7 @@ impl Default for ClusterParams {
             min_size: 2,
             iterations: 30,
             seed: 0,
-            approximate_above: 50_000,
+            approximate_above: 200_000,
         }
     }
 }
