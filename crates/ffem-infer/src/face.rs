@@ -19,13 +19,12 @@ use crate::embed::{Embedder, FaceInput};
 use crate::error::InferError;
 use crate::faces::prepare_face;
 use crate::threshold::SavedThreshold;
-use ffem_model::model::{ModelConfig, ModelError};
+use ffem_model::model::ModelError;
 
 /// A loaded embedding model (on the GPU in a `vulkan` build, else the CPU), with the face
 /// detector when [`FaceModel::with_detector`] added it.
 pub struct FaceModel {
     embedder: Embedder,
-    config: ModelConfig,
     detector: Option<ffem_detect::Mtcnn>,
     /// The decision threshold (cosine) saved by `ffem eval`, if any.
     pub threshold: Option<f32>,
@@ -50,11 +49,9 @@ impl FaceModel {
     /// the commands choose it), with its saved threshold if any.
     pub fn load(dir: &Path) -> Result<Self, FaceError> {
         let embedder = crate::model_dir::open(dir, crate::model_dir::Engine::Auto, 0)?;
-        let config = embedder.config().clone();
         let threshold = SavedThreshold::load(dir)?.map(|t| t.threshold_cosine);
         Ok(FaceModel {
             embedder,
-            config,
             detector: None,
             threshold,
         })
@@ -70,7 +67,7 @@ impl FaceModel {
 
     /// Embedding width.
     pub fn dim(&self) -> usize {
-        self.config.embedding_dim
+        self.embedder.dim()
     }
 
     /// Embeds an encoded image (JPEG, PNG, WebP, ...) with an optional face box (left, top, right,
@@ -96,13 +93,13 @@ impl FaceModel {
         let (image, found) = prepare_face(
             &mut face,
             self.detector.as_ref(),
-            self.config.image_size,
-            self.config.align,
+            self.embedder.config().image_size,
+            self.embedder.config().align,
         )?;
         if found > 1 {
             tracing::warn!("{found} faces in the image; the largest was used");
         }
-        if self.config.align && face.landmarks.is_none() {
+        if self.embedder.config().align && face.landmarks.is_none() {
             tracing::warn!(
                 "this model was trained on aligned faces; without landmarks the box is cropped instead"
             );
@@ -112,7 +109,7 @@ impl FaceModel {
 
     /// Embeds a decoded RGB image that is already the face crop (any size; resized bilinearly).
     pub fn embed_rgb(&self, rgb: &image::RgbImage) -> Vec<f32> {
-        let size = self.config.image_size;
+        let size = self.embedder.config().image_size;
         let mut hwc = vec![0f32; size * size * 3];
         ffem_data::imageops::crop_resize(
             rgb,

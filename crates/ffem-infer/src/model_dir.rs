@@ -8,7 +8,7 @@
 //! Runtime when the build has it and its library is present, else in tract (pure Rust, always
 //! built, several times slower).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ffem_model::ComputeDevice;
 use ffem_model::model::{CONFIG_FILE, ModelConfig, WEIGHTS_FILE, load_model};
@@ -190,12 +190,6 @@ fn open_external(
     threads: usize,
 ) -> Result<Embedder, InferError> {
     let path = dir.join(&ext.graph);
-    let bytes = std::fs::read(&path).map_err(|source| InferError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let graph = prepare_external(&bytes, Some(&ext.input), Some(&ext.output))
-        .map_err(|e| invalid(&path, e))?;
     let network = match engine {
         Engine::Burn => {
             return Err(invalid(
@@ -203,7 +197,7 @@ fn open_external(
                 "an imported ONNX model runs in onnxruntime or tract, not burn",
             ));
         }
-        Engine::Tract => tract(&path, &graph, ext)?,
+        Engine::Tract => tract(&path, &read_graph(dir, ext)?, ext)?,
         Engine::OnnxRuntime => ort(&path, ext, threads)?,
         Engine::Auto => match ort(&path, ext, threads) {
             Ok(n) => n,
@@ -211,7 +205,7 @@ fn open_external(
                 if cfg!(feature = "onnxruntime") {
                     tracing::warn!("{why}; running {} in tract instead", path.display());
                 }
-                tract(&path, &graph, ext)?
+                tract(&path, &read_graph(dir, ext)?, ext)?
             }
         },
     };
@@ -226,6 +220,17 @@ fn open_external(
         ));
     }
     Ok(network)
+}
+
+/// The imported graph of `dir`, read and made ready for batched inference with the recorded
+/// input and output (ONNX Runtime reads the file itself; tract and the exports take this).
+pub fn read_graph(dir: &Path, ext: &ExternalModel) -> Result<ExternalGraph, InferError> {
+    let path = dir.join(&ext.graph);
+    let bytes = std::fs::read(&path).map_err(|source| InferError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    prepare_external(&bytes, Some(&ext.input), Some(&ext.output)).map_err(|e| invalid(&path, e))
 }
 
 fn tract(path: &Path, graph: &ExternalGraph, ext: &ExternalModel) -> Result<Embedder, InferError> {
@@ -392,20 +397,7 @@ fn write_dir(out: &Path, graph: &[u8], model: &ExternalModel) -> Result<(), Infe
     })?;
     ffem_data::atomic::write_file(&staged.join(&model.graph), graph)?;
     ffem_data::atomic::write_json(&staged.join(EXTERNAL_FILE), model)?;
-    if out.exists() {
-        // Empty (checked above): replace_dir swaps it out whole.
-        ffem_data::atomic::replace_dir(&staged, out)?;
-    } else {
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| InferError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::rename(&staged, out).map_err(|source| InferError::Io {
-            path: PathBuf::from(out),
-            source,
-        })?;
-    }
+    // A missing `out` is renamed into place; an empty one (checked by the caller) swapped out.
+    ffem_data::atomic::replace_dir(&staged, out)?;
     Ok(())
 }

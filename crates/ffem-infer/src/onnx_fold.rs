@@ -239,13 +239,12 @@ fn keep_folded(
     values: Vec<f32>,
 ) -> Vec<u8> {
     let bytes = float_initializer(name, &dims, &values);
-    let data_type = FLOAT;
     constants.insert(
         name.to_string(),
         Constant {
             dims,
             values,
-            data_type,
+            data_type: FLOAT,
         },
     );
     bytes

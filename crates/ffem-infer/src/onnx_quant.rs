@@ -568,8 +568,7 @@ pub fn quantize_int8(
         if skipped.contains(&index) {
             continue;
         }
-        let weights = node.inputs.get(1).and_then(|w| e.floats.get(w));
-        let is_target = QUANTIZED_OPS.contains(&node.op.as_str()) && weights.is_some();
+        let is_target = is_quantized(&e, &node);
         let mut inputs: Vec<String> = node
             .inputs
             .iter()

@@ -91,7 +91,7 @@ struct Report {
 
 /// Runs `ffem cluster`.
 pub fn cluster_faces(a: ClusterArgs) -> Result<ExitCode> {
-    let (embeddings, dim, faces, labels, threshold, skipped) = match &a.embeddings {
+    let (embeddings, dim, faces, threshold, skipped) = match &a.embeddings {
         Some(npy) => {
             let (data, rows, dim) = ffem_eval::npy::read_f32(npy)?;
             let index = ffem_eval::gallery::read_index(&ffem_eval::gallery::index_path(npy))?;
@@ -112,8 +112,7 @@ pub fn cluster_faces(a: ClusterArgs) -> Result<ExitCode> {
                     ..FaceSource::file(Path::new(&e.name))
                 })
                 .collect();
-            let labels = faces.iter().map(|f| f.label.clone()).collect();
-            (data, dim, faces, labels, threshold, Vec::new())
+            (data, dim, faces, threshold, Vec::new())
         }
         None => embed_inputs(&a)?,
     };
@@ -141,7 +140,7 @@ pub fn cluster_faces(a: ClusterArgs) -> Result<ExitCode> {
     }
     let unassigned = groups.iter().filter(|g| g.is_none()).count();
     let (pairwise, bcubed) = if a.score {
-        let truth = label_ids(&labels)?;
+        let truth = label_ids(&faces)?;
         (
             Some(pairwise_scores(&groups, &truth)),
             Some(bcubed_scores(&groups, &truth)),
@@ -207,14 +206,7 @@ pub fn cluster_faces(a: ClusterArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-type Embedded = (
-    Vec<f32>,
-    usize,
-    Vec<FaceSource>,
-    Vec<String>,
-    f32,
-    Vec<String>,
-);
+type Embedded = (Vec<f32>, usize, Vec<FaceSource>, f32, Vec<String>);
 
 /// Embeds every face of the inputs (photos without a box: each face the detector finds).
 fn embed_inputs(a: &ClusterArgs) -> Result<Embedded> {
@@ -273,18 +265,18 @@ fn embed_inputs(a: &ClusterArgs) -> Result<Embedded> {
     let out = embed_sources(&embedder, &faces, opts)?;
     skipped.extend(out.skipped.iter().map(|(_, r)| r.clone()));
     let kept: Vec<FaceSource> = out.kept.iter().map(|&i| faces[i].clone()).collect();
-    let labels = kept.iter().map(|f| f.label.clone()).collect();
     for s in skipped.iter().take(10) {
         eprintln!("skipped {s}");
     }
-    Ok((out.embeddings, out.dim, kept, labels, threshold, skipped))
+    Ok((out.embeddings, out.dim, kept, threshold, skipped))
 }
 
-/// The inputs' labels as dense ids; every face needs one.
-fn label_ids(labels: &[String]) -> Result<Vec<usize>> {
+/// The faces' labels as dense ids; every face needs one.
+fn label_ids(faces: &[FaceSource]) -> Result<Vec<usize>> {
     let mut ids: HashMap<&str, usize> = HashMap::new();
-    labels
+    faces
         .iter()
+        .map(|f| &f.label)
         .enumerate()
         .map(|(i, l)| {
             if l.is_empty() {

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use ffem_infer::faces::{gather, prepare_face};
-use ffem_infer::model_dir::{ModelKind, read_kind};
-use ffem_infer::onnx_import::{InputConvention, metadata, prepare_external, with_metadata};
+use ffem_infer::model_dir::{ModelKind, read_graph, read_kind};
+use ffem_infer::onnx_import::{InputConvention, metadata, with_metadata};
 use ffem_infer::{onnx_fold, onnx_quant};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -76,10 +76,7 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             (bytes, InputConvention::default(), cfg.image_size, cfg.align)
         }
         ModelKind::External(ext) => {
-            let path = a.model.join(&ext.graph);
-            let raw = std::fs::read(&path).with_context(|| path.display().to_string())?;
-            let g = prepare_external(&raw, Some(&ext.input), Some(&ext.output))
-                .with_context(|| path.display().to_string())?;
+            let g = read_graph(&a.model, &ext)?;
             // Weight-only int8 files become float first: fp16 and int8 start from float weights.
             let folded = onnx_fold::fold_constant_dequantize(&g.bytes)?;
             (folded.bytes, ext.convention(), ext.image_size, ext.align)
